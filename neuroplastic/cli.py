@@ -1,0 +1,141 @@
+"""The ``neuroplastic`` command: run, validate and list protocols.
+
+Exit codes: 0 success; 1 the run failed (e.g. diverged; its checkpoints are
+kept); 2 bad input (protocol, model file, run directory), with one message that
+names the file, the key and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tomllib
+from pathlib import Path
+
+from . import __version__
+from .engines import TrainingDiverged, get_engine
+from .models import ModelError, load_model
+from .protocol import MODELS_DIR, PROTOCOLS_DIR, ProtocolError, load
+from .results import Run, RunError
+
+__all__ = ["main"]
+
+log = logging.getLogger("neuroplastic")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuroplastic", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"neuroplastic {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train and evaluate a protocol; results go to a run directory")
+    r.add_argument("protocol", type=Path, help="protocol file (TOML)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override a protocol value, e.g. --set rule.lr=3e-4 (repeatable)")
+    r.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    r.add_argument("--out", type=Path, default=Path("runs"), help="root of the run directories (default: runs)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    g.add_argument("--force", action="store_true", help="start over, overwriting an existing run")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, only the result table")
+
+    v = sub.add_parser("validate", help="check protocol files without running them")
+    v.add_argument("protocols", type=Path, nargs="+")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+
+    sub.add_parser("list", help="list the protocols and models, one line each")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return {"run": _run, "validate": _validate, "list": _list}[args.command](args)
+    except (ProtocolError, ModelError, RunError) as err:
+        print(f"neuroplastic: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    protocol = load(args.protocol, overrides)
+    engine = get_engine(protocol.engine.name)
+    run = Run.open(args.out, protocol, resume=args.resume, force=args.force,
+                   command=["neuroplastic", "run", str(args.protocol), *sys.argv[3:]])
+    if not args.quiet:
+        print(f"run directory: {run.directory}")
+    try:
+        summary = engine.train(protocol, run, progress=not args.quiet)
+    except TrainingDiverged as err:
+        run.fail(str(err))
+        print(f"neuroplastic: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:          # bad data/stimulus combination found while preparing
+        run.fail(str(err))
+        print(f"neuroplastic: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        run.fail("interrupted")
+        print(f"\ninterrupted; continue with: neuroplastic run {args.protocol} --resume", file=sys.stderr)
+        return 130
+    _summary_figure(run, protocol)
+    run.finish(summary)
+    print(_probe_table(summary))
+    print(f"results: {run.directory}")
+    return 0
+
+
+def _summary_figure(run, protocol) -> None:
+    from .plots import run_summary
+    from .results import read_metrics
+
+    import matplotlib.pyplot as plt
+
+    fig = run_summary(read_metrics(run.directory), title=f"{protocol.name} (seed {protocol.seed})")
+    run.save_figure(fig, "summary")
+    plt.close(fig)
+
+
+def _probe_table(summary: dict) -> str:
+    """Per-layer probe accuracy, trained next to random weights."""
+    probe, rand = summary.get("probe", {}), summary.get("probe_random", {})
+    lines = [f"{'layer':>5}  {'trained':>8}  {'random':>8}"]
+    for layer, acc in probe.items():
+        r = f"{rand[layer]:8.3f}" if layer in rand else f"{'-':>8}"
+        lines.append(f"{layer:>5}  {acc:8.3f}  {r}")
+    return "\n".join(lines)
+
+
+def _validate(args) -> int:
+    failed = 0
+    for path in args.protocols:
+        try:
+            p = load(path, args.overrides)
+            load_model(p.model_path)
+            print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")
+        except (ProtocolError, ModelError) as err:
+            print(f"invalid {err}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _list(args) -> int:
+    print("protocols:")
+    for path in sorted(PROTOCOLS_DIR.glob("*.toml")):
+        print(f"  {path.stem:<28} {_describe(path, 'description')}")
+    print("models:")
+    for path in sorted(MODELS_DIR.glob("*.toml")):
+        print(f"  {path.stem:<28} {_describe(path, 'description')}")
+    return 0
+
+
+def _describe(path: Path, key: str) -> str:
+    try:
+        return str(tomllib.loads(path.read_text()).get(key, ""))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        return f"(unreadable: {err})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

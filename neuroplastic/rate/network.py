@@ -1,0 +1,110 @@
+"""A stack of dense CLAPP layers: the numpy reference network.
+
+Every layer learns only from its own loss (SCIENCE.md §1); its input is the
+previous layer's rate, treated as data (no error crosses layers). Parameters
+live in one flat dict (``"0/W"``, ``"0/W_pred"``, ``"1/W"``, ...) so optimisers
+and checkpoints handle them uniformly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from ..rules import RULES, Rule, clapp_sequences, forward
+
+__all__ = ["ClappStack", "BatchStats"]
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Per-layer loss and fraction of pairs with a non-zero modulation factor gamma."""
+
+    loss: list[float]
+    modulated: list[float]
+
+
+class ClappStack:
+    """Dense two-compartment rate layers trained with CLAPP or CLAPP-s.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Input size followed by the size of each layer.
+    rule : Rule or str
+        Entry of :data:`neuroplastic.rules.RULES`.
+    params : dict
+        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l``.
+    """
+
+    def __init__(self, sizes: list[int], rule: Rule | str, params: dict):
+        self.sizes = list(sizes)
+        self.rule = RULES[rule] if isinstance(rule, str) else rule
+        self.params = params
+
+    @classmethod
+    def init(cls, sizes, rule, rng: np.random.Generator, *, dtype="float32",
+             init_scale=1.0, pred_init_scale=0.1) -> "ClappStack":
+        """He-normal feed-forward weights; small random prediction (and retrodiction) weights."""
+        rule = RULES[rule] if isinstance(rule, str) else rule
+        params = {}
+        for l, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+            params[f"{l}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
+            params[f"{l}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
+            if rule.retro:
+                # CLAPP's W_retro starts as the transpose it learns to track.
+                params[f"{l}/W_retro"] = params[f"{l}/W_pred"].T.copy()
+        return cls(sizes, rule, params)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def features(self, x) -> list:
+        """Rates of every layer for glimpses ``x`` (..., n_in)."""
+        out = []
+        for l in range(self.n_layers):
+            x = forward(self.params[f"{l}/W"], x).z
+            out.append(x)
+        return out
+
+    def pair_sets(self, B: int, T: int, rng: np.random.Generator, negatives: int, saccade_prob: float):
+        """Draw which pairs each layer learns from in one batch: shifts and weights (see clapp_sequences).
+
+        CLAPP-s: the positive set (shift 0) and ``negatives`` sets of saccades,
+        each to the same position of another image (a random non-zero shift).
+        CLAPP: every step is a saccade with probability ``saccade_prob``,
+        otherwise a fixation; one pair per step.
+        """
+        if B < 2:
+            raise ValueError("[train] batch_size must be >= 2: a saccade goes to another image of the batch")
+        scale = 1.0 / (B * (T - 1))
+        if self.rule.pairing == "contrastive":
+            shifts = [0] + [int(s) for s in rng.integers(1, B, size=negatives)]
+            weights = np.full((len(shifts), B, T - 1), scale)
+        else:
+            saccade = rng.random((B, T - 1)) < saccade_prob
+            shifts = [0, int(rng.integers(1, B))]
+            weights = np.stack([~saccade, saccade]).astype(float) * scale
+        return shifts, weights
+
+    def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
+        """One update of every layer from glimpse sequences ``x`` (B, T, n_in)."""
+        xp = array_namespace(x)
+        weights = xp.asarray(weights, dtype=x.dtype)
+        grads, losses, modulated = {}, [], []
+        active = weights > 0
+        n_active = float(xp.sum(xp.astype(active, x.dtype)))
+        for l in range(self.n_layers):
+            p = f"{l}/"
+            g = clapp_sequences(self.params[p + "W"], self.params[p + "W_pred"], x, shifts, weights,
+                                W_retro=self.params.get(p + "W_retro"))
+            grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
+            if g.W_retro is not None:
+                grads[p + "W_retro"] = g.W_retro
+            losses.append(float(g.loss))
+            modulated.append(float(xp.sum(xp.astype(active & (g.gamma != 0), x.dtype))) / n_active)
+            x = g.z                                   # input of the next layer, before this update
+        optimizer.step(self.params, grads)
+        return BatchStats(losses, modulated)

@@ -1,0 +1,192 @@
+r"""CLAPP and CLAPP-s: the layer-local rule of Illing et al. (NeurIPS 2021), as plain functions on arrays.
+
+One layer with input ``x``, feed-forward weights ``W`` (n_out, n_in), prediction
+weights ``W_pred`` (n_out, n_out) and, for CLAPP, retrodiction weights
+``W_retro`` (n_out, n_out).  Rows of the arrays are independent pairs
+(current glimpse, previous glimpse), e.g. batch x time steps:
+
+.. math::
+
+    a = W x,\quad z = \rho(a),\quad c = \rho(W x^{t-\delta t}),\quad d = W_{pred}\, c
+
+    u = z^\top d,\qquad L = \max(0,\, 1 - y u),\qquad \gamma = y\,\Theta(1 - y u)
+
+    \Delta W_{pred} = \eta\,\gamma\, z c^\top
+
+    \Delta W = \eta\,\gamma\,[(d \odot \rho'(a))\, x^\top + (r \odot \rho'(a^{t-\delta t}))\, x^{t-\delta t\,\top}]
+
+with the retrodiction ``r = W_pred^T z`` (CLAPP-s, this is exactly
+:math:`-\eta\,\partial L/\partial W`) or ``r = W_retro z`` (CLAPP), and
+:math:`\Delta W_{retro} = \eta\,\gamma\, c z^\top` (it tracks ``W_pred^T``).
+
+The functions return *gradients* (:math:`\partial L/\partial\theta`, averaged
+over rows) so that any optimiser (SGD, Adam) applies them; the Hebbian update of
+the paper is ``-lr * grad``.  They are written against the array API standard
+(numpy by default; torch or CuPy arrays work unchanged).  Nothing here imports
+an engine.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from array_api_compat import array_namespace
+
+__all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences"]
+
+
+def relu(a):
+    """rho(a) = max(a, 0), the somatic nonlinearity of the rate model."""
+    xp = array_namespace(a)
+    return xp.maximum(a, xp.zeros_like(a))
+
+
+def relu_prime(a):
+    """rho'(a) = Theta(a), taken as 0 at a = 0 (as autograd does)."""
+    xp = array_namespace(a)
+    return xp.astype(a > 0, a.dtype)
+
+
+class LayerForward(NamedTuple):
+    """Somatic drive ``a`` and rate ``z = rho(a)`` of a layer for a block of glimpses."""
+
+    a: object
+    z: object
+
+
+def forward(W, x) -> LayerForward:
+    """Soma of a dense layer: ``a = x W^T`` for rows ``x`` (n_rows, n_in)."""
+    a = x @ W.T
+    return LayerForward(a, relu(a))
+
+
+class ClappGrads(NamedTuple):
+    """Per-layer result of one block of pairs.
+
+    ``loss`` is the mean hinge loss over rows, ``gamma`` the modulation factor
+    of each row, ``u`` the score of each row; ``W``, ``W_pred`` and ``W_retro``
+    are gradients (mean over rows), ``W_retro`` is ``None`` for CLAPP-s;
+    ``z`` is the layer's rate for the current glimpses (the next layer's input).
+    """
+
+    loss: object
+    gamma: object
+    u: object
+    W: object
+    W_pred: object
+    W_retro: object
+    z: object
+
+
+def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
+                prev: LayerForward | None = None, W_retro=None, weights=None) -> ClappGrads:
+    """Explicit CLAPP(-s) gradients for rows of (current, previous) glimpse pairs.
+
+    Parameters
+    ----------
+    W, W_pred : arrays (n_out, n_in), (n_out, n_out)
+        Feed-forward and prediction weights of the layer.
+    x, x_prev : arrays (n_rows, n_in)
+        Layer input at the current glimpse and one glimpse back (the context).
+    y : array (n_rows,)
+        +1 for a fixation (positive pair), -1 for a saccade (negative pair).
+    cur, prev : LayerForward, optional
+        Precomputed ``forward(W, x)`` and ``forward(W, x_prev)``; pass them
+        when several pair sets share a forward pass.
+    W_retro : array (n_out, n_out), optional
+        CLAPP's retrodiction matrix; ``None`` selects CLAPP-s (``W_pred^T``).
+    weights : array (n_rows,), optional
+        Weight of each row in the mean (default ``1 / n_rows``); lets a caller
+        sum a positive and several negative sets into one loss.
+    """
+    xp = array_namespace(W, x)
+    cur = forward(W, x) if cur is None else cur
+    prev = forward(W, x_prev) if prev is None else prev
+    c = prev.z
+    d = c @ W_pred.T                          # dendritic prediction from the context
+    u = xp.sum(cur.z * d, axis=-1)            # score of each pair
+    margin = 1 - y * u
+    active = xp.astype(margin > 0, W.dtype)
+    gamma = y * active                        # global modulation factor per pair
+    n = x.shape[0]
+    w = xp.full((n,), 1.0 / n, dtype=W.dtype) if weights is None else weights
+    g = -(gamma * w)[:, None]                 # d loss / d u, per row, with the mean folded in
+    r = cur.z @ (W_pred if W_retro is None else W_retro.T)   # retrodiction r = W_pred^T z (or W_retro z)
+    grad_W = (g * d * relu_prime(cur.a)).T @ x + (g * r * relu_prime(prev.a)).T @ x_prev
+    grad_W_pred = (g * cur.z).T @ c
+    grad_W_retro = None if W_retro is None else (g * c).T @ cur.z
+    loss = xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
+    return ClappGrads(loss, gamma, u, grad_W, grad_W_pred, grad_W_retro, cur.z)
+
+
+def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrads:
+    """Explicit CLAPP(-s) gradients for a batch of glimpse sequences, every pair at once.
+
+    The same rule as :func:`clapp_pairs`, organised for speed: the soma of every
+    glimpse is computed once, and the Hebbian terms of all pairs that share a
+    presynaptic glimpse are summed before the outer product, so ``W``'s update is
+    one matrix product over the ``B * T`` glimpses however many pairs there are.
+
+    Parameters
+    ----------
+    x : array (B, T, n_in)
+        Layer input for ``B`` sequences of ``T`` glimpses.
+    shifts : sequence of int
+        One entry per *pair set*. In set ``s`` the context of row ``(b, t)`` is
+        glimpse ``t - 1`` of sequence ``b`` and the current glimpse is glimpse
+        ``t`` of sequence ``(b - shifts[s]) mod B``: shift 0 is a fixation
+        (y = +1), any other shift a saccade to another image at the same
+        position (y = -1).
+    weights : array (S, B, T - 1)
+        Weight of each pair in the loss (0 leaves a pair out). CLAPP-s uses
+        ``1 / (B (T-1))`` for the positive and every negative set; CLAPP keeps,
+        per row, only the set that the coin flip chose.
+    W_retro : array (n_out, n_out), optional
+        CLAPP's retrodiction matrix; ``None`` selects CLAPP-s (``W_pred^T``).
+
+    Returns
+    -------
+    ClappGrads
+        ``loss = sum_s sum_bt weights * max(0, 1 - y_s u)``; ``gamma`` and ``u``
+        have shape (S, B, T - 1); the gradients are those of ``loss``.
+    """
+    xp = array_namespace(W, x)
+    B, T, n_in = x.shape
+    n = W.shape[0]
+    a = x @ W.T                                   # (B, T, n) somatic drive of every glimpse
+    z = relu(a)
+    rp = relu_prime(a)
+    c = z[:, :-1, :]                              # context: the layer's rate one glimpse back
+    d = c @ W_pred.T                              # dendritic prediction
+    back = W_pred if W_retro is None else W_retro.T
+    delta_cur = xp.zeros((B, T - 1, n), dtype=W.dtype)   # d loss / d z of the current glimpses
+    delta_ctx = xp.zeros((B, T - 1, n), dtype=W.dtype)   # d loss / d c of the contexts
+    grad_W_pred = xp.zeros_like(W_pred)
+    grad_W_retro = None if W_retro is None else xp.zeros_like(W_retro)
+    loss = xp.zeros((), dtype=W.dtype)
+    gammas, us = [], []
+    for s, shift in enumerate(shifts):
+        y = 1.0 if shift % B == 0 else -1.0
+        z_cur = xp.roll(z[:, 1:, :], shift, axis=0)
+        u = xp.sum(z_cur * d, axis=-1)            # (B, T-1) score of each pair
+        margin = 1 - y * u
+        gamma = y * xp.astype(margin > 0, W.dtype)
+        w = weights[s]
+        g = -(gamma * w)[..., None]               # d loss / d u per pair
+        loss = loss + xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
+        delta_cur += xp.roll(g * d, -shift, axis=0)           # back to the sequence the glimpse came from
+        delta_ctx += g * (z_cur @ back)                       # retrodiction r = W_pred^T z (or W_retro z)
+        grad_W_pred += _outer_sum(g * z_cur, c)
+        if W_retro is not None:
+            grad_W_retro += _outer_sum(g * c, z_cur)
+        gammas.append(gamma)
+        us.append(u)
+    delta_a = xp.concat([xp.zeros((B, 1, n), dtype=W.dtype), delta_cur], axis=1)
+    delta_a[:, :-1, :] += delta_ctx
+    delta_a *= rp
+    grad_W = _outer_sum(delta_a, x)
+    return ClappGrads(loss, xp.stack(gammas), xp.stack(us), grad_W, grad_W_pred, grad_W_retro, z)
+
+
+def _outer_sum(post, pre):
+    """Sum over all leading axes of the outer products post_k pre_k^T: (..., n_post), (..., n_pre) -> (n_post, n_pre)."""
+    return post.reshape(-1, post.shape[-1]).T @ pre.reshape(-1, pre.shape[-1])
