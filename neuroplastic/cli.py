@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -48,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         return {"run": _run, "validate": _validate, "list": _list}[args.command](args)
@@ -61,23 +64,27 @@ def _run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     protocol = load(args.protocol, overrides)
     engine = get_engine(protocol.engine.name)
+    # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError here, before
+    # the run directory exists: bad input never leaves a run behind, nor replaces one under --force.
+    prepared = engine.prepare(protocol)
     run = Run.open(args.out, protocol, resume=args.resume, force=args.force,
-                   command=["neuroplastic", "run", str(args.protocol), *sys.argv[3:]])
+                   command=["neuroplastic", *args.argv])
     if not args.quiet:
         print(f"run directory: {run.directory}")
     try:
-        summary = engine.train(protocol, run, progress=not args.quiet)
+        summary = engine.train(protocol, run, progress=not args.quiet, prepared=prepared)
     except TrainingDiverged as err:
         run.fail(str(err))
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:          # bad data/stimulus combination found while preparing
+    except ValueError as err:          # an input error that only shows during training
         run.fail(str(err))
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run.fail("interrupted")
-        print(f"\ninterrupted; continue with: neuroplastic run {args.protocol} --resume", file=sys.stderr)
+        again = ["neuroplastic", *(a for a in args.argv if a not in ("--resume", "--force")), "--resume"]
+        print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     _summary_figure(run, protocol)
     run.finish(summary)

@@ -1,6 +1,12 @@
 """Registry of simulation engines: a protocol's ``[engine] name`` picks one.
 
-Each entry names a module with ``train(protocol, run, progress=True) -> dict``.
+Each entry names a module with two functions:
+
+- ``prepare(protocol)``: load data and check everything that needs it, before any run directory
+  exists (raises :class:`~neuroplastic.protocol.ProtocolError` on bad input);
+- ``train(protocol, run, progress=True, prepared=None) -> dict``: train, evaluate, write into
+  ``run`` and return the summary.
+
 Modules are imported only when used, so choosing the numpy engine never imports Brian2.
 """
 import importlib

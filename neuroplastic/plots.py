@@ -37,7 +37,7 @@ def run_summary(rows: list[dict], title: str = ""):
     lo = min([*probe.values(), *rand.values()], default=0.0)
     ax.set(xlabel="layer", ylabel="linear-probe test accuracy", title="probe", xticks=xs,
            ylim=(max(0.0, lo - 0.1), 1.0))
-    ax.legend(frameon=False, loc="lower right")
+    ax.legend(frameon=False, loc="upper left", ncols=2)
     if title:
         fig.suptitle(title)
     return fig

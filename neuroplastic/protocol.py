@@ -45,7 +45,18 @@ class ProtocolError(ValueError):
     def __init__(self, source: str, key: str, message: str):
         self.source, self.key = source, key
         where = f"[{key.rsplit('.', 1)[0]}] {key.rsplit('.', 1)[1]}" if "." in key else key
-        super().__init__(f"{source}: {where}: {message}" if key else f"{source}: {message}")
+        sep = " " if message.startswith("= ") else ": "      # "[rule] lr = -1: must be ..."
+        super().__init__(f"{source}: {where}{sep}{message}" if key else f"{source}: {message}")
+
+
+def _did_you_mean(word: str, names) -> str | None:
+    """The known name closest to ``word`` (similar spelling, or one is a prefix of the other), if any."""
+    names = list(names)
+    close = difflib.get_close_matches(word, names, n=1)
+    if close:
+        return close[0]
+    prefixed = [n for n in names if min(len(n), len(word)) >= 2 and (word.startswith(n) or n.startswith(word))]
+    return max(prefixed, key=len) if prefixed else None     # 'lr_rate' -> 'lr'
 
 
 def _choices_from(module: str, attr: str) -> Callable[[], list[str]]:
@@ -107,8 +118,8 @@ class Key:
             if not isinstance(value, str):
                 raise ValueError(f"must be {self.allowed()}")
             if self.choices is not None and value not in (names := self._names()):
-                close = difflib.get_close_matches(value, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                close = _did_you_mean(value, names)
+                hint = f" (did you mean {close!r}?)" if close else ""
                 raise ValueError(f"must be {self.allowed()}{hint}")
             return value
         if kind in ("int", "float"):
@@ -315,8 +326,8 @@ def _check_names(raw: dict[str, Any], source: str) -> None:
     known_top = set(SCHEMA[""]) | (set(SCHEMA) - {""})
     for name, value in raw.items():
         if name not in known_top:
-            close = difflib.get_close_matches(name, sorted(known_top), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            close = _did_you_mean(name, sorted(known_top))
+            hint = f"; did you mean {close!r}?" if close else ""
             raise ProtocolError(source, "", f"unknown key or table {name!r}{hint} "
                                 f"(allowed: {', '.join(sorted(known_top))})")
         if name in SCHEMA and name != "":
@@ -324,8 +335,8 @@ def _check_names(raw: dict[str, Any], source: str) -> None:
                 raise ProtocolError(source, "", f"{name!r} must be a table ([{name}]), got {value!r}")
             for key in value:
                 if key not in SCHEMA[name]:
-                    close = difflib.get_close_matches(key, list(SCHEMA[name]), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    close = _did_you_mean(key, SCHEMA[name])
+                    hint = f"; did you mean {close!r}?" if close else ""
                     raise ProtocolError(source, f"{name}.{key}", f"unknown key{hint} "
                                         f"(allowed in [{name}]: {', '.join(SCHEMA[name])})")
 
@@ -349,10 +360,20 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
                 raise ProtocolError(source, dotted, f"= {_show(given[key])}: {err}") from None
         resolved[table] = values
     top = resolved.pop("")
+    _check_layers(resolved, source)
     model_path = resolve_model(resolved["model"]["file"], base_dir, source)
     _check_data_path(resolved["data"], base_dir, source)
     sections = {t: Section(t, v) for t, v in resolved.items()}
     return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path)
+
+
+def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
+    """Cross-check: every probed layer must exist in the model."""
+    chosen, n = resolved["evaluate"]["layers"], len(resolved["model"]["layers"])
+    if chosen != "all" and (too_big := [l for l in chosen if l > n]):
+        raise ProtocolError(source, "evaluate.layers", f"= {_show(chosen)}: layer {too_big[0]} does not exist; "
+                            f"the model has {n} layer{'s' if n != 1 else ''} ([model] layers = "
+                            f"{_show(resolved['model']['layers'])}), so layers are numbered 1 to {n}")
 
 
 def resolve_model(name: str, base_dir: Path, source: str) -> Path:

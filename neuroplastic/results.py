@@ -42,11 +42,22 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (finished, unfinished, or corrupt)."""
 
 
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp's own are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def _atomic(path: Path, mode: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)          # results are readable like any other file, not owner-only
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, path)

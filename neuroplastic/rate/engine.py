@@ -18,6 +18,7 @@ from .. import data as datasets
 from ..engines import TrainingDiverged
 from ..evaluate import chosen_layers, probe_layers, stratified_split
 from ..models import load_model
+from ..protocol import ProtocolError
 from ..stimuli import glimpse_grid
 from .network import ClappStack
 from .optim import make_optimizer
@@ -28,14 +29,19 @@ log = logging.getLogger(__name__)
 
 
 def prepare(protocol):
-    """Load the data, cut glimpses and split train/test: what every engine needs before training."""
+    """Load the data, cut glimpses and split train/test: what every engine needs before training.
+
+    The command line calls this before it creates the run directory, so input errors that only
+    show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
+    leave nothing behind; pass the result to :func:`train` as ``prepared``.
+    """
     load_model(protocol.model_path)        # checks the neuron model file (nonlinearity, variant)
     ds = datasets.load(protocol.data.source, protocol.data.max_samples, seed=protocol.seed)
     st = protocol.stimulus
     try:
         grid = glimpse_grid(ds.images, st.patch, st.stride, st.scan)
     except ValueError as err:
-        raise ValueError(f"{protocol.source}: {err}") from None
+        raise ProtocolError(str(protocol.source), "", str(err)) from None
     train_idx, test_idx = stratified_split(ds.labels, protocol.data.test_fraction,
                                            seed=_seed(protocol, 2))
     return ds, grid, train_idx, test_idx
@@ -45,9 +51,12 @@ def _seed(protocol, stream: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([protocol.seed, stream])
 
 
-def train(protocol, run, progress: bool = True) -> dict:
-    """Train, checkpoint, probe and write everything into ``run``; return the summary."""
-    ds, grid, train_idx, test_idx = prepare(protocol)
+def train(protocol, run, progress: bool = True, prepared=None) -> dict:
+    """Train, checkpoint, probe and write everything into ``run``; return the summary.
+
+    ``prepared`` is the result of :func:`prepare` for this protocol (computed here if not given).
+    """
+    ds, grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
     dtype = protocol.engine.dtype
     patches = grid.patches.astype(dtype)
     sizes = [patches.shape[-1], *protocol.model.layers]

@@ -36,8 +36,7 @@ __all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp
 
 def relu(a):
     """rho(a) = max(a, 0), the somatic nonlinearity of the rate model."""
-    xp = array_namespace(a)
-    return xp.maximum(a, xp.zeros_like(a))
+    return array_namespace(a).maximum(a, 0.0)
 
 
 def relu_prime(a):
@@ -54,8 +53,10 @@ class LayerForward(NamedTuple):
 
 
 def forward(W, x) -> LayerForward:
-    """Soma of a dense layer: ``a = x W^T`` for rows ``x`` (n_rows, n_in)."""
-    a = x @ W.T
+    """Soma of a dense layer: ``a = x W^T`` for rows ``x`` (..., n_in)."""
+    a = _rows(x) @ W.T
+    if x.ndim != 2:
+        a = array_namespace(a).reshape(a, (*x.shape[:-1], W.shape[0]))
     return LayerForward(a, relu(a))
 
 
@@ -152,41 +153,54 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
     xp = array_namespace(W, x)
     B, T, n_in = x.shape
     n = W.shape[0]
-    a = x @ W.T                                   # (B, T, n) somatic drive of every glimpse
-    z = relu(a)
-    rp = relu_prime(a)
-    c = z[:, :-1, :]                              # context: the layer's rate one glimpse back
-    d = c @ W_pred.T                              # dendritic prediction
-    back = W_pred if W_retro is None else W_retro.T
-    delta_cur = xp.zeros((B, T - 1, n), dtype=W.dtype)   # d loss / d z of the current glimpses
-    delta_ctx = xp.zeros((B, T - 1, n), dtype=W.dtype)   # d loss / d c of the contexts
-    grad_W_pred = xp.zeros_like(W_pred)
-    grad_W_retro = None if W_retro is None else xp.zeros_like(W_retro)
+    # Organised for speed without changing the math: every matrix product is one 2-D product over
+    # all rows (numpy's batched 3-D matmul is several times slower); the pair sets are summed
+    # before the products they share (one product each for W_pred, the retrodiction and W, however
+    # many sets); and the loop makes few full-size temporaries (each is memory traffic and, with
+    # glibc's default malloc, page faults: see rate.network._retain_freed_memory). Rolling by a
+    # multiple of B is the identity, so the positive set is never copied.
+    x2 = _rows(x)                                 # (B T, n_in)
+    a = xp.reshape(x2 @ W.T, (B, T, n))           # somatic drive of every glimpse
+    z = xp.maximum(a, 0.0)                        # relu
+    c2 = _rows(z[:, :-1, :])                      # context: the layer's rate one glimpse back (a copy)
+    d = xp.reshape(c2 @ W_pred.T, (B, T - 1, n))  # dendritic prediction
+    z_next = z[:, 1:, :]
+    delta_a = xp.zeros((B, T, n), dtype=W.dtype)  # d loss / d a, built up in place
+    delta_cur = delta_a[:, 1:, :]                 # (view) d loss / d z of the current glimpses
+    dd = None                                     # d loss / d d = sum over sets of g * z_cur
     loss = xp.zeros((), dtype=W.dtype)
     gammas, us = [], []
     for s, shift in enumerate(shifts):
         y = 1.0 if shift % B == 0 else -1.0
-        z_cur = xp.roll(z[:, 1:, :], shift, axis=0)
-        u = xp.sum(z_cur * d, axis=-1)            # (B, T-1) score of each pair
+        z_cur = z_next if shift % B == 0 else xp.roll(z_next, shift, axis=0)
+        u = xp.vecdot(z_cur, d)                   # (B, T-1) score of each pair
         margin = 1 - y * u
         gamma = y * xp.astype(margin > 0, W.dtype)
         w = weights[s]
         g = -(gamma * w)[..., None]               # d loss / d u per pair
-        loss = loss + xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
-        delta_cur += xp.roll(g * d, -shift, axis=0)           # back to the sequence the glimpse came from
-        delta_ctx += g * (z_cur @ back)                       # retrodiction r = W_pred^T z (or W_retro z)
-        grad_W_pred += _outer_sum(g * z_cur, c)
-        if W_retro is not None:
-            grad_W_retro += _outer_sum(g * c, z_cur)
+        loss = loss + xp.sum(w * xp.maximum(margin, 0.0))
+        gd = g * d                                # back to the sequence the glimpse came from:
+        delta_cur += gd if shift % B == 0 else xp.roll(gd, -shift, axis=0)
+        gz = g * z_cur
+        if dd is None:
+            dd = gz
+        else:
+            dd += gz
         gammas.append(gamma)
         us.append(u)
-    delta_a = xp.concat([xp.zeros((B, 1, n), dtype=W.dtype), delta_cur], axis=1)
-    delta_a[:, :-1, :] += delta_ctx
-    delta_a *= rp
-    grad_W = _outer_sum(delta_a, x)
+    # All pair sets share the context c, so their outer products and retrodictions are summed first:
+    # sum_s (g_s z_cur_s)^T c = dd^T c, and sum_s g_s (z_cur_s W_pred) = dd W_pred (or dd W_retro^T).
+    dd2 = _rows(dd)
+    grad_W_pred = dd2.T @ c2
+    # CLAPP: sum_s (g_s c)^T z_cur_s = (dd^T c)^T, the transpose of W_pred's gradient (a copy, not a view)
+    grad_W_retro = None if W_retro is None else xp.asarray(grad_W_pred.T, copy=True)
+    back = W_pred if W_retro is None else W_retro.T
+    delta_a[:, :-1, :] += xp.reshape(dd2 @ back, (B, T - 1, n))   # retrodiction r = W_pred^T z (or W_retro z)
+    delta_a *= relu_prime(a)
+    grad_W = _rows(delta_a).T @ x2
     return ClappGrads(loss, xp.stack(gammas), xp.stack(us), grad_W, grad_W_pred, grad_W_retro, z)
 
 
-def _outer_sum(post, pre):
-    """Sum over all leading axes of the outer products post_k pre_k^T: (..., n_post), (..., n_pre) -> (n_post, n_pre)."""
-    return post.reshape(-1, post.shape[-1]).T @ pre.reshape(-1, pre.shape[-1])
+def _rows(a):
+    """View (or, if not contiguous, copy) of ``a`` (..., n) as a 2-D array of rows (N, n)."""
+    return array_namespace(a).reshape(a, (-1, a.shape[-1]))

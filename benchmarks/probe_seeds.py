@@ -1,0 +1,62 @@
+"""Probe accuracy of a protocol's trained network vs its random-weight encoder, over seeds.
+
+    python benchmarks/probe_seeds.py protocols/clapp_digits.toml --seeds 1 2 3
+
+Each seed is an ordinary run in the results store (``--out``, default
+``runs/``), so finished seeds are reused (pass ``--force`` to recompute). Prints
+mean ± std per layer and whether the trained network beats random on average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from neuroplastic.cli import main as cli
+from neuroplastic.protocol import load
+from neuroplastic.results import Run
+
+
+def probe_over_seeds(protocol_file: Path, seeds: list[int], out: Path, extra: list[str], force: bool):
+    """Run (or reuse) one run per seed; return {layer: (trained accuracies, random accuracies)}."""
+    table: dict[str, tuple[list[float], list[float]]] = {}
+    for seed in seeds:
+        overrides = [*extra, f"seed={seed}"]
+        directory = Run.path_for(out, load(protocol_file, overrides))
+        done = (directory / "summary.json").is_file() and not force
+        if not done:
+            args = ["run", str(protocol_file), "--quiet", "--out", str(out), "--force"]
+            rc = cli([*args, *(a for o in overrides for a in ("--set", o))])
+            if rc != 0:
+                sys.exit(f"seed {seed} failed (exit {rc})")
+        summary = json.loads((directory / "summary.json").read_text())
+        for layer, acc in summary["probe"].items():
+            trained, rand = table.setdefault(layer, ([], []))
+            trained.append(acc)
+            rand.append(summary["probe_random"][layer])
+    return table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("protocol", type=Path)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--out", type=Path, default=Path("runs"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="recompute seeds that already finished")
+    args = p.parse_args(argv)
+    table = probe_over_seeds(args.protocol, args.seeds, args.out, args.overrides, args.force)
+    print(f"{args.protocol} — linear probe, {len(args.seeds)} seeds {args.seeds} (mean ± std)")
+    print(f"{'layer':>5}  {'trained':>15}  {'random':>15}  beats random")
+    for layer, (trained, rand) in table.items():
+        t, r = np.array(trained), np.array(rand)
+        print(f"{layer:>5}  {t.mean():.3f} ± {t.std():.3f}  {r.mean():8.3f} ± {r.std():.3f}  "
+              f"{'yes' if t.mean() > r.mean() else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
