@@ -69,8 +69,10 @@ def init_params(args, dtype="float32"):
 
 class NumpyEngine:
     def __init__(self, args, params):
+        from neuroplastic.rate.memory import retain_freed_memory
         from neuroplastic.rate.network import ClappStack
         from neuroplastic.rate.optim import Adam
+        retain_freed_memory()          # as the numpy engine's train() does
         self.net = ClappStack([args.patch * args.patch, *args.layers], "clapp_s", params)
         self.opt = Adam(args.lr)
 
@@ -378,8 +380,8 @@ def main(argv=None) -> int:
           "one-time runtime set-up (lazy imports such as torch.optim's, thread pools, BLAS buffers) is not "
           "counted. Counted, the same way for both: weights, gradients, optimiser state, every temporary of a "
           "step and what each library's allocator keeps. 'steady' = RSS after the warm-up steps, same baseline.")
-    print("faults = minor page faults per timed step (fresh memory mapped in by the kernel; ClappStack.train_batch "
-          "tunes glibc's malloc on its first numpy call so that its temporaries are reused).")
+    print("faults = minor page faults per timed step (fresh memory mapped in by the kernel; the numpy worker calls "
+          "neuroplastic.rate.memory.retain_freed_memory(), as the numpy engine does, so that its temporaries are reused).")
     print("other load = CPU time used by other processes while the worker ran, as a fraction of all CPUs "
           "(should be ~0 %; if not, the timings of that run are distorted).")
     print(f"\n{'run':>3}  {'engine':<6} {'glimpses/s':>11} {'(mean)':>8} {'ms/step':>8} {'peak MiB':>9} "

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 from . import __version__
-from .engines import TrainingDiverged, get_engine
+from .engines import TrainingDiverged, get_engine, prepare
 from .models import ModelError, load_model
 from .protocol import MODELS_DIR, PROTOCOLS_DIR, ProtocolError, load
 from .results import Run, RunError
@@ -66,7 +66,7 @@ def _run(args) -> int:
     engine = get_engine(protocol.engine.name)
     # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError here, before
     # the run directory exists: bad input never leaves a run behind, nor replaces one under --force.
-    prepared = engine.prepare(protocol)
+    prepared = prepare(protocol)
     run = Run.open(args.out, protocol, resume=args.resume, force=args.force,
                    command=["neuroplastic", *args.argv])
     if not args.quiet:
@@ -119,7 +119,8 @@ def _validate(args) -> int:
     for path in args.protocols:
         try:
             p = load(path, args.overrides)
-            load_model(p.model_path)
+            load_model(p.model_path, kind="neuron").variant(p.engine.variant)
+            load_model(p.synapses_path, kind="synapses")
             print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")
         except (ProtocolError, ModelError) as err:
             print(f"invalid {err}", file=sys.stderr)

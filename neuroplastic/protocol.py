@@ -175,8 +175,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           low=0, low_open=True),
     },
     "model": {
-        "file": Key("path", "two_compartment_rate", "Neuron model file: a path (relative to the protocol "
+        "file": Key("path", "two_compartment", "Neuron model file: a path (relative to the protocol "
                     "file) or the name of a file in models/."),
+        "synapses": Key("path", "clapp_synapses", "Synapse model file (Brian2 engine): a path or a name in models/."),
         "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first.", low=1),
         "init_scale": Key("float", 1.0, "Feed-forward weights start as N(0, init_scale^2 * 2 / fan_in).",
                           low=0, low_open=True),
@@ -246,6 +247,7 @@ class Protocol:
     sections: dict[str, Section] = field(repr=False)
     source: str = "<string>"
     model_path: Path | None = None
+    synapses_path: Path | None = None
 
     def __getattr__(self, table: str) -> Section:
         sections = object.__getattribute__(self, "sections")
@@ -362,9 +364,10 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
     top = resolved.pop("")
     _check_layers(resolved, source)
     model_path = resolve_model(resolved["model"]["file"], base_dir, source)
+    synapses_path = resolve_model(resolved["model"]["synapses"], base_dir, source, key="model.synapses")
     _check_data_path(resolved["data"], base_dir, source)
     sections = {t: Section(t, v) for t, v in resolved.items()}
-    return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path)
+    return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path)
 
 
 def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
@@ -376,14 +379,14 @@ def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
                             f"{_show(resolved['model']['layers'])}), so layers are numbered 1 to {n}")
 
 
-def resolve_model(name: str, base_dir: Path, source: str) -> Path:
+def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file") -> Path:
     """Find a model file: a path relative to the protocol's directory, or a name in models/."""
     candidates = [base_dir / name, MODELS_DIR / name, MODELS_DIR / f"{name}.toml"]
     for c in candidates:
         if c.is_file():
             return c.resolve()
     known = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
-    raise ProtocolError(source, "model.file", f"= {name!r}: no such model file (looked in "
+    raise ProtocolError(source, key, f"= {name!r}: no such model file (looked in "
                         f"{base_dir} and {MODELS_DIR}; models there: {', '.join(known) or 'none'})")
 
 

@@ -58,7 +58,7 @@ MALFORMED = {
     "table_as_scalar": (BASE + 'rule = "clapp"\n', ["'rule' must be a table ([rule])", "got 'clapp'"]),
     "model_file_missing": (BASE + '[model]\nfile = "no_such_model"\n',
                            ["[model] file = 'no_such_model'", "no such model file", "looked in {dir} and "
-                            + str(MODELS_DIR), "two_compartment_rate"]),
+                            + str(MODELS_DIR), "two_compartment"]),
     "data_path_missing": (BASE + '[data]\npath = "no_such_dir"\n',
                           ["[data] path = 'no_such_dir'", "no such file or directory",
                            str(Path("{dir}") / "no_such_dir")]),

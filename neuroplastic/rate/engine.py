@@ -14,58 +14,33 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import data as datasets
-from ..engines import TrainingDiverged
-from ..evaluate import chosen_layers, probe_layers, stratified_split
-from ..models import load_model
-from ..protocol import ProtocolError
-from ..stimuli import glimpse_grid
+from ..engines import TrainingDiverged, prepare, seed_sequence
+from ..evaluate import chosen_layers, probe_layers
+from .memory import retain_freed_memory
 from .network import ClappStack
 from .optim import make_optimizer
 
-__all__ = ["train", "prepare"]
+__all__ = ["train"]
 
 log = logging.getLogger(__name__)
-
-
-def prepare(protocol):
-    """Load the data, cut glimpses and split train/test: what every engine needs before training.
-
-    The command line calls this before it creates the run directory, so input errors that only
-    show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
-    leave nothing behind; pass the result to :func:`train` as ``prepared``.
-    """
-    load_model(protocol.model_path)        # checks the neuron model file (nonlinearity, variant)
-    ds = datasets.load(protocol.data.source, protocol.data.max_samples, seed=protocol.seed)
-    st = protocol.stimulus
-    try:
-        grid = glimpse_grid(ds.images, st.patch, st.stride, st.scan)
-    except ValueError as err:
-        raise ProtocolError(str(protocol.source), "", str(err)) from None
-    train_idx, test_idx = stratified_split(ds.labels, protocol.data.test_fraction,
-                                           seed=_seed(protocol, 2))
-    return ds, grid, train_idx, test_idx
-
-
-def _seed(protocol, stream: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([protocol.seed, stream])
 
 
 def train(protocol, run, progress: bool = True, prepared=None) -> dict:
     """Train, checkpoint, probe and write everything into ``run``; return the summary.
 
-    ``prepared`` is the result of :func:`prepare` for this protocol (computed here if not given).
+    ``prepared`` is :func:`neuroplastic.engines.prepare`'s result (computed here if not given).
     """
     ds, grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
+    retain_freed_memory()                  # reuse each step's temporaries instead of page-faulting them in
     dtype = protocol.engine.dtype
     patches = grid.patches.astype(dtype)
     sizes = [patches.shape[-1], *protocol.model.layers]
     init = dict(dtype=dtype, init_scale=protocol.model.init_scale,
                 pred_init_scale=protocol.model.pred_init_scale)
-    net = ClappStack.init(sizes, protocol.rule.name, np.random.default_rng(_seed(protocol, 0)), **init)
+    net = ClappStack.init(sizes, protocol.rule.name, np.random.default_rng(seed_sequence(protocol, 0)), **init)
     initial = {k: v.copy() for k, v in net.params.items()}
     opt = make_optimizer(protocol.rule.optimizer, protocol.rule.lr)
-    rng = np.random.default_rng(_seed(protocol, 1))
+    rng = np.random.default_rng(seed_sequence(protocol, 1))
     rows: list[dict] = []
     tr = protocol.train
 

@@ -7,8 +7,6 @@ and checkpoints handle them uniformly.
 """
 from __future__ import annotations
 
-import ctypes
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,37 +15,6 @@ from array_api_compat import array_namespace
 from ..rules import RULES, Rule, clapp_sequences, forward
 
 __all__ = ["ClappStack", "BatchStats"]
-
-
-_MALLOC_TUNED = False
-
-
-def _retain_freed_memory() -> None:
-    """Let glibc keep freed blocks instead of handing them back to the kernel (once per process).
-
-    A training step allocates a few dozen arrays of ~1 MB and frees them at its end. With glibc's
-    default, dynamic thresholds the freed top of the heap is trimmed (or the block was mmap-ed), so
-    the next step page-faults all of it in again: ~4000-7000 minor faults per step of the default
-    benchmark network, about 40 % of its time (much of the cost is in the kernel, worse under a VM).
-    Serving blocks up to 32 MiB from the heap and trimming only above 256 MiB removes the faults;
-    the cost is that the process keeps (at most) its peak heap. Results are unchanged. Does nothing
-    outside glibc.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version                   # only glibc has it (musl's mallopt is a no-op anyway)
-    except (OSError, AttributeError):
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)     # glibc's maximum for this setting on 64-bit
-    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -124,13 +91,8 @@ class ClappStack:
 
     def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
         """One update of every layer from glimpse sequences ``x`` (B, T, n_in).
-
-        With numpy arrays the first call tunes glibc's malloc so that the step's temporaries are
-        reused instead of page-faulted in again at every step (see :func:`_retain_freed_memory`).
         """
         xp = array_namespace(x)
-        if isinstance(x, np.ndarray):
-            _retain_freed_memory()
         weights = xp.asarray(weights, dtype=x.dtype)
         grads, losses, modulated = {}, [], []
         active = weights > 0

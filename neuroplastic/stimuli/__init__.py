@@ -1,4 +1,4 @@
 """Stimuli: samples turned into glimpse sequences. Knows no engine."""
-from .glimpses import GlimpseGrid, glimpse_grid
+from .glimpses import GlimpseGrid, SaccadeStream, glimpse_grid, saccade_stream
 
-__all__ = ["GlimpseGrid", "glimpse_grid"]
+__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "saccade_stream"]

@@ -1,0 +1,54 @@
+"""Online CLAPP on a glimpse stream: one update per glimpse, plain SGD — the numpy reference of the Brian2 engine.
+
+At glimpse ``k`` every layer computes its rate from the current weights; the
+context is the layer's rate *as it was* during glimpse ``k - 1`` (latched at the
+end of that glimpse, i.e. computed with the weights of that time), exactly what
+a neuron that stores its last rate in a dendritic trace sees. Then every layer
+applies ``-lr`` times the gradient of :func:`neuroplastic.rules.clapp_pairs` for
+the single pair (context, current) with label ``y[k]``; ``y[k] = 0`` (the first
+glimpse) updates nothing. All updates of a glimpse use the values from before
+any of them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..rules import LayerForward, clapp_pairs, forward
+from .network import ClappStack
+
+__all__ = ["train_stream"]
+
+
+def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, np.ndarray]:
+    """Train ``net`` in place on inputs ``x`` (length, n_in) with labels ``y`` (length,).
+
+    Returns the per-glimpse score ``u`` and modulation factor ``gamma`` of every
+    layer, as arrays (n_layers, length), for comparison with the Brian2 monitors.
+    """
+    n_layers = net.n_layers
+    u = np.zeros((n_layers, len(x)))
+    gamma = np.zeros((n_layers, len(x)))
+    latched: list[LayerForward | None] = [None] * n_layers     # each layer's soma one glimpse back
+    inputs_prev = [None] * n_layers
+    for k in range(len(x)):
+        inp = x[k][None, :]
+        now = []
+        for l in range(n_layers):
+            now.append((inp, forward(net.params[f"{l}/W"], inp)))
+            inp = now[-1][1].z
+        if y[k] != 0:
+            updates = {}
+            for l, (inp_l, cur) in enumerate(now):
+                p = f"{l}/"
+                g = clapp_pairs(net.params[p + "W"], net.params[p + "W_pred"], inp_l, inputs_prev[l],
+                                np.array([y[k]], dtype=inp_l.dtype), cur=cur, prev=latched[l],
+                                W_retro=net.params.get(p + "W_retro"))
+                u[l, k], gamma[l, k] = float(g.u[0]), float(g.gamma[0])
+                updates[p + "W"], updates[p + "W_pred"] = g.W, g.W_pred
+                if g.W_retro is not None:
+                    updates[p + "W_retro"] = g.W_retro
+            for key, grad in updates.items():
+                net.params[key] -= lr * grad
+        for l, (inp_l, cur) in enumerate(now):
+            latched[l], inputs_prev[l] = cur, inp_l
+    return {"u": u, "gamma": gamma}
