@@ -7,8 +7,11 @@ train, evaluate, write into ``run`` and return the summary. ``prepared`` is what
 Modules are imported only when used, so choosing the numpy engine never imports Brian2.
 """
 import importlib
+import logging
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ENGINES = {
     "numpy": "neuroplastic.rate.engine",
@@ -55,3 +58,61 @@ def prepare(protocol):
         raise ProtocolError(str(protocol.source), "", str(err)) from None
     train_idx, test_idx = stratified_split(ds.labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
     return ds, grid, train_idx, test_idx
+
+
+def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],
+                        optimizer=None) -> None:
+    """Checkpoint everything a resumed run needs to continue bit-identically: weights, optimiser, RNG, metrics."""
+    opt_state = optimizer.state_dict() if optimizer is not None else {}
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({f"opt/{k}": v for k, v in opt_state.items() if k != "t"})
+    run.save_checkpoint(epoch, arrays, {"rng": rng.bit_generator.state, "opt_t": opt_state.get("t", 0),
+                                        "metrics": rows})
+    run.write_metrics(rows)
+
+
+def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer=None) -> tuple[int, list[dict]]:
+    """Restore the newest checkpoint into ``params``, ``rng`` and ``optimizer``; return (epoch, metrics rows).
+
+    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``.
+    """
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        save_training_state(run, 0, params, rng, [], optimizer)
+        return 0, []
+    epoch, arrays, state = ckpt
+    params.update({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+    if optimizer is not None:
+        optimizer.load_state_dict({**{k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")},
+                                   "t": state["opt_t"]})
+    rng.bit_generator.state = state["rng"]
+    log.info("resuming %s from epoch %d", run.directory, epoch)
+    return epoch, state["metrics"]
+
+
+def raise_diverged(protocol, run, epoch: int, losses, params: dict):
+    """Stop a run whose loss is no longer finite, naming the last good checkpoint and what to change."""
+    bad = [l + 1 for l, v in enumerate(losses) if not np.isfinite(v)] or \
+          [k for k, v in params.items() if not np.all(np.isfinite(v))]
+    last = run.latest_checkpoint()[0]
+    raise TrainingDiverged(
+        f"{protocol.name}: the loss became NaN or infinite in epoch {epoch} (layers/weights {bad}); "
+        f"the last good checkpoint (epoch {last}) is kept in {run.directory}. "
+        f"Lower [rule] lr (now {protocol.rule.lr:g}) or use optimizer = \"adam\".")
+
+
+def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx):
+    """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary)."""
+    from .evaluate import chosen_layers, probe_layers
+
+    ev = protocol.evaluate
+    layers = chosen_layers(ev.layers, len(features))
+    probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+    rows = [dict(epoch=protocol.train.epochs, stage="probe", layer=l, name="accuracy", value=a)
+            for l, a in probe.items()]
+    summary = {"probe": {str(l): a for l, a in probe.items()}}
+    if ev.baseline:
+        base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+        rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
+        summary["probe_random"] = {str(l): a for l, a in base.items()}
+    return rows, summary
