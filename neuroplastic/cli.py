@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 from . import __version__
+from .brian.device import DeviceError
 from .engines import TrainingDiverged, get_engine, prepare
 from .models import ModelError, load_model
 from .protocol import MODELS_DIR, PROTOCOLS_DIR, ProtocolError, load
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a protocol value, e.g. --set rule.lr=3e-4 (repeatable)")
     r.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    r.add_argument("--device", choices=("runtime", "cpp"), help="Brian2 device; shortcut for --set engine.device=...")
     r.add_argument("--out", type=Path, default=Path("runs"), help="root of the run directories (default: runs)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else []) \
+        + ([f'engine.device="{args.device}"'] if args.device else [])
     protocol = load(args.protocol, overrides)
     engine = get_engine(protocol.engine.name)
     # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError here, before
@@ -77,7 +80,7 @@ def _run(args) -> int:
         run.fail(str(err))
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:          # an input error that only shows during training
+    except (ValueError, DeviceError) as err:   # input errors that only show while building or training
         run.fail(str(err))
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Registry of simulation engines: a protocol's ``[engine] name`` picks one.
 
-Each entry names a module with ``train(protocol, run, progress=True, prepared=None) -> dict``:
-train, evaluate, write into ``run`` and return the summary. ``prepared`` is what
+Each entry names a module with ``check(protocol)`` (reject settings the engine cannot run, with a
+ProtocolError) and ``train(protocol, run, progress=True, prepared=None) -> dict`` (train, evaluate,
+write into ``run`` and return the summary). ``prepared`` is what
 :func:`prepare` returned (the data every engine needs, loaded before the run directory exists).
 
 Modules are imported only when used, so choosing the numpy engine never imports Brian2.
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = {
     "numpy": "neuroplastic.rate.engine",
+    "brian": "neuroplastic.brian.engine",
 }
 
 
@@ -49,6 +51,7 @@ def prepare(protocol):
     from .protocol import ProtocolError
     from .stimuli import glimpse_grid
 
+    get_engine(protocol.engine.name).check(protocol)
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
     ds = datasets.load(protocol.data.source, protocol.data.max_samples, seed=protocol.seed)
     st = protocol.stimulus

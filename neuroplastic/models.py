@@ -77,15 +77,13 @@ class ModelFile:
                                  f"{dotted.rsplit('.', 1)[1]}: cannot parse {code!r}: {_first_line(err)}") from None
         return text
 
-    def locate(self, identifier: str) -> str | None:
-        """``file:line`` of the first equation line that mentions ``identifier`` (for build errors)."""
-        pattern = re.compile(rf"\b{re.escape(identifier)}\b")
-        for dotted, start in self.lines.items():
-            value = self.get(dotted)
-            for k, line in enumerate(value.split("\n")):
-                if pattern.search(line.split("#", 1)[0]):
-                    return self.where(dotted, k)
-        return None
+    def equation_lines(self):
+        """Every code line of every string value: ``(table.key, line offset, code without comment)``."""
+        for dotted in self.lines:
+            for k, line in enumerate(self.get(dotted).split("\n")):
+                code = line.split("#", 1)[0].strip()
+                if code:
+                    yield dotted, k, code
 
 
 def _first_line(err: Exception) -> str:

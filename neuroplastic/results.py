@@ -207,6 +207,13 @@ class Run:
             state = json.loads(str(data["__state__"]))
         return int(found[-1].stem.split("_")[1]), arrays, state
 
+    def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Write ``name.npz`` (e.g. monitor recordings) atomically."""
+        path = self.directory / f"{name}.npz"
+        with _atomic(path, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        return path
+
     def save_json(self, name: str, data: Any) -> None:
         atomic_write(self.directory / name, json.dumps(data, indent=2, default=str) + "\n")
 

@@ -15,11 +15,20 @@ from tqdm.auto import tqdm
 
 from ..engines import (prepare, probe_encoder, raise_diverged, resume_training_state, save_training_state,
                        seed_sequence)
+from ..protocol import ProtocolError
 from .memory import retain_freed_memory
 from .network import ClappStack
 from .optim import make_optimizer
 
-__all__ = ["train"]
+__all__ = ["check", "train"]
+
+
+def check(protocol) -> None:
+    """The numpy engine simulates the rate neuron only."""
+    if protocol.engine.variant != "rate":
+        raise ProtocolError(protocol.source, "engine.variant",
+                            f"= {protocol.engine.variant!r}: the numpy engine is the rate reference; allowed: "
+                            "'rate' (the spiking variant needs [engine] name = \"brian\")")
 
 
 def train(protocol, run, progress: bool = True, prepared=None) -> dict:

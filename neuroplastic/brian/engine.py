@@ -1,0 +1,133 @@
+"""Train a protocol with the Brian2 engine: the CLAPP network of models/ simulated glimpse by glimpse.
+
+Each epoch is one simulation of a saccade stream over the training images
+(``len(train) * n_glimpses`` glimpses; at each step the eye fixates or, with
+probability ``[stimulus] saccade_prob``, saccades to another image). Learning
+happens inside the simulation, once per glimpse, at the saccade event. Between
+epochs the weights are read back, checkpointed, and fed to the next run as
+``run_args`` — with the ``cpp`` device the network is compiled once and every
+later epoch (and every other seed or learning rate of the same structure) reuses
+the binary.
+
+Initial weights and random streams come from the same seeds as the numpy engine's,
+so the two engines start from the same network.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..engines import (prepare, probe_encoder, raise_diverged, resume_training_state, save_training_state,
+                       seed_sequence)
+from ..models import ModelError, load_model
+from ..protocol import ProtocolError
+from ..rate.network import ClappStack
+from ..rules import RULES
+from ..stimuli import saccade_stream
+from .device import DeviceError, Simulator
+from .network import build, describe_build_error
+
+__all__ = ["check", "train", "RECORDED_NEURONS"]
+
+#: Neurons per layer whose somatic and dendritic traces are recorded.
+RECORDED_NEURONS = 4
+
+
+def check(protocol) -> None:
+    """Reject protocol settings this engine cannot run, before any run directory exists."""
+    if protocol.engine.variant != "rate":
+        raise ProtocolError(protocol.source, "engine.variant",
+                            f"= {protocol.engine.variant!r}: the Brian2 engine runs the 'rate' variant "
+                            "(the spiking variant is not implemented yet); allowed: 'rate'")
+    if protocol.rule.optimizer != "sgd":
+        raise ProtocolError(protocol.source, "rule.optimizer",
+                            f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
+                            "event, i.e. plain SGD; set [rule] optimizer = \"sgd\"")
+
+
+def loss_and_modulation(u: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean hinge loss and fraction of modulated glimpses (gamma != 0) over the glimpses that learn (y != 0)."""
+    learn = y != 0
+    margin = 1 - y[learn] * u[learn]
+    return float(np.mean(np.maximum(margin, 0))), float(np.mean(margin > 0))
+
+
+def train(protocol, run, progress: bool = True, prepared=None) -> dict:
+    """Train, checkpoint, probe and write everything into ``run``; return the summary."""
+    import brian2 as b2
+
+    check(protocol)
+    ds, grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
+    patches = grid.patches.astype("float64")
+    n_positions = patches.shape[1]
+    sizes = [patches.shape[-1], *protocol.model.layers]
+    rule = RULES[protocol.rule.name]
+    net = ClappStack.init(sizes, rule, np.random.default_rng(seed_sequence(protocol, 0)), dtype="float64",
+                          init_scale=protocol.model.init_scale, pred_init_scale=protocol.model.pred_init_scale)
+    initial = {k: v.copy() for k, v in net.params.items()}
+    rng = np.random.default_rng(seed_sequence(protocol, 1))
+    start, rows = resume_training_state(run, net.params, rng)
+
+    neuron = load_model(protocol.model_path, kind="neuron")
+    synapses = load_model(protocol.synapses_path, kind="synapses")
+    length = len(train_idx) * n_positions
+    glimpse = protocol.stimulus.glimpse_ms * b2.ms
+    key = {"neuron": neuron.path.read_text(), "synapses": synapses.path.read_text(), "sizes": sizes,
+           "retro": rule.retro, "length": length, "glimpse_ms": protocol.stimulus.glimpse_ms,
+           "record": RECORDED_NEURONS}
+    sim = Simulator(protocol.engine.device, key)
+
+    def make(x, y, params, eta):
+        return build(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse, record=RECORDED_NEURONS)
+
+    tr = protocol.train
+    bar = tqdm(range(start + 1, tr.epochs + 1), total=tr.epochs, initial=start, disable=not progress,
+               desc=f"{protocol.name} ({protocol.engine.device})", unit="epoch", leave=False)
+    for epoch in bar:
+        stream = saccade_stream(train_idx, n_positions, length, protocol.stimulus.saccade_prob, rng)
+        x = stream.glimpses(patches)
+        try:
+            bnet = sim.run(make, x, stream.y, net.params, protocol.rule.lr)
+        except (DeviceError, ModelError):
+            raise
+        except Exception as err:     # Brian2 reports model mistakes with many exception types
+            raise describe_build_error(err, [neuron, synapses]) from err
+        net.params.update(bnet.weights())
+        modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
+        if epoch == tr.epochs:
+            run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream))
+        sim.release(bnet)
+        stats = [loss_and_modulation(u, y) for u, y in modulation]
+        for l, (loss, modulated) in enumerate(stats):
+            rows.append(dict(epoch=epoch, stage="train", layer=l + 1, name="loss", value=loss))
+            rows.append(dict(epoch=epoch, stage="train", layer=l + 1, name="modulated", value=modulated))
+        losses = [s[0] for s in stats]
+        if not (np.all(np.isfinite(losses)) and all(np.all(np.isfinite(v)) for v in net.params.values())):
+            raise_diverged(protocol, run, epoch, losses, net.params)
+        if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
+            save_training_state(run, epoch, net.params, rng, rows)
+    bar.close()
+
+    # The rate neuron's output is rho(W x): the probe reads it with the numpy forward pass of the
+    # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
+    random_net = ClappStack(sizes, rule, initial)
+    probe_rows, summary = probe_encoder(protocol, net.features(patches), random_net.features(patches),
+                                        ds.labels, train_idx, test_idx)
+    rows += probe_rows
+    run.write_metrics(rows)
+    summary["device"] = protocol.engine.device
+    return summary
+
+
+def _monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
+    """The last epoch's recordings: modulation per glimpse and traces of a few neurons per layer."""
+    out = {"image": stream.image, "position": stream.position, "y": stream.y}
+    for l, m in enumerate(bnet.monitors["modulation"]):
+        u, y = np.asarray(m.u[0]), np.asarray(m.y[0])
+        out[f"layer{l + 1}/u"] = u
+        out[f"layer{l + 1}/M"] = y * (1 - y * u > 0)
+    for l, m in enumerate(bnet.monitors.get("traces", [])):
+        out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
+        for var in ("a", "z", "d"):
+            out[f"layer{l + 1}/{var}"] = np.asarray(getattr(m, var)[:])
+    return out

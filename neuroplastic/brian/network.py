@@ -1,0 +1,238 @@
+"""Build a CLAPP network in Brian2 from the model files: two-compartment layers, plastic synapses, modulators.
+
+Layout, per layer ``l`` (all names lower case, so they are safe as ``run_args`` keys)::
+
+    input         x = stimulus(t, i)             the glimpse stream, a TimedArray (one row per glimpse)
+    layer{l}      the neuron of models/<file>.toml [rate]  + the rule's [modulation] layer lines
+    modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+    ff{l}         W       previous group -> layer{l}
+    pred{l}       W_pred  layer{l} -> layer{l}   (context zprev -> dendrite d)
+    retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only; CLAPP-s sums W_pred^T z through pred{l})
+    score{l}      layer{l} -> modulator{l}       (u, a summed variable)
+
+**The saccade event.** Every group emits the custom event ``saccade`` on the last
+time step of each glimpse (a condition on the time step, so it is the same in
+every group and needs no communication). Each plastic pathway runs its
+``on_glimpse_end`` code on its presynaptic group's event — Brian triggers a
+pathway by the *presynaptic* group's events — and reads the layer's modulation
+factor as ``M_post``, computed inside the simulation from the network's own score.
+
+**Schedule of one glimpse** (a rate model takes one time step per glimpse):
+
+1. ``groups`` slot: the summed variables, in a forced order layer by layer:
+   soma ``a`` (order -300 + 30 l), then dendrite ``d`` and retrodiction ``r``
+   (+10), then the score ``u`` (+20). Brian would otherwise break ties by name.
+2. ``synapses`` slot: at the saccade event every plastic synapse applies its
+   update; all of them read only the values stored in step 1, so no update sees
+   another's result.
+3. ``resets`` slot: the glimpse-end latches (``zprev = z``, ...) store the
+   context for the next glimpse.
+
+No ``network_operation`` is used (it is skipped in standalone mode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import ModelError, ModelFile
+
+__all__ = ["INPUT_EQUATIONS", "BrianClapp", "build"]
+
+#: The input group: the glimpse stream, and what it was one glimpse back.
+INPUT_EQUATIONS = """
+x = stimulus(t, i) : 1      # the current glimpse (rate in [0, 1])
+xprev : 1                   # the previous glimpse (latched at the end of each glimpse)
+"""
+INPUT_ON_GLIMPSE_END = "xprev = x"
+SACCADE = "saccade"
+
+
+@dataclass
+class BrianClapp:
+    """The Brian2 objects of a CLAPP network and the maps between weight matrices and synapse arrays."""
+
+    network: object
+    namespace: dict
+    stimulus: object
+    labels: object
+    layers: list
+    modulators: list
+    synapses: dict          # "0/W" -> Synapses (plastic ones), like the numpy engine's parameter keys
+    eta_group: list
+    monitors: dict
+    shapes: dict            # "0/W" -> (n_post, n_pre)
+    duration: object
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Read every plastic matrix back as ``matrix[post, pre]`` (works after a standalone run)."""
+        out = {}
+        for key, syn in self.synapses.items():
+            m = np.zeros(self.shapes[key])
+            m[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.w[:])
+            out[key] = m
+        return out
+
+    def run_args(self, x: np.ndarray, y: np.ndarray, params: dict, eta: float) -> dict:
+        """``device.run`` arguments that replace stimulus, labels, weights and learning rate without recompiling."""
+        args = {self.stimulus: np.asarray(x, dtype=float), self.labels: np.asarray(y, dtype=float)}
+        for key, syn in self.synapses.items():
+            post, pre = _all_to_all(*self.shapes[key])
+            args[syn.w] = np.asarray(params[key], dtype=float)[post, pre]
+        for group in self.eta_group:
+            args[group.eta] = float(eta)
+        return args
+
+
+def _all_to_all(n_post: int, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synapse order used everywhere: pre-major, ``(post, pre)`` index arrays."""
+    pre = np.repeat(np.arange(n_pre), n_post)
+    post = np.tile(np.arange(n_post), n_pre)
+    return post, pre
+
+
+def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
+          y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0):
+    """Create the Brian2 network (in the active device) for a glimpse stream ``x`` (length, n_in).
+
+    ``retro`` selects CLAPP's W_retro pathway; ``params`` uses the numpy engine's keys
+    (``"0/W"``, ``"0/W_pred"``, ``"0/W_retro"``); ``record`` neurons of each layer get
+    a StateMonitor of ``a``, ``z``, ``d`` once per glimpse (0: none).
+    """
+    import brian2 as b2
+
+    rate = neuron.variant("rate")
+    syn = synapses.variant("rate")
+    neuron_eqs = neuron.check_equations("rate.equations")
+    layer_eqs = synapses.check_equations("rate.modulation.layer")
+    mod_eqs = synapses.check_equations("rate.modulation.modulator")
+    for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
+        synapses.check_equations(f"rate.{part}.model")
+
+    stimulus = b2.TimedArray(np.asarray(x, dtype=float), dt=glimpse, name="stimulus")
+    labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")
+    ns = {"stimulus": stimulus, "y_label": labels}
+    clock = b2.Clock(dt=glimpse, name="glimpse_clock")
+    events = {SACCADE: "True"}          # one step per glimpse: every step ends a glimpse
+
+    def group(n, eqs, name, latch=None):
+        g = b2.NeuronGroup(n, eqs, events=events, clock=clock, name=name, namespace=ns)
+        if latch and latch.strip():
+            g.run_on_event(SACCADE, latch, when="resets")
+        return g
+
+    inp = group(sizes[0], INPUT_EQUATIONS, "input", INPUT_ON_GLIMPSE_END)
+    objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
+    pre_group = inp
+    for l, n in enumerate(sizes[1:]):
+        layer = group(n, neuron_eqs + "\n" + layer_eqs, f"layer{l}", rate.get("on_glimpse_end", ""))
+        mod = group(1, mod_eqs, f"modulator{l}")
+        layer.u = b2.linked_var(mod, "u")        # no index: a size-1 source stays visible to the synapses
+        layer.eta = eta
+        base = -300 + 30 * l
+
+        def synapse(key, source, target, model, code, name):
+            check_summed_units(model, source, target, synapses)
+            s = b2.Synapses(source, target, model, on_pre={"learn": code}, on_event={"learn": SACCADE},
+                            clock=clock, name=name, namespace=ns)
+            post, pre = _all_to_all(target.N, source.N)
+            s.connect(i=pre, j=post)
+            s.w = np.asarray(params[key], dtype=float)[post, pre]
+            plastic[key], shapes[key] = s, (target.N, source.N)
+            return s
+
+        ff = synapse(f"{l}/W", pre_group, layer, syn["feedforward"]["model"],
+                     syn["feedforward"]["on_glimpse_end"], f"ff{l}")
+        pred_model = syn["prediction"]["model"]
+        if not retro:
+            pred_model += "\n" + syn["retrodiction_transpose"]["prediction_model"]
+        pred = synapse(f"{l}/W_pred", layer, layer, pred_model, syn["prediction"]["on_glimpse_end"], f"pred{l}")
+        check_summed_units(syn["modulation"]["score"], layer, mod, synapses)
+        score = b2.Synapses(layer, mod, syn["modulation"]["score"], clock=clock, name=f"score{l}", namespace=ns)
+        score.connect()
+        ff.summed_updaters["a_post"].order = base
+        pred.summed_updaters["d_post"].order = base + 10
+        new = [layer, mod, ff, pred, score]
+        if retro:
+            back = synapse(f"{l}/W_retro", layer, layer, syn["retrodiction"]["model"],
+                           syn["retrodiction"]["on_glimpse_end"], f"retro{l}")
+            back.summed_updaters["r_post"].order = base + 10
+            new.append(back)
+        else:
+            pred.summed_updaters["r_pre"].order = base + 10
+        score.summed_updaters["u_post"].order = base + 20
+        objects += new
+        layers.append(layer)
+        modulators.append(mod)
+        pre_group = layer
+
+    monitors = {"modulation": [b2.StateMonitor(m, ["u", "y"], record=0, when="before_synapses",
+                                                name=f"modulation{l}") for l, m in enumerate(modulators)]}
+    if record:
+        monitors["traces"] = [b2.StateMonitor(g, ["a", "z", "d"], record=np.arange(min(record, g.N)),
+                                              when="before_synapses", name=f"traces{l}")
+                              for l, g in enumerate(layers)]
+    for mons in monitors.values():
+        objects += mons
+    network = b2.Network(*objects)
+    return BrianClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers, monitors, shapes,
+                      len(x) * glimpse)
+
+
+def check_summed_units(model: str, source, target, synapses: ModelFile) -> None:
+    """A summed variable must have the unit of the neuron variable it sums into; say which line does not."""
+    from brian2 import Equations
+    from brian2.units.fundamentalunits import get_unit_for_display
+
+    for eq in Equations(model).values():
+        if "summed" not in eq.flags:
+            continue
+        name, group = (eq.varname[:-5], target) if eq.varname.endswith("_post") else (eq.varname[:-4], source)
+        if name in group.variables and group.variables[name].dim != eq.dim:
+            where = next((synapses.where(d, k) for d, k, line in synapses.equation_lines()
+                          if line.startswith(eq.varname) and "summed" in line), str(synapses.path))
+            raise ModelError(f"{where}: '{eq.varname}' has unit {get_unit_for_display(eq.dim)!r}, but it sums "
+                             f"into '{name}' of '{group.name}', which has unit "
+                             f"{get_unit_for_display(group.variables[name].dim)!r}")
+
+
+#: Which model-file table each Brian object comes from (object names are built in :func:`build`).
+_OBJECT_TABLES = {"ff": "rate.feedforward", "pred": "rate.prediction", "retro": "rate.retrodiction",
+                  "score": "rate.modulation", "modulator": "rate.modulation", "layer": "rate."}
+
+
+def describe_build_error(err: Exception, files: list[ModelFile]) -> ModelError:
+    """Turn a Brian2 error raised while building or running into a ModelError naming a model-file line.
+
+    Brian wraps the cause (e.g. "The identifier 'b' could not be resolved") in an error about the
+    object ('pred0', ...). The innermost message is shown; the line named is the one, in the
+    object's table where known, that shares the most identifiers with the messages.
+    """
+    import re
+
+    chain, seen = [], err
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = getattr(seen, "original_error", None) or seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    cause = _short(str(chain[-1])) or type(chain[-1]).__name__
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(re.findall(r"'([^']*)'", text))))
+    objects = re.findall(r"object named '([a-z_]+)\d*'", text)
+    table = _OBJECT_TABLES.get(objects[0]) if objects else None
+    best, best_score = None, 0
+    for f in files:
+        for dotted, k, line in f.equation_lines():
+            if table and not dotted.startswith(table if f.kind == "synapses" else "rate."):
+                continue
+            score = len(words & set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", line)))
+            if score > best_score:
+                best, best_score = f.where(dotted, k), score
+    if best is None:
+        best = ", ".join(str(f.path) for f in files)
+    return ModelError(f"{best}: Brian2 cannot build the network: {cause}")
+
+
+def _short(text: str) -> str:
+    lines = [l.strip() for l in text.strip().split("\n") if l.strip()]
+    return " ".join(lines[:3])[:500]

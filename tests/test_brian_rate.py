@@ -1,0 +1,159 @@
+"""The Brian2 rate network equals the numpy reference, glimpse by glimpse, on runtime and cpp_standalone."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neuroplastic.brian  # noqa: F401  (silences brian2's import warning)
+from neuroplastic.brian.device import DeviceError, Simulator, check_compiler
+from neuroplastic.brian.network import build
+from neuroplastic.cli import main as cli
+from neuroplastic.models import load_model
+from neuroplastic.protocol import MODELS_DIR
+from neuroplastic.rate.network import ClappStack
+from neuroplastic.rate.stream import train_stream
+
+b2 = pytest.importorskip("brian2")
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [16, 12, 8]
+T = 200
+ETA = 0.05
+
+
+def problem(rule, seed=0):
+    rng = np.random.default_rng(seed)
+    net = ClappStack.init(SIZES, rule, rng, dtype="float64", pred_init_scale=1.0)
+    x = rng.random((T, SIZES[0]))
+    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
+    y[0] = 0.0
+    return net.params, x, y
+
+
+def reference(rule, params, x, y, eta):
+    net = ClappStack(SIZES, rule, {k: v.copy() for k, v in params.items()})
+    out = train_stream(net, x, y, eta)
+    return net.params, out
+
+
+def maker(rule, neuron_file="two_compartment.toml", synapse_file="clapp_synapses.toml"):
+    neuron = load_model(MODELS_DIR / neuron_file if isinstance(neuron_file, str) else neuron_file)
+    synapses = load_model(MODELS_DIR / synapse_file if isinstance(synapse_file, str) else synapse_file)
+    return lambda x, y, p, eta: build(neuron, synapses, SIZES, rule == "clapp", x, y, p, eta, 50 * b2.ms, record=2)
+
+
+def assert_same_weights(brian, ref, initial):
+    for key, w in ref.items():
+        scale = np.abs(w).max()
+        assert np.abs(w - initial[key]).max() > 0.05 * scale, f"{key} did not learn: the test would be vacuous"
+        assert np.abs(brian[key] - w).max() < 1e-6 * scale, key
+
+
+@pytest.mark.parametrize("rule", ["clapp_s", "clapp"])
+def test_runtime_rate_network_equals_numpy_reference(rule):
+    params, x, y = problem(rule)
+    ref, out = reference(rule, params, x, y, ETA)
+    assert (out["gamma"] != 0).sum() > 300 and (out["gamma"] == 0).sum() > 2 * 1   # both gate states occur
+    sim = Simulator("runtime", {})
+    net = sim.run(maker(rule), x, y, params, ETA)
+    assert_same_weights(net.weights(), ref, params)
+    for l, mon in enumerate(net.monitors["modulation"]):
+        np.testing.assert_allclose(np.asarray(mon.u[0])[1:], out["u"][l][1:], atol=1e-9)
+    # The dendrite predicts from the previous glimpse: traces recorded once per glimpse.
+    assert net.monitors["traces"][0].z.shape == (2, T)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["clapp_s", "clapp"])
+def test_cpp_standalone_equals_numpy_and_reruns_without_recompiling(rule, tmp_path, monkeypatch):
+    check_compiler()
+    monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path / "builds"))
+    params, x, y = problem(rule)
+    sim = Simulator("cpp", {"test": rule})
+    net = sim.run(maker(rule), x, y, params, ETA)
+    ref, _ = reference(rule, params, x, y, ETA)
+    assert_same_weights(net.weights(), ref, params)
+    sim.release(net)
+    binary = sim.directory / "main"
+    built = binary.stat().st_mtime_ns
+    # A re-run with new stimulus, labels, weights and learning rate goes through run_args only.
+    params2, x2, y2 = problem(rule, seed=1)
+    net = sim.run(maker(rule), x2, y2, params2, 0.03)
+    ref2, _ = reference(rule, params2, x2, y2, 0.03)
+    assert_same_weights(net.weights(), ref2, params2)
+    sim.release(net)
+    assert binary.stat().st_mtime_ns == built
+    assert not list(sim.directory.glob("results_*")), "results folders are removed after reading"
+    with pytest.raises(DeviceError, match="streams of 200 glimpses"):
+        sim.run(maker(rule), x2[:100], y2[:100], params2, 0.03)
+
+
+def test_missing_compiler_suggests_runtime(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(DeviceError, match="--device runtime"):
+        check_compiler()
+
+
+def run_brian(tmp_path, *settings):
+    """``neuroplastic run`` of a tiny quickstart on the Brian2 engine (runtime device)."""
+    return cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path / "runs"), "--quiet",
+                "--device", "runtime", "--set", "engine.name=brian", "--set", "rule.optimizer=sgd",
+                "--set", "data.max_samples=40", "--set", "train.epochs=1",
+                *(a for s in settings for a in ("--set", s))])
+
+
+def broken_copy(tmp_path, name, old, new):
+    """A copy of a model file with one line changed; returns its path and the changed line's number."""
+    text = (MODELS_DIR / name).read_text()
+    assert old in text
+    lines = text.replace(old, new, 1).split("\n")
+    path = tmp_path / name
+    path.write_text("\n".join(lines))
+    return path, next(k for k, line in enumerate(lines, start=1) if new in line)
+
+
+@pytest.mark.parametrize("name,key,old,new,expect", [
+    ("two_compartment.toml", "model.file", "z = a * int(a > 0) : 1", "z = a * int(a > 0) : : 1",
+     "cannot parse"),                                                                    # bad syntax
+    ("two_compartment.toml", "model.file", "rho_prime = int(a > 0) : 1", "rho_prime = int(b_unknown > 0) : 1",
+     "b_unknown"),                                                                       # unknown variable
+    ("clapp_synapses.toml", "model.synapses", "d_post = w * zprev_pre : 1 (summed)",
+     "d_post = w * zprev_pre : volt (summed)", "d_post"),                                # wrong units
+    ("clapp_synapses.toml", "model.synapses", "w += eta_post * M_post * z_post * zprev_pre",
+     "w += eta_post * M_post * z_post * zprev_pre * second", None),                    # inconsistent units
+])
+def test_malformed_model_file_names_file_and_line(tmp_path, capsys, name, key, old, new, expect):
+    path, line = broken_copy(tmp_path, name, old, new)
+    rc = run_brian(tmp_path, f'{key}="{path}"')
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{path}:{line}" in err and "Traceback" not in err, err
+    if expect:
+        assert expect in err, err
+
+
+def test_brian_engine_runs_a_protocol_and_writes_monitors(tmp_path, capsys):
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path), "--quiet",
+              "--device", "runtime", "--set", "engine.name=brian", "--set", "rule.optimizer=sgd",
+              "--set", "data.max_samples=60", "--set", "train.epochs=2", "--set", "model.layers=[8, 8]"])
+    assert rc == 0, capsys.readouterr().err
+    (run,) = tmp_path.iterdir()
+    mon = np.load(run / "brian_monitors.npz")
+    n = len(mon["y"])
+    assert n % 9 == 0 and n >= 9 * 25            # training images x 9 glimpses per image
+    assert mon["layer1/u"].shape == (n,)
+    assert set(np.unique(mon["y"][1:])) == {-1.0, 1.0}
+    assert mon["layer2/z"].shape == (4, n)
+    np.testing.assert_array_equal(mon["layer1/M"] != 0, (1 - mon["y"] * mon["layer1/u"] > 0) & (mon["y"] != 0))
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("engine.variant=spiking", "[engine] variant = 'spiking'"),
+    ("rule.optimizer=adam", "[rule] optimizer = 'adam'"),
+])
+def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, message):
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path / "runs"),
+              "--set", "engine.name=brian", "--set", "rule.optimizer=sgd", "--set", setting])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
