@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     diff = max(np.abs(brian_w[k] - ref.params[k]).max() / np.abs(ref.params[k]).max() for k in brian_w)
 
     batch = ClappStack(sizes, "clapp_s", {k: v.astype("float32") for k, v in params.items()})
-    xb = x2.astype("float32").reshape(-1, 9, 16)[: L // 9 // 64 * 64].reshape(-1, 64, 9, 16)
+    n_seq = L // 9 // 64 * 64                                  # whole batches of 64 sequences of 9 glimpses
+    xb = x2[: n_seq * 9].astype("float32").reshape(-1, 64, 9, 16)
     opt = SGD(args.lr)
     t0 = time.perf_counter()
     for xbatch in xb:
