@@ -122,6 +122,7 @@ def _validate(args) -> int:
     for path in args.protocols:
         try:
             p = load(path, args.overrides)
+            get_engine(p.engine.name).check(p)
             load_model(p.model_path, kind="neuron").variant(p.engine.variant)
             load_model(p.synapses_path, kind="synapses")
             print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")

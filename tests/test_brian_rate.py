@@ -157,3 +157,6 @@ def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, mess
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    rc = cli(["validate", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--set", setting])
+    assert rc == 2
+    assert message in capsys.readouterr().err
