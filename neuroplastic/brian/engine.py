@@ -11,6 +11,13 @@ the binary.
 
 Initial weights and random streams come from the same seeds as the numpy engine's,
 so the two engines start from the same network.
+
+**Spiking variant** (``[engine] variant = "spiking"``, models/<file>.toml ``[spiking]``): the
+stream has ``len(all images) * n_glimpses`` glimpses of ``[stimulus] glimpse_ms``, simulated with
+time step ``[engine] dt_ms``, so that ONE build serves the training epochs (the eye visits only the
+training images) and the probe: a final run with ``eta = 0`` and ``y = 0`` over every image's
+glimpses in order, whose per-glimpse spike counts (rate readout z of each layer) are the probe's
+features. The random baseline is the same probe run with the initial weights.
 """
 from __future__ import annotations
 
@@ -26,19 +33,23 @@ from ..rules import RULES
 from ..stimuli import saccade_stream
 from .device import DeviceError, Simulator
 from .network import build, describe_build_error
+from .spiking import build as build_spiking, steps_per_glimpse
 
 __all__ = ["check", "train", "RECORDED_NEURONS"]
 
 #: Neurons per layer whose somatic and dendritic traces are recorded.
 RECORDED_NEURONS = 4
+#: Spiking variant: spikes of the first this many glimpses of the last epoch are saved (brian_spikes.npz).
+SAVED_SPIKE_GLIMPSES = 200
 
 
 def check(protocol) -> None:
     """Reject protocol settings this engine cannot run, before any run directory exists."""
-    if protocol.engine.variant != "rate":
-        raise ProtocolError(protocol.source, "engine.variant",
-                            f"= {protocol.engine.variant!r}: the Brian2 engine runs the 'rate' variant "
-                            "(the spiking variant is not implemented yet); allowed: 'rate'")
+    if protocol.engine.variant == "spiking":
+        try:
+            steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
+        except ValueError as err:
+            raise ProtocolError(protocol.source, "stimulus.glimpse_ms", f"= {protocol.stimulus.glimpse_ms}: {err}")
     if protocol.rule.optimizer != "sgd":
         raise ProtocolError(protocol.source, "rule.optimizer",
                             f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
@@ -70,15 +81,30 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
 
     neuron = load_model(protocol.model_path, kind="neuron")
     synapses = load_model(protocol.synapses_path, kind="synapses")
-    length = len(train_idx) * n_positions
+    spiking = protocol.engine.variant == "spiking"
+    length = (len(patches) if spiking else len(train_idx)) * n_positions
     glimpse = protocol.stimulus.glimpse_ms * b2.ms
     key = {"neuron": neuron.path.read_text(), "synapses": synapses.path.read_text(), "sizes": sizes,
            "retro": rule.retro, "length": length, "glimpse_ms": protocol.stimulus.glimpse_ms,
-           "record": RECORDED_NEURONS}
+           "record": RECORDED_NEURONS, "variant": protocol.engine.variant}
+    if spiking:
+        key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed)
     sim = Simulator(protocol.engine.device, key)
 
     def make(x, y, params, eta):
+        if spiking:
+            b2.seed(protocol.seed)         # the spike noise: fixed per protocol seed (compiled into cpp)
+            return build_spiking(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse,
+                                 dt=protocol.engine.dt_ms * b2.ms)
         return build(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse, record=RECORDED_NEURONS)
+
+    def simulate(x, y, params, eta):
+        try:
+            return sim.run(make, x, y, params, eta)
+        except (DeviceError, ModelError):
+            raise
+        except Exception as err:     # Brian2 reports model mistakes with many exception types
+            raise describe_build_error(err, [neuron, synapses]) from err
 
     tr = protocol.train
     bar = tqdm(range(start + 1, tr.epochs + 1), total=tr.epochs, initial=start, disable=not progress,
@@ -86,16 +112,17 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
     for epoch in bar:
         stream = saccade_stream(train_idx, n_positions, length, protocol.stimulus.saccade_prob, rng)
         x = stream.glimpses(patches)
-        try:
-            bnet = sim.run(make, x, stream.y, net.params, protocol.rule.lr)
-        except (DeviceError, ModelError):
-            raise
-        except Exception as err:     # Brian2 reports model mistakes with many exception types
-            raise describe_build_error(err, [neuron, synapses]) from err
+        bnet = simulate(x, stream.y, net.params, protocol.rule.lr)
         net.params.update(bnet.weights())
-        modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
-        if epoch == tr.epochs:
-            run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream))
+        if spiking:
+            modulation = bnet.modulation()
+            if epoch == tr.epochs:
+                run.save_arrays("brian_monitors", _spiking_monitor_arrays(bnet, stream))
+                run.save_arrays("brian_spikes", bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES))
+        else:
+            modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
+            if epoch == tr.epochs:
+                run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream))
         sim.release(bnet)
         stats = [loss_and_modulation(u, y) for u, y in modulation]
         for l, (loss, modulated) in enumerate(stats):
@@ -108,15 +135,42 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
             save_training_state(run, epoch, net.params, rng, rows)
     bar.close()
 
-    # The rate neuron's output is rho(W x): the probe reads it with the numpy forward pass of the
-    # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
-    random_net = ClappStack(sizes, rule, initial)
-    probe_rows, summary = probe_encoder(protocol, net.features(patches), random_net.features(patches),
-                                        ds.labels, train_idx, test_idx)
+    if spiking:
+        # The probe reads the spiking network itself: every image's glimpses in order, no learning.
+        features = _spiking_features(simulate, sim, patches, net.params)
+        random_features = _spiking_features(simulate, sim, patches, initial) if protocol.evaluate.baseline \
+            else features
+    else:
+        # The rate neuron's output is rho(W x): the probe reads it with the numpy forward pass of the
+        # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
+        features = net.features(patches)
+        random_features = ClappStack(sizes, rule, initial).features(patches)
+    probe_rows, summary = probe_encoder(protocol, features, random_features, ds.labels, train_idx, test_idx)
     rows += probe_rows
     run.write_metrics(rows)
     summary["device"] = protocol.engine.device
     return summary
+
+
+def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
+    """Per-glimpse rates (n_images, n_glimpses, n) of every layer, from a run with eta = 0 and y = 0."""
+    n_images, n_positions = patches.shape[:2]
+    x = patches.reshape(n_images * n_positions, -1)
+    bnet = simulate(x, np.zeros(len(x)), params, 0.0)
+    out = [r.reshape(n_images, n_positions, -1) for r in bnet.rates()]
+    sim.release(bnet)
+    return out
+
+
+def _spiking_monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
+    """The last epoch's recordings of a spiking network: modulation and rate readout per glimpse."""
+    out = {"image": stream.image, "position": stream.position, "y": stream.y}
+    for l, (u, y) in enumerate(bnet.modulation()):
+        out[f"layer{l + 1}/u"] = u
+        out[f"layer{l + 1}/M"] = y * (1 - y * u > 0)
+    for l, z in enumerate(bnet.rates()):
+        out[f"layer{l + 1}/z"] = z
+    return out
 
 
 def _monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
