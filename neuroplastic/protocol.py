@@ -193,8 +193,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "engine": {
         "name": Key("str", "numpy", "Simulation engine.", choices=_ENGINES),
         "variant": Key("str", "rate", "Neuron variant (Brian2 engine).", choices=("rate", "spiking")),
-        "device": Key("str", "cpp", "Brian2 device: 'runtime' (numpy code generation, no compiler) or 'cpp' "
-                      "(compiled once with cpp_standalone, then re-run).", choices=("runtime", "cpp")),
+        "device": Key("str", "cpp", "Brian2 device: 'runtime' (numpy code generation, no compiler), 'cpp' "
+                      "(compiled once with cpp_standalone, then re-run) or 'cuda' (brian2cuda, nvcc).",
+                      choices=("runtime", "cpp", "cuda")),
+        "cuda_arch": Key("float", 9.0, "CUDA compute capability the 'cuda' device compiles for.", low=5.0),
         "dt_ms": Key("float", 0.1, "Simulation time step (Brian2 engine), in ms.", low=0, low_open=True),
         "dtype": Key("str", "float32", "Floating-point type of the numpy engine.", choices=("float32", "float64")),
     },

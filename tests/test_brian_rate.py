@@ -148,15 +148,16 @@ def test_brian_engine_runs_a_protocol_and_writes_monitors(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setting,message", [
-    ("engine.variant=spiking", "[engine] variant = 'spiking'"),
     ("rule.optimizer=adam", "[rule] optimizer = 'adam'"),
+    ("engine.variant=spiking\0stimulus.glimpse_ms=50.05", "[stimulus] glimpse_ms = 50.05"),   # not k * dt
 ])
 def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, message):
+    sets = [a for s in setting.split("\0") for a in ("--set", s)]
     rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path / "runs"),
-              "--set", "engine.name=brian", "--set", "rule.optimizer=sgd", "--set", setting])
+              "--set", "engine.name=brian", "--set", "rule.optimizer=sgd", *sets])
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
-    rc = cli(["validate", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--set", setting])
+    rc = cli(["validate", str(ROOT / "protocols" / "clapp_digits_brian.toml"), *sets])
     assert rc == 2
     assert message in capsys.readouterr().err

@@ -6,6 +6,10 @@
              seed, learning rate, stimulus or initial weights — is ``device.run(run_args=...)`` of the
              same binary. Builds live in a cache keyed by that structure, shared by all runs and
              processes (a file lock serialises building), each run writing into its own results folder.
+``cuda``     cuda_standalone (brian2cuda, ``pip install -e ".[cuda]"``): the same, compiled with nvcc for
+             compute capability ``cuda_arch``. The flags nvcc 13 needs (C++17) and cuRAND's headers and
+             library (from the ``nvidia-curand`` wheel) are set here. Without a GPU the project can still
+             be generated and compiled (``build_only``); running it needs a GPU.
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["DEVICES", "DeviceError", "Simulator", "build_cache_dir", "check_compiler"]
+__all__ = ["DEVICES", "DeviceError", "Simulator", "build_cache_dir", "check_compiler", "gpu_available"]
 
-DEVICES = ("runtime", "cpp")
+DEVICES = ("runtime", "cpp", "cuda")
+_STANDALONE = {"cpp": "cpp_standalone", "cuda": "cuda_standalone"}
 
 
 class DeviceError(RuntimeError):
@@ -42,17 +47,92 @@ def check_compiler() -> str:
                       "the network with one. Install g++ or run with --device runtime.")
 
 
+def gpu_available() -> bool:
+    """Whether ``nvidia-smi -L`` lists a GPU."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def _nvcc_version() -> float:
+    import re
+    import subprocess
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise DeviceError("no nvcc found on PATH: the 'cuda' device compiles the network with the CUDA "
+                          "toolkit's nvcc. Install the CUDA toolkit, or use --device cpp.")
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"release (\d+\.\d+)", out)
+    if not match:
+        raise DeviceError(f"cannot read the CUDA version from '{nvcc} --version': {out.strip()[-200:]}")
+    return float(match.group(1))
+
+
+def _curand_dirs() -> tuple[Path, Path]:
+    """cuRAND's include directory and a library directory with an unversioned ``libcurand.so``.
+
+    The ``nvidia-curand`` wheel ships only ``libcurand.so.<N>``, so ``-lcurand`` cannot link against
+    it; a symlink in the build cache fixes that (the binary then finds it through its rpath).
+    """
+    try:
+        import nvidia
+    except ImportError:
+        raise DeviceError("cuRAND not found: install the CUDA extra, pip install -e \".[cuda]\"") from None
+    for root in map(Path, nvidia.__path__):
+        for inc in sorted(root.glob("cu*/include")):
+            libs = sorted(inc.parent.glob("lib/libcurand.so*"))
+            if (inc / "curand.h").is_file() and libs:
+                link_dir = build_cache_dir() / "curand-lib" / inc.parent.name
+                link_dir.mkdir(parents=True, exist_ok=True)
+                link = link_dir / "libcurand.so"
+                if not link.exists():
+                    tmp = link_dir / f".libcurand.so.{os.getpid()}"
+                    tmp.symlink_to(libs[0])
+                    os.replace(tmp, link)
+                return inc, link_dir
+    raise DeviceError("cuRAND headers/library not found in the nvidia-curand wheel: pip install -e \".[cuda]\"")
+
+
+def _configure_cuda(arch: float) -> None:
+    import brian2 as b2
+
+    try:
+        import brian2cuda  # noqa: F401  (registers the cuda_standalone device)
+    except ImportError:
+        raise DeviceError("the 'cuda' device needs brian2cuda: pip install -e \".[cuda]\"") from None
+    version = _nvcc_version()
+    include, libdir = _curand_dirs()
+    b2.set_device("cuda_standalone", build_on_run=False)
+    backend = b2.prefs.devices.cuda_standalone.cuda_backend
+    backend.detect_gpus = False              # detection fails without a GPU; we say what to build for
+    backend.compute_capability = float(arch)
+    backend.cuda_runtime_version = version
+    backend.gpu_id = 0
+    backend.extra_compile_args_nvcc = list(backend.extra_compile_args_nvcc) + ["-std=c++17"]
+    cpp = b2.prefs.codegen.cpp
+    cpp.extra_compile_args_gcc = list(cpp.extra_compile_args_gcc) + ["-std=c++17"]
+    cpp.include_dirs = list(cpp.include_dirs) + [str(include)]
+    cpp.library_dirs = list(cpp.library_dirs) + [str(libdir)]
+    cpp.runtime_library_dirs = list(cpp.runtime_library_dirs) + [str(libdir)]
+
+
 class Simulator:
     """Runs networks made by ``make()`` on one device; for ``cpp`` it builds once and then only re-runs.
 
     ``key`` identifies the network structure (everything that changes the generated code).
     """
 
-    def __init__(self, device: str, key: dict):
+    def __init__(self, device: str, key: dict, *, cuda_arch: float = 9.0):
         if device not in DEVICES:
             raise DeviceError(f"unknown Brian2 device {device!r}; known: {', '.join(DEVICES)}")
         self.device = device
-        self.key = key
+        self.cuda_arch = cuda_arch
+        self.key = {**key, "cuda_arch": cuda_arch} if device == "cuda" else key
         self.network = None
         self.directory: Path | None = None
 
@@ -79,24 +159,38 @@ class Simulator:
         net.network.run(net.duration, namespace=net.namespace)
         return net
 
+    def build(self, make, x, y, params, eta) -> Path:
+        """Generate and compile the standalone project (once); return its directory. Runs nothing."""
+        import brian2 as b2
+
+        if self.network is not None:
+            return self.directory
+        from brian2.devices import reinit_devices
+        from filelock import FileLock
+
+        check_compiler()
+        reinit_devices()
+        if self.device == "cuda":
+            _configure_cuda(self.cuda_arch)
+        else:
+            b2.set_device("cpp_standalone", build_on_run=False)
+        b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
+        self.directory = build_cache_dir() / self.structure_hash
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        net = make(x, y, params, eta)
+        net.network.run(net.duration, namespace=net.namespace)
+        with FileLock(str(self.directory) + ".lock"):
+            b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
+        self.network = net
+        return self.directory
+
     def _run_standalone(self, make, x, y, params, eta):
         import brian2 as b2
 
-        if self.network is None:
-            check_compiler()
-            from brian2.devices import reinit_devices
-            from filelock import FileLock
-
-            reinit_devices()
-            b2.set_device("cpp_standalone", build_on_run=False)
-            b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
-            self.directory = build_cache_dir() / self.structure_hash
-            self.directory.parent.mkdir(parents=True, exist_ok=True)
-            net = make(x, y, params, eta)
-            net.network.run(net.duration, namespace=net.namespace)
-            with FileLock(str(self.directory) + ".lock"):
-                b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
-            self.network = net
+        if self.device == "cuda" and not gpu_available():
+            raise DeviceError("no GPU found (nvidia-smi -L lists none): the 'cuda' device can only compile "
+                              "here. Use --build-only to generate and compile the CUDA project, or --device cpp.")
+        self.build(make, x, y, params, eta)
         net = self.network
         if len(x) != len(net.stimulus.values):
             raise DeviceError(f"the compiled network takes streams of {len(net.stimulus.values)} glimpses, "
@@ -108,7 +202,7 @@ class Simulator:
 
     def release(self, net) -> None:
         """Forget the last standalone run's results folder and run_args files (after its values were read)."""
-        if self.device != "cpp":
+        if self.device == "runtime":
             return
         import brian2 as b2
 

@@ -41,6 +41,8 @@ __all__ = ["check", "train", "RECORDED_NEURONS"]
 RECORDED_NEURONS = 4
 #: Spiking variant: spikes of the first this many glimpses of the last epoch are saved (brian_spikes.npz).
 SAVED_SPIKE_GLIMPSES = 200
+#: ... of the first this many neurons of each layer (the SpikeMonitors record only these).
+SAVED_SPIKE_NEURONS = 16
 
 
 def check(protocol) -> None:
@@ -88,14 +90,14 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
            "retro": rule.retro, "length": length, "glimpse_ms": protocol.stimulus.glimpse_ms,
            "record": RECORDED_NEURONS, "variant": protocol.engine.variant}
     if spiking:
-        key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed)
+        key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed, spike_neurons=SAVED_SPIKE_NEURONS)
     sim = Simulator(protocol.engine.device, key)
 
     def make(x, y, params, eta):
         if spiking:
             b2.seed(protocol.seed)         # the spike noise: fixed per protocol seed (compiled into cpp)
             return build_spiking(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse,
-                                 dt=protocol.engine.dt_ms * b2.ms)
+                                 dt=protocol.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS)
         return build(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse, record=RECORDED_NEURONS)
 
     def simulate(x, y, params, eta):
@@ -104,7 +106,7 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
         except (DeviceError, ModelError):
             raise
         except Exception as err:     # Brian2 reports model mistakes with many exception types
-            raise describe_build_error(err, [neuron, synapses]) from err
+            raise describe_build_error(err, [neuron, synapses], protocol.engine.variant) from err
 
     tr = protocol.train
     bar = tqdm(range(start + 1, tr.epochs + 1), total=tr.epochs, initial=start, disable=not progress,

@@ -113,7 +113,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     stimulus = b2.TimedArray(np.asarray(x, dtype=float), dt=glimpse, name="stimulus")
     labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")
     ns = {"stimulus": stimulus, "y_label": labels}
-    clock = b2.Clock(dt=glimpse, name="glimpse_clock")
+    # Everything runs on Brian's defaultclock: brian2cuda's synaptic-pathway templates refer to it by
+    # name, so a network on its own Clock fails to compile for CUDA.
+    clock = b2.defaultclock
+    clock.dt = glimpse
     events = {SACCADE: "True"}          # one step per glimpse: every step ends a glimpse
 
     def group(n, eqs, name, latch=None):
@@ -198,11 +201,11 @@ def check_summed_units(model: str, source, target, synapses: ModelFile) -> None:
 
 
 #: Which model-file table each Brian object comes from (object names are built in :func:`build`).
-_OBJECT_TABLES = {"ff": "rate.feedforward", "pred": "rate.prediction", "retro": "rate.retrodiction",
-                  "score": "rate.modulation", "modulator": "rate.modulation", "layer": "rate."}
+_OBJECT_TABLES = {"ff": "feedforward", "pred": "prediction", "retro": "retrodiction",
+                  "score": "modulation", "modulator": "modulation", "layer": ""}
 
 
-def describe_build_error(err: Exception, files: list[ModelFile]) -> ModelError:
+def describe_build_error(err: Exception, files: list[ModelFile], variant: str = "rate") -> ModelError:
     """Turn a Brian2 error raised while building or running into a ModelError naming a model-file line.
 
     Brian wraps the cause (e.g. "The identifier 'b' could not be resolved") in an error about the
@@ -220,10 +223,13 @@ def describe_build_error(err: Exception, files: list[ModelFile]) -> ModelError:
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(re.findall(r"'([^']*)'", text))))
     objects = re.findall(r"object named '([a-z_]+)\d*'", text)
     table = _OBJECT_TABLES.get(objects[0]) if objects else None
+    table = None if table is None else f"{variant}.{table}"
     best, best_score = None, 0
     for f in files:
         for dotted, k, line in f.equation_lines():
-            if table and not dotted.startswith(table if f.kind == "synapses" else "rate."):
+            if not dotted.startswith(f"{variant}."):
+                continue
+            if table and not dotted.startswith(table if f.kind == "synapses" else f"{variant}."):
                 continue
             score = len(words & set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", line)))
             if score > best_score:

@@ -1,0 +1,145 @@
+"""Benchmark the spiking CLAPP network (cpp_standalone).
+
+(a) run time of the plastic spiking network (neuroplastic.brian.spiking.build, no monitors) vs a plain
+    Brian2 network with the same neurons (Bernoulli inputs, escape-noise LIF layers), the same synapse
+    counts (feed-forward, lateral W_pred, score) and no plasticity, same duration and device;
+    the binary's own network-run time (``device._last_run_time``), min over repetitions. Target <= 2x.
+(b) correlation of the spiking network's dW, dW_pred (per layer) with the rate rule
+    (neuroplastic.rate.stream.train_stream) on the same stream and initial weights.
+
+usage: python benchmarks/bench_brian_spiking.py [--sizes 16,64,64] [--glimpses 200] [--glimpse-ms 200]
+                                                [--dt-ms 0.2] [--reps 3] [--eta 0.002]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+import neuroplastic.brian  # noqa: F401
+from neuroplastic.brian.network import _all_to_all
+from neuroplastic.brian.spiking import build, constants
+from neuroplastic.models import load_model
+from neuroplastic.protocol import MODELS_DIR
+from neuroplastic.rate.network import ClappStack
+from neuroplastic.rate.stream import train_stream
+
+PLAIN_LAYER = """
+dIs/dt = -Is / tau_s : 1
+dv/dt = (Is - v) / tau_m : 1
+dd/dt = -d / tau_s : 1
+nz : 1
+"""
+
+
+def problem(sizes, T, seed=0):
+    rng = np.random.default_rng(seed)
+    params = ClappStack.init(sizes, "clapp_s", rng, dtype="float64", pred_init_scale=1.0).params
+    for l in range(len(sizes) - 1):
+        params[f"{l}/W"] = params[f"{l}/W"] + 0.8 / sizes[l]
+    x = rng.random((T, sizes[0]))
+    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
+    y[0] = 0.0
+    return params, x, y
+
+
+def build_plain(neuron, sizes, x, params, glimpse, dt):
+    import brian2 as b2
+
+    k = int(round(float(glimpse / dt)))
+    ns = {"stimulus": b2.TimedArray(x, dt=glimpse, name="stimulus"), "steps_per_glimpse": k, **constants(neuron)}
+    clock = b2.Clock(dt=dt, name="spike_clock")
+    inp = b2.NeuronGroup(sizes[0], "x = stimulus(t, i) : 1", threshold="rand() < rate_in * x * dt", clock=clock,
+                         name="input", namespace=ns)
+    objs, pre, pre_rate = [inp], inp, "rate_in"
+    for l, n in enumerate(sizes[1:]):
+        lay = b2.NeuronGroup(n, PLAIN_LAYER, threshold=neuron.get("spiking.layer.threshold"), reset="nz += 1",
+                             clock=clock, name=f"layer{l}", namespace=ns, method="exact")
+        mod = b2.NeuronGroup(1, "u : 1", clock=clock, name=f"modulator{l}", namespace=ns)
+        ff = b2.Synapses(pre, lay, "w : 1", on_pre=f"Is_post += w / ({pre_rate} * tau_s)", clock=clock,
+                         name=f"ff{l}", namespace=ns)
+        post, p = _all_to_all(n, pre.N)
+        ff.connect(i=p, j=post)
+        ff.w = params[f"{l}/W"][post, p]
+        pred = b2.Synapses(lay, lay, "w : 1", on_pre="d_post += w / (rate_out * tau_s)", clock=clock,
+                           name=f"pred{l}", namespace=ns)
+        post, p = _all_to_all(n, n)
+        pred.connect(i=p, j=post)
+        pred.w = params[f"{l}/W_pred"][post, p]
+        score = b2.Synapses(lay, mod, on_pre="u_post += 1", clock=clock, name=f"score{l}", namespace=ns)
+        score.connect()
+        objs += [lay, mod, ff, pred, score]
+        pre, pre_rate = lay, "rate_out"
+    return b2.Network(*objs), ns
+
+
+def timed(kind, neuron, synapses, sizes, x, y, params, eta, glimpse_ms, dt_ms, reps, root):
+    import brian2 as b2
+    from brian2.devices import reinit_devices
+
+    reinit_devices()
+    b2.set_device("cpp_standalone", build_on_run=False)
+    b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
+    b2.seed(1)
+    glimpse, dt = glimpse_ms * b2.ms, dt_ms * b2.ms
+    if kind == "plastic":
+        net = build(neuron, synapses, sizes, False, x, y, params, eta, glimpse, dt=dt, monitors=False)
+        network, ns = net.network, net.namespace
+    else:
+        network, ns = build_plain(neuron, sizes, x, params, glimpse, dt)
+        net = None
+    network.run(len(x) * glimpse, namespace=ns)
+    t0 = time.time()
+    b2.device.build(directory=os.path.join(root, kind), run=False)
+    t_build = time.time() - t0
+    inner, wall = [], []
+    for r in range(reps):
+        t0 = time.time()
+        b2.device.run(results_directory=f"results_{r}")
+        wall.append(time.time() - t0)
+        inner.append(b2.device._last_run_time)
+    weights = net.weights() if net is not None else None
+    return t_build, min(inner), min(wall), weights
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="16,64,64")
+    ap.add_argument("--glimpses", type=int, default=200)
+    ap.add_argument("--glimpse-ms", type=float, default=200.0)
+    ap.add_argument("--dt-ms", type=float, default=0.2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--eta", type=float, default=0.002)
+    a = ap.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",")]
+    neuron = load_model(MODELS_DIR / "two_compartment.toml")
+    synapses = load_model(MODELS_DIR / "clapp_synapses.toml")
+    params, x, y = problem(sizes, a.glimpses)
+    bio = a.glimpses * a.glimpse_ms / 1000
+    print(f"sizes {sizes}, {a.glimpses} glimpses x {a.glimpse_ms:g} ms = {bio:g} s simulated, dt {a.dt_ms} ms, "
+          f"cpp_standalone, {os.cpu_count()} cores")
+    res = {}
+    with tempfile.TemporaryDirectory() as root:
+        for kind in ("plain", "plastic"):
+            tb, inner, wall, w = timed(kind, neuron, synapses, sizes, x, y, params, a.eta, a.glimpse_ms, a.dt_ms,
+                                       a.reps, root)
+            res[kind] = (inner, wall, w)
+            print(f"  {kind:8s} build {tb:6.1f} s   network run {inner:.3f} s   device.run wall {wall:.3f} s "
+                  f"(min of {a.reps})")
+    print(f"(a) ratio plastic / plain: network run {res['plastic'][0] / res['plain'][0]:.2f}x, "
+          f"wall {res['plastic'][1] / res['plain'][1]:.2f}x   (target <= 2x)")
+    learned = res["plastic"][2]
+    ref = ClappStack(sizes, "clapp_s", {k: v.copy() for k, v in params.items()})
+    train_stream(ref, x, y, a.eta)
+    print(f"(b) corr(dW spiking, dW rate rule), eta {a.eta}:")
+    for key in learned:
+        ds, dr = learned[key] - params[key], ref.params[key] - params[key]
+        print(f"  {key:10s} corr {np.corrcoef(ds.ravel(), dr.ravel())[0, 1]:.3f}   "
+              f"|dW_spk| / |dW_rate| {np.linalg.norm(ds) / np.linalg.norm(dr):.2f}")
+
+
+if __name__ == "__main__":
+    main()

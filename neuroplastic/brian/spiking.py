@@ -1,0 +1,233 @@
+"""Build a spiking CLAPP network in Brian2 from the model files' ``[spiking]`` tables.
+
+Same layout and interface as :mod:`neuroplastic.brian.network` (the rate builder)::
+
+    input         Bernoulli spikes at rate_in * x, x = stimulus(t, i) (one TimedArray row per glimpse)
+    layer{l}      the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
+    modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+    ff{l}         W       previous group's spikes -> layer{l}   (current + eligibility per spike)
+    pred{l}       W_pred  layer{l} -> layer{l}
+    retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only)
+    score{l}      layer{l} -> modulator{l}
+
+Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
+A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
+``saccade`` on the last step of each glimpse (the layers never spike on that step, so the spike
+count read there is final).
+
+**Schedule of the last time step of a glimpse** (all layers at once; explicit orders in the
+``synapses`` slot, Brian would otherwise break ties by name):
+
+====================  =====================================================================
+order -20             score{l}: u += z d                   ([spiking.modulation] score)
+order -10             pred{l}/retro{l} score: r = W_pred^T z or W_retro z
+order   0             ff{l} on_spike: current and eligibility of this step's input spikes
+order  10             every plastic synapse learns (reads d, r, M(u), el, z, zprev)
+after_resets          layer latches (zprev = z, count = 0, d = next dendrite), modulator u = 0
+====================  =====================================================================
+
+Per time step the cost is the neurons' update, one ``rand()`` per neuron and one synaptic event per
+spike and target, as in a plain network; the O(n_pre n_post) learning work happens once per glimpse.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import ModelError, ModelFile
+from .network import SACCADE, _all_to_all, check_summed_units  # noqa: F401  (shared with the rate builder)
+
+__all__ = ["BrianSpikingClapp", "build", "constants", "steps_per_glimpse"]
+
+
+@dataclass
+class BrianSpikingClapp:
+    """The Brian2 objects of a spiking CLAPP network (same interface as :class:`network.BrianClapp`)."""
+
+    network: object
+    namespace: dict
+    stimulus: object
+    labels: object
+    layers: list
+    modulators: list
+    synapses: dict          # "0/W" -> plastic Synapses
+    eta_group: list
+    monitors: dict          # "spikes": SpikeMonitor per layer, "counts": per-glimpse counts, "modulation": u
+    shapes: dict
+    duration: object
+    steps: int              # time steps per glimpse
+    glimpse_s: float
+    rate_out_hz: float
+
+    def weights(self) -> dict[str, np.ndarray]:
+        out = {}
+        for key, syn in self.synapses.items():
+            m = np.zeros(self.shapes[key])
+            m[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.w[:])
+            out[key] = m
+        return out
+
+    def run_args(self, x: np.ndarray, y: np.ndarray, params: dict, eta: float) -> dict:
+        args = {self.stimulus: np.asarray(x, dtype=float), self.labels: np.asarray(y, dtype=float)}
+        for key, syn in self.synapses.items():
+            post, pre = _all_to_all(*self.shapes[key])
+            args[syn.w] = np.asarray(params[key], dtype=float)[post, pre]
+        for group in self.eta_group:
+            args[group.eta] = float(eta)
+        return args
+
+    @property
+    def n_glimpses(self) -> int:
+        return len(self.stimulus.values)
+
+    def rates(self) -> list[np.ndarray]:
+        """Per-glimpse rate readout z = count / (rate_out * glimpse) of every layer: (n_glimpses, n)."""
+        out = []
+        for mon, layer in zip(self.monitors["counts"], self.layers):
+            nz = np.asarray(mon.nz[:])
+            out.append(nz.reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.glimpse_s))
+        return out
+
+    def modulation(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(u, y) per glimpse of every layer, as recorded at the glimpse end."""
+        return [(np.asarray(m.u[:]), np.asarray(m.y[:])) for m in self.monitors["modulation"]]
+
+    def spikes(self, max_glimpses: int | None = None) -> dict[str, np.ndarray]:
+        """Spike times (s) and indices of every layer (optionally only those of the first glimpses)."""
+        out = {}
+        limit = np.inf if max_glimpses is None else max_glimpses * self.glimpse_s
+        for l, mon in enumerate(self.monitors["spikes"]):
+            t, i = np.asarray(mon.t_[:]), np.asarray(mon.i[:])
+            keep = t < limit
+            out[f"layer{l + 1}/t_s"], out[f"layer{l + 1}/i"] = t[keep], i[keep].astype(np.int32)
+        return out
+
+
+_QUANTITY = re.compile(r"^\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
+
+
+def constants(neuron: ModelFile) -> dict:
+    """``[spiking.constants]`` as Brian2 quantities (``"500 Hz"`` -> 500 * Hz)."""
+    import brian2.units as units
+
+    out = {}
+    for name, text in neuron.variant("spiking").get("constants", {}).items():
+        m = _QUANTITY.match(str(text))
+        unit = getattr(units, m.group(2), None) if m and m.group(2) else 1
+        if m is None or unit is None:
+            raise ModelError(f"{neuron.where(f'spiking.constants.{name}')}: [spiking.constants] {name} = {text!r}: "
+                             "write a number and a Brian2 unit, e.g. \"5 ms\"")
+        out[name] = float(m.group(1)) * unit
+    return out
+
+
+def steps_per_glimpse(glimpse_ms: float, dt_ms: float) -> int:
+    k = int(round(glimpse_ms / dt_ms))
+    if k < 2 or abs(k * dt_ms - glimpse_ms) > 1e-9 * max(glimpse_ms, 1.0):
+        raise ValueError(f"glimpse_ms = {glimpse_ms} must be a multiple (>= 2) of dt_ms = {dt_ms}")
+    return k
+
+
+def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
+          y: np.ndarray, params: dict, eta: float, glimpse, *, dt, record_spikes: bool | int = True,
+          monitors: bool = True):
+    """Create the spiking network (in the active device) for a glimpse stream ``x`` (length, n_in).
+
+    Arguments as :func:`network.build`; ``dt`` is the simulation time step. ``monitors=False`` leaves
+    out every monitor (for timing); ``record_spikes=False`` only the SpikeMonitors, an integer ``k`` records
+    the spikes of the first ``k`` neurons of each layer only (all spikes of a long run take much memory).
+    """
+    import brian2 as b2
+
+    spk = neuron.variant("spiking")
+    syn = synapses.variant("spiking")
+    inp_eqs = neuron.check_equations("spiking.input.equations")
+    layer_eqs = neuron.check_equations("spiking.layer.equations")
+    mod_layer_eqs = synapses.check_equations("spiking.modulation.layer")
+    mod_eqs = synapses.check_equations("spiking.modulation.modulator")
+    for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
+        synapses.check_equations(f"spiking.{part}.model")
+
+    k = steps_per_glimpse(float(glimpse / b2.ms), float(dt / b2.ms))
+    # glimpse = k * dt was checked; Brian's "time grids not aligned" warning would be a float-rounding
+    # false positive (its lookup rounds t / glimpse with a safety margin far below dt).
+    b2.BrianLogger.suppress_hierarchy("brian2.input.timedarray")
+    stimulus = b2.TimedArray(np.asarray(x, dtype=float), dt=glimpse, name="stimulus")
+    labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")
+    ns = {"stimulus": stimulus, "y_label": labels, "glimpse": glimpse, "steps_per_glimpse": k,
+          **constants(neuron)}
+    clock = b2.Clock(dt=dt, name="spike_clock")
+    event = f"(timestep(t, dt) + 1) % {k} == 0"
+
+    def group(n, eqs, name, threshold=None, reset=None, latch=None):
+        events = {SACCADE: event}          # a fresh dict per group (see BRIAN2_PITFALLS / prototype)
+        g = b2.NeuronGroup(n, eqs, threshold=threshold, reset=reset, events=events, clock=clock, name=name,
+                           namespace=ns, method="exact")
+        if latch and latch.strip():
+            g.run_on_event(SACCADE, latch, when="after_resets")
+        return g
+
+    inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
+    objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
+    counts, spikes, modmons = [], [], []
+    pre_group = inp
+    for l, n in enumerate(sizes[1:]):
+        layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l}", threshold=spk["layer"]["threshold"],
+                      reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""))
+        mod = group(1, mod_eqs, f"modulator{l}", latch=syn["modulation"].get("modulator_on_glimpse_end", ""))
+        layer.u = b2.linked_var(mod, "u")
+        layer.eta = eta
+
+        def synapse(key, source, target, model, pathways, name):
+            check_summed_units(model, source, target, synapses)
+            code = {p: c for p, (c, _, _) in pathways.items()}
+            on_event = {p: e for p, (_, e, _) in pathways.items()}
+            s = b2.Synapses(source, target, model, on_pre=code, on_event=on_event, clock=clock, name=name,
+                            namespace=ns)
+            post, pre = _all_to_all(target.N, source.N)
+            s.connect(i=pre, j=post)
+            s.w = np.asarray(params[key], dtype=float)[post, pre]
+            for p, (_, _, order) in pathways.items():
+                getattr(s, p).order = order
+            plastic[key], shapes[key] = s, (target.N, source.N)
+            return s
+
+        ff = synapse(f"{l}/W", pre_group, layer, syn["feedforward"]["model"],
+                     {"spike": (syn["feedforward"]["on_spike"], "spike", 0),
+                      "learn": (syn["feedforward"]["on_glimpse_end"], SACCADE, 10)}, f"ff{l}")
+        pred_paths = {"learn": (syn["prediction"]["on_glimpse_end"], SACCADE, 10)}
+        if not retro:
+            pred_paths["score"] = (syn["retrodiction_transpose"]["prediction_score"], SACCADE, -10)
+        pred = synapse(f"{l}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l}")
+        score = b2.Synapses(layer, mod, on_pre={"score": syn["modulation"]["score"]},
+                            on_event={"score": SACCADE}, clock=clock, name=f"score{l}", namespace=ns)
+        score.connect()
+        score.score.order = -20
+        new = [layer, mod, ff, pred, score]
+        if retro:
+            new.append(synapse(f"{l}/W_retro", layer, layer, syn["retrodiction"]["model"],
+                               {"score": (syn["retrodiction"]["score"], SACCADE, -10),
+                                "learn": (syn["retrodiction"]["on_glimpse_end"], SACCADE, 10)}, f"retro{l}"))
+        if monitors:
+            # Recorded at the glimpse end after the synapses, before the latches reset the count.
+            counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
+                                          name=f"counts{l}"))
+            modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u", "y"], when="after_synapses",
+                                           name=f"modulation{l}"))
+            new += [counts[-1], modmons[-1]]
+            if record_spikes:
+                k_rec = n if record_spikes is True else min(int(record_spikes), n)
+                source = layer if k_rec == n else layer[:k_rec]     # the monitor keeps the subgroup alive
+                spikes.append(b2.SpikeMonitor(source, name=f"spikes{l}"))
+                new.append(spikes[-1])
+        objects += new
+        layers.append(layer)
+        modulators.append(mod)
+        pre_group = layer
+
+    network = b2.Network(*objects)
+    return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
+                             {"spikes": spikes, "counts": counts, "modulation": modmons}, shapes,
+                             len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz))

@@ -1,0 +1,114 @@
+"""The spiking CLAPP network: structure (runtime), learning vs the rate rule (cpp_standalone), and a protocol run."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neuroplastic.brian  # noqa: F401  (silences brian2's import warning)
+from neuroplastic.brian.device import Simulator, check_compiler
+from neuroplastic.brian.spiking import build
+from neuroplastic.cli import main as cli
+from neuroplastic.models import load_model
+from neuroplastic.protocol import MODELS_DIR
+from neuroplastic.rate.network import ClappStack
+from neuroplastic.rate.stream import train_stream
+
+b2 = pytest.importorskip("brian2")
+ROOT = Path(__file__).resolve().parents[1]
+corr = lambda a, b: float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])  # noqa: E731
+
+
+def problem(sizes, T, rule="clapp_s", seed=0):
+    """Random glimpse stream and initial weights; W gets a positive offset so most units are active."""
+    rng = np.random.default_rng(seed)
+    params = ClappStack.init(sizes, rule, rng, dtype="float64", pred_init_scale=1.0).params
+    for l in range(len(sizes) - 1):
+        params[f"{l}/W"] = params[f"{l}/W"] + 0.8 / sizes[l]
+    x = rng.random((T, sizes[0]))
+    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
+    y[0] = 0.0
+    return params, x, y
+
+
+def maker(sizes, rule, glimpse_ms, dt_ms=0.2, seed=1):
+    neuron = load_model(MODELS_DIR / "two_compartment.toml")
+    synapses = load_model(MODELS_DIR / "clapp_synapses.toml")
+
+    def make(x, y, p, eta):
+        b2.seed(seed)
+        return build(neuron, synapses, sizes, rule == "clapp", x, y, p, eta, glimpse_ms * b2.ms, dt=dt_ms * b2.ms)
+    return make
+
+
+def test_runtime_spiking_network_structure():
+    """Spikes happen; per-glimpse rates follow ReLU(W x); M = y Theta(1 - y u) of the recorded u."""
+    sizes, T, G = [12, 8], 30, 100.0
+    params, x, y = problem(sizes, T)
+    net = Simulator("runtime", {}).run(maker(sizes, "clapp_s", G), x, y, params, 0.0)   # eta 0: W fixed
+    assert all(m.num_spikes > 100 for m in net.monitors["spikes"])
+    (z,) = net.rates()
+    assert z.shape == (T, 8)
+    expected = np.maximum(x @ params["0/W"].T, 0)
+    # A glimpse of 100 ms at ~250 Hz has ~25 spikes: Poisson noise ~20 %, plus the 15 ms membrane
+    # transient after each change of x. Loose tolerances: mean over all glimpses within 15 %,
+    # per-glimpse correlation > 0.8.
+    assert abs(z.mean() / expected.mean() - 1) < 0.15, (z.mean(), expected.mean())
+    assert corr(z, expected) > 0.8
+    (u, yy), = net.modulation()
+    assert np.array_equal(yy, y)
+    M = yy * (1 - yy * u > 0)
+    learn = yy != 0
+    assert np.any(M[learn] != 0) and np.any(M[learn] == 0)    # both gate states occur
+    # u is the score sum_j z_j d_j, d = W_pred zprev (read with the rates of the spike counts).
+    d = np.vstack([np.zeros(8), z[:-1] @ params["0/W_pred"].T])
+    np.testing.assert_allclose(u, np.sum(z * d, axis=1), atol=1e-9)
+    # With eta = 0 the weights did not move.
+    np.testing.assert_array_equal(net.weights()["0/W"], params["0/W"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["clapp_s", "clapp"])
+def test_cpp_spiking_updates_correlate_with_rate_rule(rule, tmp_path, monkeypatch):
+    """At long glimpses (300 ms) the spiking ΔW and ΔW_pred of every layer correlate >= 0.9 with the rate rule's."""
+    check_compiler()
+    monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path / "builds"))
+    sizes, T, G, eta = [16, 12, 8], 150, 300.0, 0.002
+    params, x, y = problem(sizes, T, rule)
+    sim = Simulator("cpp", {"test": "spiking", "rule": rule})
+    net = sim.run(maker(sizes, rule, G), x, y, params, eta)
+    learned = net.weights()
+    sim.release(net)
+    ref = ClappStack(sizes, rule, {k: v.copy() for k, v in params.items()})
+    train_stream(ref, x, y, eta)
+    for key in learned:
+        c = corr(learned[key] - params[key], ref.params[key] - params[key])
+        print(f"{rule} {key}: corr {c:.3f}")
+        assert c >= 0.9, (key, c)
+
+
+def test_spiking_protocol_runs_and_writes_spikes(tmp_path, capsys):
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_spiking.toml"), "--out", str(tmp_path), "--quiet",
+              "--device", "runtime", "--set", "data.max_samples=30", "--set", "train.epochs=1",
+              "--set", "model.layers=[6, 4]", "--set", "stimulus.glimpse_ms=10", "--set", "engine.dt_ms=0.5"])
+    assert rc == 0, capsys.readouterr().err
+    (run,) = tmp_path.iterdir()
+    spikes = np.load(run / "brian_spikes.npz")
+    assert len(spikes["layer1/i"]) > 0 and len(spikes["layer2/t_s"]) == len(spikes["layer2/i"])
+    mon = np.load(run / "brian_monitors.npz")
+    n = len(mon["y"])
+    assert n == 30 * 9 and mon["layer2/z"].shape == (n, 4)
+
+
+def test_spiking_model_error_names_the_spiking_line(tmp_path, capsys):
+    text = (MODELS_DIR / "clapp_synapses.toml").read_text()
+    old = "el += psi_post / (x_rate_pre * glimpse)"
+    lines = text.replace(old, "el += psi_unknown_post / (x_rate_pre * glimpse)", 1).split("\n")
+    path = tmp_path / "clapp_synapses.toml"
+    path.write_text("\n".join(lines))
+    line = next(k for k, s in enumerate(lines, start=1) if "psi_unknown_post" in s)
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_spiking.toml"), "--out", str(tmp_path / "runs"),
+              "--quiet", "--device", "runtime", "--set", "data.max_samples=20", "--set", "train.epochs=1",
+              "--set", f'model.synapses="{path}"', "--set", "stimulus.glimpse_ms=2", "--set", "engine.dt_ms=0.5"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{path}:{line}" in err and "Traceback" not in err, err
