@@ -35,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a protocol value, e.g. --set rule.lr=3e-4 (repeatable)")
     r.add_argument("--seed", type=int, help="shortcut for --set seed=N")
-    r.add_argument("--device", choices=("runtime", "cpp"), help="Brian2 device; shortcut for --set engine.device=...")
+    r.add_argument("--device", choices=("runtime", "cpp", "cuda"),
+                   help="Brian2 device; shortcut for --set engine.device=...")
+    r.add_argument("--cuda-arch", type=float, metavar="CC",
+                   help="CUDA compute capability to compile for (default 9.0); shortcut for --set engine.cuda_arch=CC")
+    r.add_argument("--build-only", action="store_true",
+                   help="generate and compile the network (cpp or cuda device) and stop: no run, no run directory")
     r.add_argument("--out", type=Path, default=Path("runs"), help="root of the run directories (default: runs)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
@@ -57,16 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         return {"run": _run, "validate": _validate, "list": _list}[args.command](args)
-    except (ProtocolError, ModelError, RunError) as err:
+    except (ProtocolError, ModelError, RunError, DeviceError) as err:
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 2
 
 
 def _run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else []) \
-        + ([f'engine.device="{args.device}"'] if args.device else [])
+        + ([f'engine.device="{args.device}"'] if args.device else []) \
+        + ([f"engine.cuda_arch={args.cuda_arch}"] if args.cuda_arch is not None else [])
     protocol = load(args.protocol, overrides)
     engine = get_engine(protocol.engine.name)
+    if args.build_only:
+        return _build_only(protocol, engine)
     # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError here, before
     # the run directory exists: bad input never leaves a run behind, nor replaces one under --force.
     prepared = prepare(protocol)
@@ -96,6 +104,21 @@ def _run(args) -> int:
     return 0
 
 
+def _build_only(protocol, engine) -> int:
+    """Compile the protocol's Brian2 network and say where the binary is."""
+    if not hasattr(engine, "build_only"):
+        raise ProtocolError(protocol.source, "engine.name", f"= {protocol.engine.name!r}: --build-only compiles "
+                            "a Brian2 network; it needs [engine] name = \"brian\"")
+    directory = engine.build_only(protocol, prepare(protocol, running=False))
+    print(f"built: {directory / 'main'} ({protocol.engine.device} device)")
+    if protocol.engine.device == "cuda":
+        from .brian.device import gpu_available
+
+        if not gpu_available():
+            print("no GPU found on this machine: the binary was compiled, not run")
+    return 0
+
+
 def _summary_figure(run, protocol) -> None:
     from .plots import run_summary
     from .results import read_metrics
@@ -122,7 +145,7 @@ def _validate(args) -> int:
     for path in args.protocols:
         try:
             p = load(path, args.overrides)
-            get_engine(p.engine.name).check(p)
+            get_engine(p.engine.name).check(p, running=False)
             load_model(p.model_path, kind="neuron").variant(p.engine.variant)
             load_model(p.synapses_path, kind="synapses")
             print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")

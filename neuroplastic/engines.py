@@ -1,7 +1,7 @@
 """Registry of simulation engines: a protocol's ``[engine] name`` picks one.
 
-Each entry names a module with ``check(protocol)`` (reject settings the engine cannot run, with a
-ProtocolError) and ``train(protocol, run, progress=True, prepared=None) -> dict`` (train, evaluate,
+Each entry names a module with ``check(protocol, running=True)`` (reject settings the engine cannot
+run, with a ProtocolError or a DeviceError) and ``train(protocol, run, progress=True, prepared=None) -> dict`` (train, evaluate,
 write into ``run`` and return the summary). ``prepared`` is what
 :func:`prepare` returned (the data every engine needs, loaded before the run directory exists).
 
@@ -37,12 +37,13 @@ def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([protocol.seed, stream])
 
 
-def prepare(protocol):
+def prepare(protocol, running: bool = True):
     """Load the data, cut glimpses and split train/test: what every engine needs before training.
 
     The command line calls this before it creates the run directory, so input errors that only
     show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
     leave nothing behind; pass the result to the engine's ``train`` as ``prepared``.
+    ``running=False`` prepares a build that will not run here (e.g. CUDA without a GPU).
     Returns ``(dataset, glimpse_grid, train_indices, test_indices)``.
     """
     from . import data as datasets
@@ -51,7 +52,7 @@ def prepare(protocol):
     from .protocol import ProtocolError
     from .stimuli import glimpse_grid
 
-    get_engine(protocol.engine.name).check(protocol)
+    get_engine(protocol.engine.name).check(protocol, running=running)
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
     ds = datasets.load(protocol.data.source, protocol.data.max_samples, seed=protocol.seed)
     st = protocol.stimulus

@@ -1,51 +1,47 @@
 """The 'cuda' device: brian2cuda generates CUDA code and nvcc compiles it, with or without a GPU."""
-import numpy as np
+from pathlib import Path
+
 import pytest
 
 import neuroplastic.brian  # noqa: F401
 from neuroplastic.brian import device as dev
-from neuroplastic.brian.device import DeviceError, Simulator
-from neuroplastic.brian.network import build
-from neuroplastic.models import load_model
-from neuroplastic.protocol import MODELS_DIR
-from neuroplastic.rate.network import ClappStack
+from neuroplastic.cli import main as cli
 
-b2 = pytest.importorskip("brian2")
-SIZES = [16, 12, 8]
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "data.max_samples=40", "--set", "model.layers=[4, 4]", "--set", "train.epochs=1"]
 
 
-def problem(T=40):
-    rng = np.random.default_rng(0)
-    params = ClappStack.init(SIZES, "clapp_s", rng, dtype="float64").params
-    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
-    y[0] = 0
-    return rng.random((T, SIZES[0])), y, params
-
-
-def make(x, y, params, eta):
-    neuron = load_model(MODELS_DIR / "two_compartment.toml")
-    synapses = load_model(MODELS_DIR / "clapp_synapses.toml")
-    return build(neuron, synapses, SIZES, False, x, y, params, eta, 50 * b2.ms)
-
-
-def test_cuda_without_gpu_fails_before_compiling(monkeypatch, tmp_path):
+def test_cuda_without_gpu_fails_before_anything_is_built(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(dev, "gpu_available", lambda: False)
-    monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path))
-    sim = Simulator("cuda", {"test": "no-gpu"})
-    x, y, params = problem()
-    with pytest.raises(DeviceError, match="--build-only"):
-        sim.run(make, x, y, params, 0.01)
-    assert not any(tmp_path.iterdir()), "nothing is generated or compiled"
+    monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path / "builds"))
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--device", "cuda",
+              "--out", str(tmp_path / "runs"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no GPU found" in err and "--build-only" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "builds").exists()
+
+
+def test_build_only_needs_a_standalone_brian_device(tmp_path, capsys):
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--build-only"])
+    assert rc == 2 and "needs [engine] name = \"brian\"" in capsys.readouterr().err
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--build-only", "--device", "runtime"])
+    assert rc == 2 and "nothing to build" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_cuda_rate_network_compiles_to_a_binary(monkeypatch, tmp_path):
+@pytest.mark.parametrize("protocol", ["clapp_digits_brian", "clapp_digits_spiking"])
+def test_cuda_build_only_compiles_a_binary(monkeypatch, tmp_path, capsys, protocol):
     pytest.importorskip("brian2cuda")
     if dev.shutil.which("nvcc") is None:
         pytest.skip("nvcc not installed")
     monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path))
-    sim = Simulator("cuda", {"test": "compile"}, cuda_arch=9.0)
-    x, y, params = problem()
-    directory = sim.build(make, x, y, params, 0.01)
-    assert (directory / "main").is_file()
-    assert "-arch=sm_90" in (directory / "makefile").read_text()
+    rc = cli(["run", str(ROOT / "protocols" / f"{protocol}.toml"), "--device", "cuda", "--build-only",
+              "--cuda-arch", "8.0", *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    binary = Path(out.split("built: ")[1].split(" (")[0])
+    assert binary.is_file() and binary.parent.parent == tmp_path
+    assert "-arch=sm_80" in (binary.parent / "makefile").read_text()
+    if not dev.gpu_available():
+        assert "no GPU found on this machine" in out

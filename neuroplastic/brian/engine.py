@@ -31,11 +31,11 @@ from ..protocol import ProtocolError
 from ..rate.network import ClappStack
 from ..rules import RULES
 from ..stimuli import saccade_stream
-from .device import DeviceError, Simulator
+from .device import DeviceError, Simulator, gpu_available
 from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
 
-__all__ = ["check", "train", "RECORDED_NEURONS"]
+__all__ = ["build_only", "check", "train", "RECORDED_NEURONS"]
 
 #: Neurons per layer whose somatic and dendritic traces are recorded.
 RECORDED_NEURONS = 4
@@ -45,13 +45,19 @@ SAVED_SPIKE_GLIMPSES = 200
 SAVED_SPIKE_NEURONS = 16
 
 
-def check(protocol) -> None:
-    """Reject protocol settings this engine cannot run, before any run directory exists."""
+def check(protocol, running: bool = True) -> None:
+    """Reject protocol settings this engine cannot run, before any run directory exists.
+
+    ``running=False`` checks for a build only (a CUDA project compiles without a GPU).
+    """
     if protocol.engine.variant == "spiking":
         try:
             steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
         except ValueError as err:
             raise ProtocolError(protocol.source, "stimulus.glimpse_ms", f"= {protocol.stimulus.glimpse_ms}: {err}")
+    if running and protocol.engine.device == "cuda" and not gpu_available():
+        raise DeviceError("no GPU found (nvidia-smi -L lists none): the 'cuda' device can only compile here. "
+                          "Use --build-only to generate and compile the CUDA project, or --device cpp.")
     if protocol.rule.optimizer != "sgd":
         raise ProtocolError(protocol.source, "rule.optimizer",
                             f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
@@ -65,48 +71,82 @@ def loss_and_modulation(u: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.mean(np.maximum(margin, 0))), float(np.mean(margin > 0))
 
 
-def train(protocol, run, progress: bool = True, prepared=None) -> dict:
-    """Train, checkpoint, probe and write everything into ``run``; return the summary."""
-    import brian2 as b2
+class _Session:
+    """What a Brian2 run of a protocol needs: data, initial network, model files and the simulator."""
 
-    check(protocol)
-    ds, grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
-    patches = grid.patches.astype("float64")
-    n_positions = patches.shape[1]
-    sizes = [patches.shape[-1], *protocol.model.layers]
-    rule = RULES[protocol.rule.name]
-    net = ClappStack.init(sizes, rule, np.random.default_rng(seed_sequence(protocol, 0)), dtype="float64",
-                          init_scale=protocol.model.init_scale, pred_init_scale=protocol.model.pred_init_scale)
-    initial = {k: v.copy() for k, v in net.params.items()}
-    rng = np.random.default_rng(seed_sequence(protocol, 1))
-    start, rows = resume_training_state(run, net.params, rng)
+    def __init__(self, protocol, prepared):
+        import brian2 as b2
 
-    neuron = load_model(protocol.model_path, kind="neuron")
-    synapses = load_model(protocol.synapses_path, kind="synapses")
-    spiking = protocol.engine.variant == "spiking"
-    length = (len(patches) if spiking else len(train_idx)) * n_positions
-    glimpse = protocol.stimulus.glimpse_ms * b2.ms
-    key = {"neuron": neuron.path.read_text(), "synapses": synapses.path.read_text(), "sizes": sizes,
-           "retro": rule.retro, "length": length, "glimpse_ms": protocol.stimulus.glimpse_ms,
-           "record": RECORDED_NEURONS, "variant": protocol.engine.variant}
-    if spiking:
-        key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed, spike_neurons=SAVED_SPIKE_NEURONS)
-    sim = Simulator(protocol.engine.device, key)
+        self.ds, grid, self.train_idx, self.test_idx = prepared
+        self.patches = grid.patches.astype("float64")
+        self.n_positions = self.patches.shape[1]
+        self.sizes = [self.patches.shape[-1], *protocol.model.layers]
+        self.rule = RULES[protocol.rule.name]
+        self.net = ClappStack.init(self.sizes, self.rule, np.random.default_rng(seed_sequence(protocol, 0)),
+                                   dtype="float64", init_scale=protocol.model.init_scale,
+                                   pred_init_scale=protocol.model.pred_init_scale)
+        self.initial = {k: v.copy() for k, v in self.net.params.items()}
+        self.neuron = load_model(protocol.model_path, kind="neuron")
+        self.synapses = load_model(protocol.synapses_path, kind="synapses")
+        self.spiking = protocol.engine.variant == "spiking"
+        self.length = (len(self.patches) if self.spiking else len(self.train_idx)) * self.n_positions
+        self.glimpse = protocol.stimulus.glimpse_ms * b2.ms
+        self.protocol = protocol
+        key = {"neuron": self.neuron.path.read_text(), "synapses": self.synapses.path.read_text(),
+               "sizes": self.sizes, "retro": self.rule.retro, "length": self.length,
+               "glimpse_ms": protocol.stimulus.glimpse_ms, "record": RECORDED_NEURONS,
+               "variant": protocol.engine.variant}
+        if self.spiking:
+            key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed, spike_neurons=SAVED_SPIKE_NEURONS)
+        self.sim = Simulator(protocol.engine.device, key, cuda_arch=protocol.engine.cuda_arch)
 
-    def make(x, y, params, eta):
-        if spiking:
-            b2.seed(protocol.seed)         # the spike noise: fixed per protocol seed (compiled into cpp)
-            return build_spiking(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse,
-                                 dt=protocol.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS)
-        return build(neuron, synapses, sizes, rule.retro, x, y, params, eta, glimpse, record=RECORDED_NEURONS)
+    def make(self, x, y, params, eta):
+        import brian2 as b2
 
-    def simulate(x, y, params, eta):
+        p = self.protocol
+        if self.spiking:
+            b2.seed(p.seed)         # the spike noise: fixed per protocol seed (compiled into cpp)
+            return build_spiking(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta,
+                                 self.glimpse, dt=p.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS)
+        return build(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta, self.glimpse,
+                     record=RECORDED_NEURONS)
+
+    def _translate(self, call, *args):
         try:
-            return sim.run(make, x, y, params, eta)
+            return call(self.make, *args)
         except (DeviceError, ModelError):
             raise
         except Exception as err:     # Brian2 reports model mistakes with many exception types
-            raise describe_build_error(err, [neuron, synapses], protocol.engine.variant) from err
+            raise describe_build_error(err, [self.neuron, self.synapses], self.protocol.engine.variant) from err
+
+    def simulate(self, x, y, params, eta):
+        return self._translate(self.sim.run, x, y, params, eta)
+
+    def build(self):
+        """Generate and compile the standalone project without running it; return its directory."""
+        x = np.zeros((self.length, self.sizes[0]))
+        return self._translate(self.sim.build, x, np.zeros(self.length), self.net.params, self.protocol.rule.lr)
+
+
+def build_only(protocol, prepared=None):
+    """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory."""
+    check(protocol, running=False)
+    if protocol.engine.device == "runtime":
+        raise ProtocolError(protocol.source, "engine.device", "= 'runtime': nothing to build; --build-only "
+                            "needs a standalone device, 'cpp' or 'cuda'")
+    return _Session(protocol, prepared if prepared is not None else prepare(protocol, running=False)).build()
+
+
+def train(protocol, run, progress: bool = True, prepared=None) -> dict:
+    """Train, checkpoint, probe and write everything into ``run``; return the summary."""
+    check(protocol)
+    session = _Session(protocol, prepared if prepared is not None else prepare(protocol))
+    ds, train_idx, test_idx = session.ds, session.train_idx, session.test_idx
+    patches, n_positions, sizes, rule = session.patches, session.n_positions, session.sizes, session.rule
+    net, initial, spiking, length = session.net, session.initial, session.spiking, session.length
+    sim, simulate = session.sim, session.simulate
+    rng = np.random.default_rng(seed_sequence(protocol, 1))
+    start, rows = resume_training_state(run, net.params, rng)
 
     tr = protocol.train
     bar = tqdm(range(start + 1, tr.epochs + 1), total=tr.epochs, initial=start, disable=not progress,

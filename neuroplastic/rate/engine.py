@@ -23,7 +23,7 @@ from .optim import make_optimizer
 __all__ = ["check", "train"]
 
 
-def check(protocol) -> None:
+def check(protocol, running: bool = True) -> None:
     """The numpy engine simulates the rate neuron only."""
     if protocol.engine.variant != "rate":
         raise ProtocolError(protocol.source, "engine.variant",
