@@ -37,46 +37,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models import ModelError, ModelFile
-from .network import SACCADE, _all_to_all, check_summed_units  # noqa: F401  (shared with the rate builder)
+from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units
 
 __all__ = ["BrianSpikingClapp", "build", "constants", "steps_per_glimpse"]
 
 
 @dataclass
-class BrianSpikingClapp:
-    """The Brian2 objects of a spiking CLAPP network (same interface as :class:`network.BrianClapp`)."""
+class BrianSpikingClapp(BrianClapp):
+    """The Brian2 objects of a spiking CLAPP network: :class:`network.BrianClapp` plus spike read-outs.
 
-    network: object
-    namespace: dict
-    stimulus: object
-    labels: object
-    layers: list
-    modulators: list
-    synapses: dict          # "0/W" -> plastic Synapses
-    eta_group: list
-    monitors: dict          # "spikes": SpikeMonitor per layer, "counts": per-glimpse counts, "modulation": u
-    shapes: dict
-    duration: object
+    ``monitors`` holds "spikes" (SpikeMonitor per layer), "counts" (per-glimpse spike counts) and
+    "modulation" (u, y at each glimpse end).
+    """
+
     steps: int              # time steps per glimpse
     glimpse_s: float
     rate_out_hz: float
-
-    def weights(self) -> dict[str, np.ndarray]:
-        out = {}
-        for key, syn in self.synapses.items():
-            m = np.zeros(self.shapes[key])
-            m[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.w[:])
-            out[key] = m
-        return out
-
-    def run_args(self, x: np.ndarray, y: np.ndarray, params: dict, eta: float) -> dict:
-        args = {self.stimulus: np.asarray(x, dtype=float), self.labels: np.asarray(y, dtype=float)}
-        for key, syn in self.synapses.items():
-            post, pre = _all_to_all(*self.shapes[key])
-            args[syn.w] = np.asarray(params[key], dtype=float)[post, pre]
-        for group in self.eta_group:
-            args[group.eta] = float(eta)
-        return args
 
     @property
     def n_glimpses(self) -> int:
@@ -158,7 +134,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")
     ns = {"stimulus": stimulus, "y_label": labels, "glimpse": glimpse, "steps_per_glimpse": k,
           **constants(neuron)}
-    clock = b2.Clock(dt=dt, name="spike_clock")
+    # Brian's defaultclock, as in the rate builder: brian2cuda's pathway templates refer to it by name.
+    clock = b2.defaultclock
+    clock.dt = dt
     event = f"(timestep(t, dt) + 1) % {k} == 0"
 
     def group(n, eqs, name, threshold=None, reset=None, latch=None):
