@@ -54,10 +54,10 @@ def test_runtime_spiking_network_structure():
     # per-glimpse correlation > 0.8.
     assert abs(z.mean() / expected.mean() - 1) < 0.15, (z.mean(), expected.mean())
     assert corr(z, expected) > 0.8
-    (u, yy), = net.modulation()
-    assert np.array_equal(yy, y)
-    M = yy * (1 - yy * u > 0)
-    learn = yy != 0
+    (u,) = net.scores()
+    assert u.shape == (T,)
+    M = y * (1 - y * u > 0)
+    learn = y != 0
     assert np.any(M[learn] != 0) and np.any(M[learn] == 0)    # both gate states occur
     # u is the score sum_j z_j d_j, d = W_pred zprev (read with the rates of the spike counts).
     d = np.vstack([np.zeros(8), z[:-1] @ params["0/W_pred"].T])

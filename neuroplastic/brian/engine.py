@@ -157,7 +157,7 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
         bnet = simulate(x, stream.y, net.params, protocol.rule.lr)
         net.params.update(bnet.weights())
         if spiking:
-            modulation = bnet.modulation()
+            modulation = [(u, stream.y) for u in bnet.scores()]
             if epoch == tr.epochs:
                 run.save_arrays("brian_monitors", _spiking_monitor_arrays(bnet, stream))
                 run.save_arrays("brian_spikes", bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES))
@@ -207,9 +207,9 @@ def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
 def _spiking_monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
     """The last epoch's recordings of a spiking network: modulation and rate readout per glimpse."""
     out = {"image": stream.image, "position": stream.position, "y": stream.y}
-    for l, (u, y) in enumerate(bnet.modulation()):
+    for l, u in enumerate(bnet.scores()):
         out[f"layer{l + 1}/u"] = u
-        out[f"layer{l + 1}/M"] = y * (1 - y * u > 0)
+        out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u > 0)
     for l, z in enumerate(bnet.rates()):
         out[f"layer{l + 1}/z"] = z
     return out

@@ -47,7 +47,7 @@ class BrianSpikingClapp(BrianClapp):
     """The Brian2 objects of a spiking CLAPP network: :class:`network.BrianClapp` plus spike read-outs.
 
     ``monitors`` holds "spikes" (SpikeMonitor per layer), "counts" (per-glimpse spike counts) and
-    "modulation" (u, y at each glimpse end).
+    "modulation" (u at each glimpse end).
     """
 
     steps: int              # time steps per glimpse
@@ -66,9 +66,9 @@ class BrianSpikingClapp(BrianClapp):
             out.append(nz.reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.glimpse_s))
         return out
 
-    def modulation(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(u, y) per glimpse of every layer, as recorded at the glimpse end."""
-        return [(np.asarray(m.u[:]), np.asarray(m.y[:])) for m in self.monitors["modulation"]]
+    def scores(self) -> list[np.ndarray]:
+        """The score u of every layer at each glimpse end (M = y Theta(1 - y u) with the stream's labels y)."""
+        return [np.asarray(m.u[:]) for m in self.monitors["modulation"]]
 
     def spikes(self, max_glimpses: int | None = None) -> dict[str, np.ndarray]:
         """Spike times (s) and indices of every layer (optionally only those of the first glimpses)."""
@@ -192,7 +192,8 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             # Recorded at the glimpse end after the synapses, before the latches reset the count.
             counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
                                           name=f"counts{l}"))
-            modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u", "y"], when="after_synapses",
+            # Only u: brian2cuda 1.0a7 cannot record a TimedArray subexpression (y) in an EventMonitor.
+            modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"], when="after_synapses",
                                            name=f"modulation{l}"))
             new += [counts[-1], modmons[-1]]
             if record_spikes:
