@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import neuroplastic.brian  # noqa: F401
+from neuroplastic.bench import record
 from neuroplastic.brian.device import Simulator
 from neuroplastic.brian.network import build
 from neuroplastic.models import load_model
@@ -27,6 +28,7 @@ from neuroplastic.protocol import MODELS_DIR
 from neuroplastic.rate.network import ClappStack
 from neuroplastic.rate.optim import SGD
 from neuroplastic.rate.stream import train_stream
+from neuroplastic.testing import random_problem
 
 
 def main(argv=None) -> int:
@@ -38,13 +40,9 @@ def main(argv=None) -> int:
     import brian2 as b2
 
     os.environ["NEUROPLASTIC_BUILD_DIR"] = tempfile.mkdtemp(prefix="np-bench-")   # a cold build
-    rng = np.random.default_rng(0)
     sizes = [16, *args.layers]
     L = args.glimpses
-    params = ClappStack.init(sizes, "clapp_s", rng, dtype="float64").params
-    x = rng.random((L, 16))
-    y = np.where(rng.random(L) < 0.5, -1.0, 1.0)
-    y[0] = 0
+    params, x, y = random_problem(sizes, L, pred_init_scale=0.1)
     neuron = load_model(MODELS_DIR / "two_compartment.toml")
     syn = load_model(MODELS_DIR / "clapp_synapses.toml")
 
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
     net = sim.run(make, x, y, params, args.lr)
     first = time.perf_counter() - t0
     sim.release(net)
-    x2 = rng.random((L, 16))
+    x2 = random_problem(sizes, L, seed=1)[1]
     t0 = time.perf_counter()
     net = sim.run(make, x2, y, params, args.lr)
     rerun = time.perf_counter() - t0
@@ -73,6 +71,7 @@ def main(argv=None) -> int:
     n_seq = L // 9 // 64 * 64                                  # whole batches of 64 sequences of 9 glimpses
     xb = x2[: n_seq * 9].astype("float32").reshape(-1, 64, 9, 16)
     opt = SGD(args.lr)
+    rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for xbatch in xb:
         shifts, weights = batch.pair_sets(64, 9, rng, 1, 0.5)
@@ -89,6 +88,15 @@ def main(argv=None) -> int:
     print(f"    numpy engine, batched CLAPP-s (batch 64, float32):   {numpy_batch:8.3f} s   {L / numpy_batch:10.0f} "
           f"glimpses/s   ratio Brian/numpy-batch time {rerun / numpy_batch:.2f}")
     print(f"    max |W_brian - W_numpy| / max |W_numpy| after the stream: {diff:.1e}")
+    record("brian_rate", {
+        "first run / re-run time": {"value": first / rerun, "target": "", "what": "compile once, then re-run"},
+        "Brian2 / numpy online time": {"value": rerun / numpy_stream, "target": "",
+                                       "what": "cpp re-run vs the numpy one-update-per-glimpse reference"},
+        "Brian2 / numpy batched time": {"value": rerun / numpy_batch, "target": "",
+                                        "what": "cpp re-run vs the batched numpy engine"},
+        "weight difference Brian2 vs numpy": {"value": diff, "target": "<= 1e-6",
+                                              "what": "max |W_brian - W_numpy| / max |W_numpy|"}},
+        glimpses=L, layers=args.layers)
     return 0
 
 

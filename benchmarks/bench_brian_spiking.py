@@ -20,12 +20,14 @@ import time
 import numpy as np
 
 import neuroplastic.brian  # noqa: F401
+from neuroplastic.bench import record
 from neuroplastic.brian.network import _all_to_all
 from neuroplastic.brian.spiking import build, constants
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
 from neuroplastic.rate.network import ClappStack
 from neuroplastic.rate.stream import train_stream
+from neuroplastic.testing import random_problem
 
 PLAIN_LAYER = """
 dIs/dt = -Is / tau_s : 1
@@ -36,14 +38,7 @@ nz : 1
 
 
 def problem(sizes, T, seed=0):
-    rng = np.random.default_rng(seed)
-    params = ClappStack.init(sizes, "clapp_s", rng, dtype="float64", pred_init_scale=1.0).params
-    for l in range(len(sizes) - 1):
-        params[f"{l}/W"] = params[f"{l}/W"] + 0.8 / sizes[l]
-    x = rng.random((T, sizes[0]))
-    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
-    y[0] = 0.0
-    return params, x, y
+    return random_problem(sizes, T, "clapp_s", seed, offset=0.8)
 
 
 def build_plain(neuron, sizes, x, params, glimpse, dt):
@@ -135,10 +130,15 @@ def main():
     ref = ClappStack(sizes, "clapp_s", {k: v.copy() for k, v in params.items()})
     train_stream(ref, x, y, a.eta)
     print(f"(b) corr(dW spiking, dW rate rule), eta {a.eta}:")
+    ratios = {"plastic / plain network run": {"value": res["plastic"][0] / res["plain"][0], "target": "<= 2.0",
+                                              "what": "cost of plasticity in the spiking network"}}
     for key in learned:
         ds, dr = learned[key] - params[key], ref.params[key] - params[key]
-        print(f"  {key:10s} corr {np.corrcoef(ds.ravel(), dr.ravel())[0, 1]:.3f}   "
-              f"|dW_spk| / |dW_rate| {np.linalg.norm(ds) / np.linalg.norm(dr):.2f}")
+        corr = np.corrcoef(ds.ravel(), dr.ravel())[0, 1]
+        print(f"  {key:10s} corr {corr:.3f}   |dW_spk| / |dW_rate| {np.linalg.norm(ds) / np.linalg.norm(dr):.2f}")
+        ratios[f"corr(dW spiking, dW rate) {key}"] = {"value": float(corr), "target": "",
+                                                      "what": "same stream and start"}
+    record("brian_spiking", ratios, sizes=sizes, glimpses=a.glimpses, glimpse_ms=a.glimpse_ms)
 
 
 if __name__ == "__main__":

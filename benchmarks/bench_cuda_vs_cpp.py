@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuroplastic.bench import record
 from neuroplastic.brian.device import gpu_available
 from neuroplastic.cli import main as cli
 from neuroplastic.protocol import load
@@ -53,6 +54,11 @@ def main(argv=None) -> int:
           f"-> cuda/cpp time ratio {gpu_wall / cpu_wall:.2f}")
     print(f"max |W_cpp - W_cuda| / max |W_cpp| over all weight matrices: {diff:.2e}")
     print(f"probe cpp {cpu_s['probe']}  cuda {gpu_s['probe']}")
+    record("cuda_vs_cpp", {"cuda / cpp wall time": {"value": gpu_wall / cpu_wall, "target": "",
+                                                    "what": "whole run, compile included"},
+                           "weight difference cuda vs cpp": {"value": diff, "target": "",
+                                                             "what": "max |W_cpp - W_cuda| / max |W_cpp|"}},
+           protocol=str(args.protocol))
     return 0
 
 

@@ -403,6 +403,14 @@ def main(argv=None) -> int:
     if mem_ratios:
         print(f"peak memory ratio numpy/torch: median {statistics.median(mem_ratios):.2f} "
               f"(per run: {', '.join('%.2f' % v for v in mem_ratios)})")
+    out = {"throughput numpy/torch": {"value": statistics.median(ratios), "target": ">= 1.0",
+                                      "what": "dense CLAPP-s training step, same threads"}}
+    if mem_ratios:
+        out["peak memory numpy/torch"] = {"value": statistics.median(mem_ratios), "target": "<= 1.0",
+                                          "what": "peak RSS increase of the training loop"}
+    from neuroplastic.bench import record
+
+    record("rate_vs_autograd", out, network=[n_in, *args.layers], batch=args.batch, T=args.T)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The ``neuroplastic`` command: run, validate and list protocols.
 
-Exit codes: 0 success; 1 the run failed (e.g. diverged; its checkpoints are
-kept); 2 bad input (protocol, model file, run directory), with one message that
+Exit codes: 0 success; 1 the run (or a sweep point) failed (e.g. diverged; its
+checkpoints are kept); 2 bad input (protocol, model file, run directory), with one message that
 names the file, the key and what is allowed.
 """
 from __future__ import annotations
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from . import __version__
 from .brian.device import DeviceError
-from .engines import TrainingDiverged, get_engine, prepare
+from .data import DataError
+from .engines import get_engine, prepare
 from .models import ModelError, load_model
 from .protocol import MODELS_DIR, PROTOCOLS_DIR, ProtocolError, load
-from .results import Run, RunError
+from .results import RunError
+from .runner import run_protocol
 
 __all__ = ["main"]
 
@@ -52,6 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
 
     sub.add_parser("list", help="list the protocols and models, one line each")
+
+    from .sweep import add_arguments as sweep_arguments
+
+    sweep_arguments(sub.add_parser("sweep", help="run a protocol over a grid of values in parallel (local "
+                                   "processes or dask); one run directory per point, a summary for all"))
+
+    f = sub.add_parser("figures", help="build the papers' figures from figures/*.toml, running only missing runs")
+    f.add_argument("names", nargs="*", metavar="NAME", help="figures to build (default: all; see figures/)")
+    f.add_argument("--scale", choices=("tiny", "quick", "paper"), default="quick",
+                   help="size of the runs behind the figures (default: quick; tiny is for tests)")
+    f.add_argument("--runs", type=Path, default=Path("runs"), help="results store to reuse and fill (default: runs)")
+    f.add_argument("--out", type=Path, help="where the figures go (default: figures/<scale>)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    b = sub.add_parser("bench", help="run benchmarks/ and write a report (markdown + figure) of every ratio")
+    b.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; see neuroplastic.bench)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes (minutes instead of the full benchmarks)")
+    b.add_argument("--out", type=Path, default=Path("bench"), help="report directory (default: bench/)")
+
+    c = sub.add_parser("compare", help="compare finished runs (or sweeps): probe accuracy, loss, weights, CKA")
+    c.add_argument("runs", type=Path, nargs="+", help="run directories or sweep directories; the first is the "
+                   "reference for weight similarity and CKA")
+    c.add_argument("--out", type=Path, default=Path("comparison"),
+                   help="where comparison.csv and comparison.png/.pdf go (default: comparison/)")
+    c.add_argument("--force", action="store_true", help="compare even runs of different architecture or data")
     return p
 
 
@@ -61,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
-        return {"run": _run, "validate": _validate, "list": _list}[args.command](args)
-    except (ProtocolError, ModelError, RunError, DeviceError) as err:
+        return {"run": _run, "validate": _validate, "list": _list, "compare": _compare, "figures": _figures, "bench": _bench,
+                "sweep": _sweep}[args.command](args)
+    except (ProtocolError, ModelError, RunError, DeviceError, DataError) as err:
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return 2
 
@@ -75,32 +103,20 @@ def _run(args) -> int:
     engine = get_engine(protocol.engine.name)
     if args.build_only:
         return _build_only(protocol, engine)
-    # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError here, before
-    # the run directory exists: bad input never leaves a run behind, nor replaces one under --force.
-    prepared = prepare(protocol)
-    run = Run.open(args.out, protocol, resume=args.resume, force=args.force,
-                   command=["neuroplastic", *args.argv])
-    if not args.quiet:
-        print(f"run directory: {run.directory}")
-    try:
-        summary = engine.train(protocol, run, progress=not args.quiet, prepared=prepared)
-    except TrainingDiverged as err:
-        run.fail(str(err))
-        print(f"neuroplastic: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, DeviceError) as err:   # input errors that only show while building or training
-        run.fail(str(err))
-        print(f"neuroplastic: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        run.fail("interrupted")
+    # Checks that need the data (e.g. a patch larger than the images) raise ProtocolError before the
+    # run directory exists: bad input never leaves a run behind, nor replaces one under --force.
+    outcome = run_protocol(protocol, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
+                           command=["neuroplastic", *args.argv],
+                           on_open=None if args.quiet else lambda run: print(f"run directory: {run.directory}"))
+    if outcome.code == 130:
         again = ["neuroplastic", *(a for a in args.argv if a not in ("--resume", "--force")), "--resume"]
         print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
-    _summary_figure(run, protocol)
-    run.finish(summary)
-    print(_probe_table(summary))
-    print(f"results: {run.directory}")
+    if outcome.error is not None:
+        print(f"neuroplastic: error: {outcome.error}", file=sys.stderr)
+        return outcome.code
+    print(_probe_table(outcome.summary))
+    print(f"results: {outcome.directory}")
     return 0
 
 
@@ -117,17 +133,6 @@ def _build_only(protocol, engine) -> int:
         if not gpu_available():
             print("no GPU found on this machine: the binary was compiled, not run")
     return 0
-
-
-def _summary_figure(run, protocol) -> None:
-    from .plots import run_summary
-    from .results import read_metrics
-
-    import matplotlib.pyplot as plt
-
-    fig = run_summary(read_metrics(run.directory), title=f"{protocol.name} (seed {protocol.seed})")
-    run.save_figure(fig, "summary")
-    plt.close(fig)
 
 
 def _probe_table(summary: dict) -> str:
@@ -155,6 +160,56 @@ def _validate(args) -> int:
     return 2 if failed else 0
 
 
+def _sweep(args) -> int:
+    from .sweep import command
+
+    return command(args)
+
+
+def _figures(args) -> int:
+    from .figures import FigureError, build_figure, load_recipe, recipes
+
+    known = recipes()
+    if unknown := [n for n in args.names if n not in known]:
+        raise RunError(f"no figure recipe {unknown[0]!r}; known: {', '.join(known)}")
+    out = args.out or Path("figures") / args.scale
+    try:
+        chosen = [load_recipe(known[n], args.scale) for n in (args.names or known)]
+    except FigureError as err:
+        raise RunError(str(err)) from None
+    for recipe in chosen:
+        paths = build_figure(recipe, args.runs, out, progress=not args.quiet)
+        print(f"{recipe.name:<20} {', '.join(map(str, paths))}")
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import BENCHMARKS, run_benchmarks, write_report
+
+    if unknown := [n for n in args.names if n not in BENCHMARKS]:
+        raise RunError(f"no benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+    results = run_benchmarks(args.names or list(BENCHMARKS), args.out, quick=args.quick)
+    for path in write_report(results, args.out):
+        print(f"written: {path}")
+    return 1 if any("failed" in r for r in results.values()) else 0
+
+
+def _compare(args) -> int:
+    from .compare import check_comparable, compare_runs, comparison_figure, expand_runs, format_table, write_csv
+    from .results import save_figure
+
+    runs = expand_runs(args.runs)
+    problems = check_comparable(runs)
+    if problems and not args.force:
+        raise RunError("these runs are not comparable (use --force to compare anyway):\n  " + "\n  ".join(problems))
+    rows = compare_runs(runs)
+    print(format_table(rows))
+    write_csv(rows, args.out / "comparison.csv")
+    save_figure(comparison_figure(rows), args.out / "comparison")
+    print(f"written: {args.out / 'comparison.csv'}, {args.out / 'comparison.png'}")
+    return 0
+
+
 def _list(args) -> int:
     print("protocols:")
     for path in sorted(PROTOCOLS_DIR.glob("*.toml")):
@@ -162,6 +217,13 @@ def _list(args) -> int:
     print("models:")
     for path in sorted(MODELS_DIR.glob("*.toml")):
         print(f"  {path.stem:<28} {_describe(path, 'description')}")
+    from .data import DATASETS
+
+    print("data sources ([data] source; split and label: the first is the default):")
+    for name, src in sorted(DATASETS.items()):
+        print(f"  {name:<28} {src.domain}: {src.doc}")
+        print(f"  {'':<28} split: {', '.join(src.splits)}; label: {', '.join(src.labels)}"
+              + ("; needs [data] path" if src.needs_path else ""))
     return 0
 
 

@@ -38,7 +38,7 @@ def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
 
 
 def prepare(protocol, running: bool = True):
-    """Load the data, cut glimpses and split train/test: what every engine needs before training.
+    """Load the data, cut its glimpses and split train/test: what every engine needs before training.
 
     The command line calls this before it creates the run directory, so input errors that only
     show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
@@ -50,16 +50,22 @@ def prepare(protocol, running: bool = True):
     from .evaluate import stratified_split
     from .models import load_model
     from .protocol import ProtocolError
-    from .stimuli import glimpse_grid
+    from .stimuli import glimpses
 
     get_engine(protocol.engine.name).check(protocol, running=running)
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
-    ds = datasets.load(protocol.data.source, protocol.data.max_samples, seed=protocol.seed)
-    st = protocol.stimulus
+    d = protocol.data
     try:
-        grid = glimpse_grid(ds.images, st.patch, st.stride, st.scan)
+        ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
+        grid = glimpses(ds, protocol.stimulus)
+    except datasets.DataError:
+        raise
     except ValueError as err:
         raise ProtocolError(str(protocol.source), "", str(err)) from None
+    if len(np.unique(ds.labels[ds.labels >= 0])) < 2:
+        raise ProtocolError(str(protocol.source), "data.split", f"= {ds.name} {d.split or 'default'!r}: fewer than "
+                            "two labelled classes, so the linear probe has nothing to decode; use a labelled "
+                            "split (see `neuroplastic list`)")
     train_idx, test_idx = stratified_split(ds.labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
     return ds, grid, train_idx, test_idx
 
@@ -105,9 +111,13 @@ def raise_diverged(protocol, run, epoch: int, losses, params: dict):
         f"Lower [rule] lr (now {protocol.rule.lr:g}) or use optimizer = \"adam\".")
 
 
-def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx):
-    """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary)."""
-    from .evaluate import chosen_layers, probe_layers
+def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None):
+    """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary).
+
+    With ``run``, the pooled features the probe saw are saved in ``features.npz`` (``layer<l>``, with
+    ``labels``), so comparisons between runs (CKA) need no recomputation.
+    """
+    from .evaluate import chosen_layers, pool_glimpses, probe_layers
 
     ev = protocol.evaluate
     layers = chosen_layers(ev.layers, len(features))
@@ -119,4 +129,8 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
         base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
         rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
         summary["probe_random"] = {str(l): a for l, a in base.items()}
+    if run is not None:
+        saved = {f"layer{l}": pool_glimpses(np.asarray(features[l - 1]), ev.pooling).astype(np.float32)
+                 for l in layers}
+        run.save_arrays("features", {**saved, "labels": np.asarray(labels)})
     return rows, summary

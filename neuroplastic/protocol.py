@@ -158,21 +158,34 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "data": {
         "source": Key("str", "digits", "Data set (built-in or loaded from `path`).", choices=_DATA),
-        "path": Key("path", "", "Directory of a data set on disk (real-data loaders); empty for built-in data."),
+        "path": Key("path", "", "Directory of a data set on disk (real-data loaders), relative to the protocol "
+                    "file or absolute; empty for built-in data."),
+        "split": Key("str", "", "Which split of the data set to load (allowed values depend on the source; "
+                     "empty = its default, see `neuroplastic list`)."),
+        "label": Key("str", "", "Which labelling the probe decodes, e.g. 'token' or 'speaker' for speech "
+                     "(allowed values depend on the source; empty = its default)."),
         "max_samples": Key("int", 0, "Use at most this many samples (0 = all).", low=0),
         "test_fraction": Key("float", 0.5, "Fraction held out for the linear probe's test set.",
                              low=0, high=1, low_open=True, high_open=True),
     },
     "stimulus": {
-        "kind": Key("str", "glimpses", "How samples become glimpse sequences.", choices=("glimpses",)),
-        "patch": Key("int", 4, "Glimpse side length in pixels.", low=1),
-        "stride": Key("int", 2, "Step between neighbouring glimpses in pixels.", low=1),
-        "scan": Key("str", "raster", "Order in which the eye visits the glimpse grid.",
+        "kind": Key("str", "glimpses", "How samples become glimpse sequences: patches of an image on a grid, "
+                    "windows of a sound, blocks of frames of a clip (by the data's domain); 'views': two "
+                    "augmented views of each whole image (hinge rules).", choices=("glimpses", "views")),
+        "patch": Key("int", 4, "Glimpse size: side in pixels (images), samples (sound) or frames (video).", low=1),
+        "stride": Key("int", 2, "Step between neighbouring glimpses, in the same unit as `patch`.", low=1),
+        "scan": Key("str", "raster", "Order in which the eye visits an image's glimpse grid.",
                     choices=("raster", "snake")),
         "saccade_prob": Key("float", 0.5, "CLAPP: probability that a step is a saccade (y = -1) "
                             "rather than a fixation (y = +1).", low=0, high=1),
         "glimpse_ms": Key("float", 50.0, "Duration of one glimpse in simulated time (Brian2 engine), in ms.",
                           low=0, low_open=True),
+        "crop_pad": Key("int", 1, "Views: shift each view by up to this many pixels (pad with 0, crop back).", low=0),
+        "flip": Key("bool", False, "Views: mirror views left-right at random (off for digits: a mirrored digit "
+                    "is another symbol)."),
+        "jitter": Key("float", 0.4, "Views: scale brightness and contrast by factors from [1 - jitter, 1 + jitter].",
+                      low=0, high=1),
+        "blur": Key("float", 0.0, "Views: Gaussian blur with a standard deviation from [0, blur] pixels.", low=0),
     },
     "model": {
         "file": Key("path", "two_compartment", "Neuron model file: a path (relative to the protocol "
@@ -183,12 +196,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           low=0, low_open=True),
         "pred_init_scale": Key("float", 0.1, "Prediction (and retrodiction) weights start as "
                                "N(0, pred_init_scale^2 / n).", low=0),
+        "activation": Key("str", "relu", "Non-linearity of the hinge rules' dense layers (the authors use "
+                          "hardtanh); CLAPP's rate neuron is relu.", choices=("relu", "hardtanh", "tanh")),
     },
     "rule": {
         "name": Key("str", "clapp_s", "Plasticity rule.", choices=_RULES),
         "lr": Key("float", 1e-3, "Learning rate eta.", low=0, low_open=True),
-        "negatives": Key("int", 1, "CLAPP-s: negative (saccade) pairs per positive pair.", low=1),
+        "negatives": Key("int", 1, "Negative pairs per positive pair. CLAPP-s: saccades; hinge rules: the next "
+                         "k images of the batch (>= batch_size - 1: every other image).", low=1),
         "optimizer": Key("str", "adam", "How updates are applied.", choices=("adam", "sgd")),
+        "tau": Key("float", 2.0, "Hinge rules: L1 distance that separates positive from negative pairs.",
+                   low=0, low_open=True),
+        "delta": Key("float", 1.0, "Hinge rules: margin; positives are pulled below tau - delta, negatives "
+                     "pushed above tau + delta.", low=0),
+        "head": Key("int", 64, "Hinge rules: size of the linear head(s) whose outputs the loss compares.", low=1),
+        "target_step": Key("float", 0.05, "DTP: top target h_L - target_step * d(loss of the image)/dh_L.",
+                           low=0, low_open=True),
+        "inverse_noise": Key("float", 0.1, "DTP: standard deviation of the noise the inverses learn to undo.",
+                             low=0, low_open=True),
+        "inverse_lr": Key("float", 1e-3, "DTP: learning rate of the inverses.", low=0, low_open=True),
     },
     "engine": {
         "name": Key("str", "numpy", "Simulation engine.", choices=_ENGINES),
@@ -368,7 +394,7 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
     _check_layers(resolved, source)
     model_path = resolve_model(resolved["model"]["file"], base_dir, source)
     synapses_path = resolve_model(resolved["model"]["synapses"], base_dir, source, key="model.synapses")
-    _check_data_path(resolved["data"], base_dir, source)
+    _check_data(resolved["data"], base_dir, source)
     sections = {t: Section(t, v) for t, v in resolved.items()}
     return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path)
 
@@ -393,12 +419,21 @@ def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file
                         f"{base_dir} and {MODELS_DIR}; models there: {', '.join(known) or 'none'})")
 
 
-def _check_data_path(data: dict[str, Any], base_dir: Path, source: str) -> None:
+def _check_data(data: dict[str, Any], base_dir: Path, source: str) -> None:
+    """Cross-check ``[data]``: split and label the source has, a path that exists (made absolute)."""
+    from .data import DATASETS
+
+    src = DATASETS[data["source"]]
+    for key, allowed in (("split", src.splits), ("label", src.labels)):
+        if data[key] and data[key] not in allowed:
+            raise ProtocolError(source, f"data.{key}", f"= {data[key]!r}: not a {key} of {data['source']}; "
+                                f"allowed: {', '.join(map(repr, allowed))}")
     if data["path"]:
-        p = Path(data["path"])
+        p = Path(data["path"]).expanduser()
         p = p if p.is_absolute() else base_dir / p
         if not p.exists():
             raise ProtocolError(source, "data.path", f"= {data['path']!r}: no such file or directory ({p})")
+        data["path"] = str(p.resolve())
 
 
 def _show(value: Any) -> str:

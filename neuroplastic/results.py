@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Run", "RunError", "atomic_write", "read_metrics", "METRIC_FIELDS"]
+__all__ = ["Run", "RunError", "atomic_write", "read_metrics", "save_figure", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ("epoch", "stage", "layer", "name", "value")
 _VERSIONED = ("neuroplastic", "numpy", "scipy", "scikit-learn", "brian2", "brian2cuda", "torch", "array-api-compat")
@@ -70,6 +70,18 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename."""
     with _atomic(Path(path), "wb" if isinstance(data, bytes) else "w") as fh:
         fh.write(data)
+
+
+def save_figure(fig, stem: str | Path) -> list[Path]:
+    """Save a matplotlib figure atomically as ``stem.png`` (150 dpi) and ``stem.pdf``."""
+    paths = []
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        path = Path(f"{stem}.{ext}")
+        atomic_write(path, buf.getvalue())
+        paths.append(path)
+    return paths
 
 
 def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
@@ -189,11 +201,11 @@ class Run:
 
     def save_checkpoint(self, epoch: int, arrays: dict[str, np.ndarray], state: dict[str, Any],
                         keep: int = 2) -> Path:
-        """Write ``checkpoints/epoch_NNNN.npz`` atomically; keep the ``keep`` newest."""
+        """Write ``checkpoints/epoch_NNNN.npz`` atomically; keep the ``keep`` newest and epoch 0 (the initial state)."""
         path = self.directory / "checkpoints" / f"epoch_{epoch:04d}.npz"
         with _atomic(path, "wb") as fh:
             np.savez(fh, __state__=np.array(json.dumps(state)), **{k: np.asarray(v) for k, v in arrays.items()})
-        for old in sorted(path.parent.glob("epoch_*.npz"))[:-keep]:
+        for old in sorted(path.parent.glob("epoch_*.npz"))[1:-keep]:
             old.unlink()
         return path
 
@@ -207,6 +219,14 @@ class Run:
             state = json.loads(str(data["__state__"]))
         return int(found[-1].stem.split("_")[1]), arrays, state
 
+    def initial_params(self) -> dict[str, np.ndarray]:
+        """The weights the run started from (its epoch-0 checkpoint), keyed as the engine's parameters."""
+        path = self.directory / "checkpoints" / "epoch_0000.npz"
+        if not path.is_file():
+            raise RunError(f"{self.directory}: no initial checkpoint (checkpoints/epoch_0000.npz)")
+        with np.load(path) as data:
+            return {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
+
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
         """Write ``name.npz`` (e.g. monitor recordings) atomically."""
         path = self.directory / f"{name}.npz"
@@ -219,13 +239,7 @@ class Run:
 
     def save_figure(self, fig, name: str) -> list[Path]:
         """Save a matplotlib figure as ``name.png`` and ``name.pdf``."""
-        paths = []
-        for ext in ("png", "pdf"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
-            atomic_write(self.directory / f"{name}.{ext}", buf.getvalue())
-            paths.append(self.directory / f"{name}.{ext}")
-        return paths
+        return save_figure(fig, self.directory / name)
 
     def _elapsed(self) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
 from neuroplastic.rate.network import ClappStack
 from neuroplastic.rate.stream import train_stream
+from neuroplastic.testing import random_problem
 
 b2 = pytest.importorskip("brian2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +23,7 @@ ETA = 0.05
 
 
 def problem(rule, seed=0):
-    rng = np.random.default_rng(seed)
-    net = ClappStack.init(SIZES, rule, rng, dtype="float64", pred_init_scale=1.0)
-    x = rng.random((T, SIZES[0]))
-    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
-    y[0] = 0.0
-    return net.params, x, y
+    return random_problem(SIZES, T, rule, seed)
 
 
 def reference(rule, params, x, y, eta):
@@ -150,6 +146,7 @@ def test_brian_engine_runs_a_protocol_and_writes_monitors(tmp_path, capsys):
 @pytest.mark.parametrize("setting,message", [
     ("rule.optimizer=adam", "[rule] optimizer = 'adam'"),
     ("engine.variant=spiking\0stimulus.glimpse_ms=50.05", "[stimulus] glimpse_ms = 50.05"),   # not k * dt
+    ("rule.name=hinge_gll_bp\0stimulus.kind=views", "[rule] name = 'hinge_gll_bp': the Brian2 engine simulates"),
 ])
 def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, message):
     sets = [a for s in setting.split("\0") for a in ("--set", s)]
@@ -161,3 +158,16 @@ def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, mess
     rc = cli(["validate", str(ROOT / "protocols" / "clapp_digits_brian.toml"), *sets])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_lock_keeps_builds_and_cleanups_away_from_running_binaries(tmp_path):
+    """Binaries share the build; a rebuild or a run_args clean-up needs it alone."""
+    from neuroplastic.brian.device import _run_lock
+
+    build = tmp_path / "abc"
+    with _run_lock(build, shared=True) as a, _run_lock(build, shared=True) as b:
+        assert a and b                                            # two binaries of one build run at once
+        with _run_lock(build, shared=False, blocking=False) as alone:
+            assert not alone                                      # no clean-up while they run
+    with _run_lock(build, shared=False, blocking=False) as alone:
+        assert alone

@@ -12,6 +12,7 @@ from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
 from neuroplastic.rate.network import ClappStack
 from neuroplastic.rate.stream import train_stream
+from neuroplastic.testing import random_problem
 
 b2 = pytest.importorskip("brian2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +21,7 @@ corr = lambda a, b: float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])  # noqa: 
 
 def problem(sizes, T, rule="clapp_s", seed=0):
     """Random glimpse stream and initial weights; W gets a positive offset so most units are active."""
-    rng = np.random.default_rng(seed)
-    params = ClappStack.init(sizes, rule, rng, dtype="float64", pred_init_scale=1.0).params
-    for l in range(len(sizes) - 1):
-        params[f"{l}/W"] = params[f"{l}/W"] + 0.8 / sizes[l]
-    x = rng.random((T, sizes[0]))
-    y = np.where(rng.random(T) < 0.5, -1.0, 1.0)
-    y[0] = 0.0
-    return params, x, y
+    return random_problem(sizes, T, rule, seed, offset=0.8)
 
 
 def maker(sizes, rule, glimpse_ms, dt_ms=0.2, seed=1):

@@ -211,7 +211,8 @@ def test_divergence_after_some_epochs_keeps_that_epochs_checkpoint(tmp_path, cap
     assert "in epoch 3" in err and "last good checkpoint (epoch 2)" in err
     directory = _run_dir(tmp_path)
     assert json.loads((directory / "manifest.json").read_text())["status"] == "failed"
-    assert sorted(p.name for p in (directory / "checkpoints").iterdir()) == ["epoch_0001.npz", "epoch_0002.npz"]
+    assert sorted(p.name for p in (directory / "checkpoints").iterdir()) == ["epoch_0000.npz", "epoch_0001.npz",
+                                                                            "epoch_0002.npz"]
     epoch, arrays, state = Run.load(directory).latest_checkpoint()
     assert epoch == 2 and all(np.all(np.isfinite(a)) for a in arrays.values())
     assert max(r["epoch"] for r in results.read_metrics(directory)) == 2

@@ -13,11 +13,13 @@
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -121,10 +123,38 @@ def _configure_cuda(arch: float) -> None:
     cpp.runtime_library_dirs = list(cpp.runtime_library_dirs) + [str(libdir)]
 
 
+@contextmanager
+def _run_lock(directory: Path, shared: bool, blocking: bool = True):
+    """flock on ``<build>.run.lock``: shared while a binary runs, exclusive to rebuild or clean up.
+
+    Yields whether the lock was taken (always, when ``blocking``).
+    """
+    fd = os.open(f"{directory}.run.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)               # closing the descriptor releases the lock
+
+
+def _builder_digest() -> str:
+    """Hash of the code that creates the Brian2 objects (``neuroplastic/brian/*.py``)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 class Simulator:
     """Runs networks made by ``make()`` on one device; for ``cpp`` it builds once and then only re-runs.
 
-    ``key`` identifies the network structure (everything that changes the generated code).
+    ``key`` identifies the network structure (everything that changes the generated code); the source
+    of the builders in this package is part of the build's identity too, so a changed builder never
+    reuses a stale binary.
     """
 
     def __init__(self, device: str, key: dict, *, cuda_arch: float = 9.0):
@@ -138,8 +168,8 @@ class Simulator:
 
     @property
     def structure_hash(self) -> str:
-        blob = json.dumps({**self.key, "brian2": metadata.version("brian2"), "device": self.device},
-                          sort_keys=True, default=str)
+        blob = json.dumps({**self.key, "brian2": metadata.version("brian2"), "device": self.device,
+                           "builders": _builder_digest()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def run(self, make, x, y, params, eta):
@@ -179,7 +209,8 @@ class Simulator:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         net = make(x, y, params, eta)
         net.network.run(net.duration, namespace=net.namespace)
-        with FileLock(str(self.directory) + ".lock"):
+        # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
+        with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
             b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
         self.network = net
         return self.directory
@@ -196,8 +227,9 @@ class Simulator:
             raise DeviceError(f"the compiled network takes streams of {len(net.stimulus.values)} glimpses, "
                               f"not {len(x)}: a new length needs a new build")
         results = f"results_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        b2.device.run(directory=str(self.directory), results_directory=results,
-                      run_args=net.run_args(x, y, params, eta))
+        with _run_lock(self.directory, shared=True):       # other processes may run the same binary
+            b2.device.run(directory=str(self.directory), results_directory=results,
+                          run_args=net.run_args(x, y, params, eta))
         return net
 
     def release(self, net) -> None:
@@ -207,6 +239,10 @@ class Simulator:
         import brian2 as b2
 
         results = Path(b2.device.results_dir)
-        b2.device.delete(code=False, data=False, run_args=True, directory=False)
+        # run_args files are named by their content, so another process may be about to read the same
+        # one: delete them only when no other process holds the build (else they stay, harmlessly).
+        with _run_lock(self.directory, shared=False, blocking=False) as alone:
+            if alone:
+                b2.device.delete(code=False, data=False, run_args=True, directory=False)
         if results.name.startswith("results_"):
             shutil.rmtree(results, ignore_errors=True)

@@ -39,7 +39,7 @@ __all__ = ["build_only", "check", "train", "RECORDED_NEURONS"]
 
 #: Neurons per layer whose somatic and dendritic traces are recorded.
 RECORDED_NEURONS = 4
-#: Spiking variant: spikes of the first this many glimpses of the last epoch are saved (brian_spikes.npz).
+#: Spikes (spiking variant) and pixels of the first this many glimpses of the last epoch are saved.
 SAVED_SPIKE_GLIMPSES = 200
 #: ... of the first this many neurons of each layer (the SpikeMonitors record only these).
 SAVED_SPIKE_NEURONS = 16
@@ -50,6 +50,10 @@ def check(protocol, running: bool = True) -> None:
 
     ``running=False`` checks for a build only (a CUDA project compiles without a GPU).
     """
+    if RULES[protocol.rule.name].family != "clapp":
+        raise ProtocolError(protocol.source, "rule.name", f"= {protocol.rule.name!r}: the Brian2 engine simulates "
+                            f"the CLAPP rules ({', '.join(n for n, r in RULES.items() if r.family == 'clapp')}); "
+                            "the hinge rules run on [engine] name = \"numpy\"")
     if protocol.engine.variant == "spiking":
         try:
             steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
@@ -159,12 +163,12 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
         if spiking:
             modulation = [(u, stream.y) for u in bnet.scores()]
             if epoch == tr.epochs:
-                run.save_arrays("brian_monitors", _spiking_monitor_arrays(bnet, stream))
+                run.save_arrays("brian_monitors", _spiking_monitor_arrays(bnet, stream, x))
                 run.save_arrays("brian_spikes", bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES))
         else:
             modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
             if epoch == tr.epochs:
-                run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream))
+                run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream, x))
         sim.release(bnet)
         stats = [loss_and_modulation(u, y) for u, y in modulation]
         for l, (loss, modulated) in enumerate(stats):
@@ -187,7 +191,8 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
         # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
         features = net.features(patches)
         random_features = ClappStack(sizes, rule, initial).features(patches)
-    probe_rows, summary = probe_encoder(protocol, features, random_features, ds.labels, train_idx, test_idx)
+    probe_rows, summary = probe_encoder(protocol, features, random_features, ds.labels, train_idx, test_idx,
+                                        run=run)
     rows += probe_rows
     run.write_metrics(rows)
     summary["device"] = protocol.engine.device
@@ -204,20 +209,29 @@ def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
     return out
 
 
-def _spiking_monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
+def _stream_arrays(stream, x) -> dict[str, np.ndarray]:
+    """The last epoch's eye path (image, position, y per glimpse) and its first glimpses' pixels."""
+    return {"image": stream.image, "position": stream.position, "y": stream.y, "x": x[:SAVED_SPIKE_GLIMPSES]}
+
+
+def _spiking_monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
     """The last epoch's recordings of a spiking network: modulation and rate readout per glimpse."""
-    out = {"image": stream.image, "position": stream.position, "y": stream.y}
+    out = _stream_arrays(stream, x)
     for l, u in enumerate(bnet.scores()):
         out[f"layer{l + 1}/u"] = u
         out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u > 0)
     for l, z in enumerate(bnet.rates()):
         out[f"layer{l + 1}/z"] = z
+    for l, m in enumerate(bnet.monitors["traces"]):
+        out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
+        out[f"layer{l + 1}/v"] = np.asarray(m.v[0])
+        out[f"layer{l + 1}/d"] = np.asarray(m.d[0])
     return out
 
 
-def _monitor_arrays(bnet, stream) -> dict[str, np.ndarray]:
+def _monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
     """The last epoch's recordings: modulation per glimpse and traces of a few neurons per layer."""
-    out = {"image": stream.image, "position": stream.position, "y": stream.y}
+    out = _stream_arrays(stream, x)
     for l, m in enumerate(bnet.monitors["modulation"]):
         u, y = np.asarray(m.u[0]), np.asarray(m.y[0])
         out[f"layer{l + 1}/u"] = u

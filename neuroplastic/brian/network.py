@@ -92,6 +92,18 @@ def _all_to_all(n_post: int, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
     return post, pre
 
 
+def check_synapse_equations(synapses: ModelFile, variant: str, retro: bool) -> tuple[str, str]:
+    """Check every synapse equation of ``variant`` the network uses, before Brian sees any.
+
+    Returns the modulation equations of a layer's score and of the modulator neuron.
+    """
+    layer_eqs = synapses.check_equations(f"{variant}.modulation.layer")
+    mod_eqs = synapses.check_equations(f"{variant}.modulation.modulator")
+    for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
+        synapses.check_equations(f"{variant}.{part}.model")
+    return layer_eqs, mod_eqs
+
+
 def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
           y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0):
     """Create the Brian2 network (in the active device) for a glimpse stream ``x`` (length, n_in).
@@ -105,10 +117,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     rate = neuron.variant("rate")
     syn = synapses.variant("rate")
     neuron_eqs = neuron.check_equations("rate.equations")
-    layer_eqs = synapses.check_equations("rate.modulation.layer")
-    mod_eqs = synapses.check_equations("rate.modulation.modulator")
-    for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
-        synapses.check_equations(f"rate.{part}.model")
+    layer_eqs, mod_eqs = check_synapse_equations(synapses, "rate", retro)
 
     stimulus = b2.TimedArray(np.asarray(x, dtype=float), dt=glimpse, name="stimulus")
     labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models import ModelError, ModelFile
-from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units
+from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
 
 __all__ = ["BrianSpikingClapp", "build", "constants", "steps_per_glimpse"]
 
@@ -121,10 +121,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     syn = synapses.variant("spiking")
     inp_eqs = neuron.check_equations("spiking.input.equations")
     layer_eqs = neuron.check_equations("spiking.layer.equations")
-    mod_layer_eqs = synapses.check_equations("spiking.modulation.layer")
-    mod_eqs = synapses.check_equations("spiking.modulation.modulator")
-    for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
-        synapses.check_equations(f"spiking.{part}.model")
+    mod_layer_eqs, mod_eqs = check_synapse_equations(synapses, "spiking", retro)
 
     k = steps_per_glimpse(float(glimpse / b2.ms), float(dt / b2.ms))
     # glimpse = k * dt was checked; Brian's "time grids not aligned" warning would be a float-rounding
@@ -149,7 +146,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
     objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
-    counts, spikes, modmons = [], [], []
+    counts, spikes, modmons, traces = [], [], [], []
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
         layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l}", threshold=spk["layer"]["threshold"],
@@ -195,7 +192,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             # Only u: brian2cuda 1.0a7 cannot record a TimedArray subexpression (y) in an EventMonitor.
             modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"], when="after_synapses",
                                            name=f"modulation{l}"))
-            new += [counts[-1], modmons[-1]]
+            # Soma and dendrite of the layer's first neuron, sampled about 30 times per glimpse.
+            traces.append(b2.StateMonitor(layer, ["v", "d"], record=[0], dt=max(1, k // 30) * dt,
+                                          name=f"traces{l}"))
+            new += [counts[-1], modmons[-1], traces[-1]]
             if record_spikes:
                 k_rec = n if record_spikes is True else min(int(record_spikes), n)
                 source = layer if k_rec == n else layer[:k_rec]     # the monitor keeps the subgroup alive
@@ -208,5 +208,5 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     network = b2.Network(*objects)
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
-                             {"spikes": spikes, "counts": counts, "modulation": modmons}, shapes,
+                             {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces}, shapes,
                              len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz))

@@ -1,77 +1,129 @@
-"""Data sets: built-in ones that work offline, chosen by ``[data] source``.
+"""Data sets, chosen by a protocol's ``[data] source``: built-in ones that work offline, and
+loaders for the papers' data sets in their published formats (``[data] path``).
 
-Every loader returns a :class:`Dataset` of grey images in [0, 1] with integer
-labels (the labels are used only by the linear probe, never by learning).
-Loaders know no engine.
+Every source returns a :class:`Dataset` of one *domain*, whose samples the stimulus module turns
+into glimpse sequences without knowing where they came from:
+
+=========  ==============================  ==========================================
+domain     one sample                      a glimpse (``[stimulus] patch``, ``stride``)
+=========  ==============================  ==========================================
+``image``  grey image (height, width)      a patch x patch square on a grid
+``sound``  waveform (length,)              a window of ``patch`` samples
+``video``  grey clip (frames, height, w)   a block of ``patch`` frames
+=========  ==============================  ==========================================
+
+Labels are used only by the linear probe, never by learning. Loaders know no engine.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["DATASETS", "Dataset", "load"]
+__all__ = ["DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "load"]
+
+DOMAINS = ("image", "sound", "video")
+
+
+class DataError(ValueError):
+    """A data set that cannot be read as asked: the message names the path and what was expected."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images (n, height, width) in [0, 1], labels (n,), and the class names."""
+    """Samples of one domain with integer labels and the class names.
+
+    ``samples`` is an ``(n, *sample_shape)`` float array, or an array-like over a memory map
+    (``len``, ``shape`` and indexing by int, slice or index array, returning float arrays) for
+    data sets too large to hold in memory. Images and video are grey in [0, 1], sound in [-1, 1].
+    ``rate`` is the sampling rate of sound (Hz) or the frame rate of video (frames/s).
+    """
 
     name: str
-    images: np.ndarray
+    samples: Any
     labels: np.ndarray
     classes: tuple[str, ...]
+    domain: str = "image"
+    rate: float = 0.0
+
+    def __post_init__(self):
+        if self.domain not in DOMAINS:
+            raise ValueError(f"unknown domain {self.domain!r}; known: {', '.join(DOMAINS)}")
+        if len(self.samples) != len(self.labels):
+            raise ValueError(f"{self.name}: {len(self.samples)} samples but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, index) -> "Dataset":
+        """The samples at ``index`` (read into memory), same metadata."""
+        index = np.asarray(index)
+        return Dataset(self.name, np.asarray(self.samples[index]), self.labels[index], self.classes,
+                       self.domain, self.rate)
 
-def digits() -> Dataset:
-    """scikit-learn's 1797 hand-written digits, 8 x 8 pixels, 10 classes."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return Dataset("digits", d.images / 16.0, d.target.astype(np.int64), tuple(map(str, range(10))))
-
-
-#: scikit-image photographs and textures used by :func:`natural_images` (all ship with the package).
-NATURAL_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "coins", "moon",
-                  "grass", "gravel", "brick", "hubble_deep_field", "immunohistochemistry")
+    def batches(self, size: int):
+        """Iterate ``(samples, labels)`` in order, ``size`` at a time: one pass reads each sample once."""
+        for start in range(0, len(self), size):
+            yield np.asarray(self.samples[start:start + size]), self.labels[start:start + size]
 
 
-def natural_images(crop: int = 16, per_image: int = 150, downsample: int = 4, seed: int = 0) -> Dataset:
-    """Random grey crops of scikit-image's natural images; the label is the source image.
+@dataclass(frozen=True)
+class Source:
+    """A named data set: how to load it and which ``[data]`` settings it accepts.
 
-    Each photograph is converted to grey, block-averaged by ``downsample`` and
-    cut into ``per_image`` crops of ``crop`` x ``crop`` pixels at random positions.
+    ``load(path=, split=, label=, seed=)`` returns a :class:`Dataset`. ``splits`` and ``labels``
+    list the allowed ``[data] split`` and ``[data] label`` values (the first is the default);
+    ``needs_path`` says whether ``[data] path`` must point to the files on disk.
     """
-    import skimage.data
-    from skimage.color import rgb2gray
-    from skimage.measure import block_reduce
 
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for k, name in enumerate(NATURAL_IMAGES):
-        im = getattr(skimage.data, name)()
-        im = rgb2gray(im[..., :3]) if im.ndim == 3 else im / 255.0
-        im = block_reduce(im, (downsample, downsample), np.mean)
-        ys = rng.integers(0, im.shape[0] - crop + 1, per_image)
-        xs = rng.integers(0, im.shape[1] - crop + 1, per_image)
-        images += [im[y:y + crop, x:x + crop] for y, x in zip(ys, xs)]
-        labels += [k] * per_image
-    return Dataset("natural_images", np.asarray(images), np.asarray(labels, dtype=np.int64), NATURAL_IMAGES)
+    load: Callable[..., Dataset]
+    domain: str
+    doc: str
+    needs_path: bool = False
+    splits: tuple[str, ...] = ("all",)
+    labels: tuple[str, ...] = ("class",)
+    extra: str = ""      # the pip extra a loader needs, named in its import error
 
 
-DATASETS = {"digits": digits, "natural_images": natural_images}
+#: Every data source by name (``[data] source``), filled from the domain modules below.
+DATASETS: dict[str, Source] = {}
 
 
-def load(source: str, max_samples: int = 0, seed: int = 0) -> Dataset:
-    """Load the data set named ``source``; ``max_samples > 0`` keeps a stratified-random subset."""
+def load(source: str, path: str = "", split: str = "", label: str = "", max_samples: int = 0,
+         seed: int = 0) -> Dataset:
+    """Load ``source``; empty ``split``/``label`` take the source's default.
+
+    ``max_samples > 0`` keeps a random subset of that size (in sample order), read into memory.
+    Raises :class:`DataError` for files that are missing or malformed, ``ValueError`` for settings
+    the source does not accept.
+    """
     try:
-        ds = DATASETS[source]()
+        src = DATASETS[source]
     except KeyError:
         raise ValueError(f"unknown data source {source!r}; known: {', '.join(sorted(DATASETS))}") from None
+    split = split or src.splits[0]
+    label = label or src.labels[0]
+    if split not in src.splits:
+        raise ValueError(f"[data] split = {split!r} is not a split of {source}; allowed: {', '.join(src.splits)}")
+    if label not in src.labels:
+        raise ValueError(f"[data] label = {label!r} is not a labelling of {source}; allowed: {', '.join(src.labels)}")
+    if src.needs_path and not str(path):
+        raise ValueError(f"[data] path is empty: {source} is read from disk; set it to the directory "
+                         f"holding the data set ({src.doc})")
+    ds = src.load(path=path, split=split, label=label, seed=seed)
     if max_samples and max_samples < len(ds):
         keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:max_samples])
-        ds = Dataset(ds.name, ds.images[keep], ds.labels[keep], ds.classes)
+        ds = ds.subset(keep)
     return ds
+
+
+# The domain modules import Dataset and Source from here, so they are registered last.
+from . import cifar, images, librispeech, speech, stl10, ucf101, video  # noqa: E402
+
+for _module in (images, speech, video, stl10, cifar, librispeech, ucf101):
+    DATASETS.update(_module.SOURCES)

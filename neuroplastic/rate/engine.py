@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..engines import (prepare, probe_encoder, raise_diverged, resume_training_state, save_training_state,
                        seed_sequence)
 from ..protocol import ProtocolError
+from ..rules import RULES
 from .memory import retain_freed_memory
 from .network import ClappStack
 from .optim import make_optimizer
@@ -24,18 +25,26 @@ __all__ = ["check", "train"]
 
 
 def check(protocol, running: bool = True) -> None:
-    """The numpy engine simulates the rate neuron only."""
+    """The numpy engine simulates the rate neuron only; rule and stimulus must fit (see tang.engine.check)."""
     if protocol.engine.variant != "rate":
         raise ProtocolError(protocol.source, "engine.variant",
                             f"= {protocol.engine.variant!r}: the numpy engine is the rate reference; allowed: "
                             "'rate' (the spiking variant needs [engine] name = \"brian\")")
+    from ..tang.engine import check as check_views
+
+    check_views(protocol, running)
 
 
 def train(protocol, run, progress: bool = True, prepared=None) -> dict:
     """Train, checkpoint, probe and write everything into ``run``; return the summary.
 
     ``prepared`` is :func:`neuroplastic.engines.prepare`'s result (computed here if not given).
+    Rules of the "views" family (the hinge rules) are trained by :func:`neuroplastic.tang.engine.train`.
     """
+    if RULES[protocol.rule.name].family == "views":
+        from ..tang.engine import train as train_views
+
+        return train_views(protocol, run, progress, prepared)
     ds, grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
     retain_freed_memory()                  # reuse each step's temporaries instead of page-faulting them in
     dtype = protocol.engine.dtype
@@ -80,7 +89,7 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
 
     random_net = ClappStack(sizes, net.rule, initial)
     probe_rows, summary = probe_encoder(protocol, net.features(patches), random_net.features(patches),
-                                        ds.labels, train_idx, test_idx)
+                                        ds.labels, train_idx, test_idx, run=run)
     rows += probe_rows
     run.write_metrics(rows)
     return summary

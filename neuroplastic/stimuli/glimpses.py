@@ -1,9 +1,10 @@
-"""Glimpse sequences from images: the eye scans a grid of patches.
+"""Glimpse sequences from samples of any domain: the one stimulus interface of every engine.
 
-Consecutive glimpses of one image are *fixations* (y = +1); a jump to the
-glimpse at the same position of another image is a *saccade* (y = -1). Which
-steps are saccades is decided by the training loop (it depends on the rule);
-this module only cuts the patches in scan order.
+An image is scanned as a grid of patches; a sound as successive windows; a clip as successive
+blocks of frames. Consecutive glimpses of one sample are *fixations* (y = +1); a jump to the
+glimpse at the same position of another sample is a *saccade* (y = -1). Which steps are saccades
+is decided by the training loop (it depends on the rule); this module only cuts the glimpses in
+order, as ``(n_samples, n_glimpses, n_inputs)`` arrays, so engines never branch on the domain.
 """
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "saccade_stream", "scan_positions"]
+__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "glimpses", "saccade_stream", "scan_positions",
+           "time_windows"]
 
 
 @dataclass(frozen=True)
 class GlimpseGrid:
-    """Patches ``(n_images, n_glimpses, patch * patch)`` and their top-left ``positions`` (row, col)."""
+    """Glimpses ``(n_samples, n_glimpses, n_inputs)`` and where each starts: ``positions`` (n_glimpses, k).
+
+    ``k = 2`` (top-left row, col) for images, ``k = 1`` (first sample or frame) for sounds and clips.
+    """
 
     patches: np.ndarray
     positions: np.ndarray
@@ -50,6 +55,34 @@ def glimpse_grid(images: np.ndarray, patch: int, stride: int, scan: str = "raste
                          f"{h} x {w} images; a sequence needs at least 2")
     patches = np.stack([images[:, r:r + patch, c:c + patch].reshape(n, -1) for r, c in pos], axis=1)
     return GlimpseGrid(patches, pos)
+
+
+def time_windows(samples: np.ndarray, window: int, hop: int) -> GlimpseGrid:
+    """Cut sounds ``(n, length)`` or clips ``(n, frames, h, w)`` into successive windows along time.
+
+    A glimpse is ``window`` samples (or frames, flattened) starting every ``hop``.
+    """
+    samples = np.asarray(samples)
+    n, length = samples.shape[:2]
+    if window > length:
+        raise ValueError(f"[stimulus] patch = {window} is longer than the samples ({length} steps)")
+    starts = np.arange(0, length - window + 1, hop)
+    if len(starts) < 2:
+        raise ValueError(f"[stimulus] patch = {window}, stride = {hop} give {len(starts)} glimpse(s) on "
+                         f"samples of {length} steps; a sequence needs at least 2")
+    view = np.lib.stride_tricks.sliding_window_view(samples, window, axis=1)[:, starts]  # (n, T, ..., window)
+    view = np.moveaxis(view, -1, 2)                                                     # (n, T, window, ...)
+    return GlimpseGrid(view.reshape(n, len(starts), -1).copy(), starts[:, None])
+
+
+def glimpses(dataset, stimulus) -> GlimpseGrid:
+    """A data set's glimpse sequences under a protocol's ``[stimulus]`` table (``patch``, ``stride``, ``scan``).
+
+    ``patch`` is the glimpse size: pixels per side (images), samples (sounds) or frames (clips).
+    """
+    if dataset.domain == "image":
+        return glimpse_grid(dataset.samples, stimulus.patch, stimulus.stride, stimulus.scan)
+    return time_windows(dataset.samples, stimulus.patch, stimulus.stride)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,176 @@
+"""Compare finished runs side by side, from what they saved: nothing is recomputed.
+
+For every run: per-layer linear-probe accuracy (trained and random encoder), final training loss per
+layer and wall time. Against the first run (the reference): cosine similarity of each layer's
+feed-forward weights ``W`` and linear CKA of each layer's probe features (the glimpse-pooled
+representations of the same samples, saved by the engines in ``features.npz``).
+
+Linear CKA (Kornblith et al. 2019) compares two representations ``X`` (n, p) and ``Y`` (n, q) of the
+same n samples, invariant to rotations and isotropic scaling::
+
+    CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F),   Xc, Yc column-centred
+
+Runs are comparable when they share the architecture and the data (the keys in
+:data:`SAME_KEYS`); otherwise :func:`check_comparable` says which keys differ.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .results import Run, RunError, atomic_write, read_metrics
+
+__all__ = ["SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure", "expand_runs", "format_table",
+           "linear_cka", "write_csv"]
+
+#: Protocol keys two runs must share to be compared (architecture and data).
+SAME_KEYS = ("model.layers", "data.source", "data.path", "data.split", "data.label", "data.max_samples",
+             "data.test_fraction", "stimulus.patch", "stimulus.stride")
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment of two representations of the same samples (rows)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"CKA needs the same samples: {len(x)} vs {len(y)} rows")
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def expand_runs(paths) -> list[Run]:
+    """Run directories from ``paths``; a sweep directory (``points.json``) stands for all its runs."""
+    runs = []
+    for p in map(Path, paths):
+        points = p / "points.json"
+        if points.is_file():
+            for point in json.loads(points.read_text()):
+                d = Path(point["run"])
+                runs.append(Run.load(d if d.is_absolute() else p.parent / d))
+        else:
+            runs.append(Run.load(p))
+    if not runs:
+        raise RunError("no runs to compare")
+    return runs
+
+
+def _get(protocol: dict[str, Any], dotted: str):
+    table, key = dotted.split(".")
+    return protocol.get(table, {}).get(key)
+
+
+def check_comparable(runs: list[Run]) -> list[str]:
+    """What keeps ``runs`` from being compared: unfinished runs and differing :data:`SAME_KEYS`."""
+    problems = [f"{r.directory}: status is {r.manifest.get('status')!r}, not 'finished'"
+                for r in runs if r.manifest.get("status") != "finished"]
+    for key in SAME_KEYS:
+        values = {json.dumps(_get(r.manifest["protocol"], key)) for r in runs}
+        if len(values) > 1:
+            problems.append(f"[{key.split('.')[0]}] {key.split('.')[1]} differs: "
+                            + ", ".join(f"{r.directory.name} = {json.dumps(_get(r.manifest['protocol'], key))}"
+                                        for r in runs))
+    return problems
+
+
+def _final_weights(run: Run) -> dict[str, np.ndarray]:
+    ckpt = run.latest_checkpoint()
+    return {} if ckpt is None else {k[len("param/"):]: v for k, v in ckpt[1].items() if k.startswith("param/")}
+
+
+def _features(run: Run) -> dict[str, np.ndarray]:
+    path = run.directory / "features.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per run and layer: probe accuracies, final loss, and similarity to the first run."""
+    ref_w, ref_f = _final_weights(runs[0]), _features(runs[0])
+    rows = []
+    for run in runs:
+        summary_path = run.directory / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        metrics = read_metrics(run.directory)
+        last = max((m["epoch"] for m in metrics if m["stage"] == "train"), default=None)
+        loss = {m["layer"]: m["value"] for m in metrics
+                if m["stage"] == "train" and m["name"] == "loss" and m["epoch"] == last}
+        weights, feats = _final_weights(run), _features(run)
+        p = run.manifest["protocol"]
+        for layer in sorted(map(int, summary.get("probe", {})), key=int):
+            key = f"{layer - 1}/W"           # parameters are numbered from 0, layers from 1
+            fkey = f"layer{layer}"
+            same_w = key in weights and key in ref_w and weights[key].shape == ref_w[key].shape
+            same_f = fkey in feats and fkey in ref_f and len(feats[fkey]) == len(ref_f[fkey])
+            rows.append({
+                "run": run.directory.name, "rule": _get(p, "rule.name"), "engine": _get(p, "engine.name"),
+                "variant": _get(p, "engine.variant"), "seed": run.manifest.get("seed"), "layer": layer,
+                "probe": summary["probe"][str(layer)],
+                "probe_random": summary.get("probe_random", {}).get(str(layer), float("nan")),
+                "final_loss": loss.get(layer, float("nan")),
+                "weight_cosine": _cosine(weights[key], ref_w[key]) if same_w else float("nan"),
+                "cka": linear_cka(feats[fkey], ref_f[fkey]) if same_f else float("nan"),
+                "wall_s": run.manifest.get("elapsed_s", float("nan")),
+            })
+    return rows
+
+
+FIELDS = ("run", "rule", "engine", "variant", "seed", "layer", "probe", "probe_random", "final_loss",
+          "weight_cosine", "cka", "wall_s")
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a terminal table (similarities are to the first run)."""
+    head = f"{'run':<34} {'layer':>5} {'probe':>6} {'random':>6} {'loss':>7} {'W cos':>6} {'CKA':>5} {'wall s':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['run'][:34]:<34} {r['layer']:>5} {r['probe']:6.3f} {r['probe_random']:6.3f} "
+                     f"{r['final_loss']:7.4f} {r['weight_cosine']:6.3f} {r['cka']:5.3f} {r['wall_s']:7.1f}")
+    return "\n".join(lines)
+
+
+def comparison_figure(rows: list[dict[str, Any]]):
+    """Probe accuracy per layer for every run (random encoder dashed) and CKA to the first run."""
+    import matplotlib.pyplot as plt
+
+    from .plots import PALETTE
+
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    layers = sorted({r["layer"] for r in rows})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    width = 0.8 / len(runs)
+    for k, name in enumerate(runs):
+        mine = {r["layer"]: r for r in rows if r["run"] == name}
+        x = np.array(layers) + (k - (len(runs) - 1) / 2) * width
+        colour = PALETTE[k % len(PALETTE)]
+        ax.bar(x, [mine[l]["probe"] if l in mine else np.nan for l in layers], width, color=colour, label=name)
+        ax.scatter(x, [mine[l]["probe_random"] if l in mine else np.nan for l in layers], marker="_", s=200,
+                   color="k", zorder=3)
+        bx.plot(layers, [mine[l]["cka"] if l in mine else np.nan for l in layers], "o-", color=colour)
+    ax.set(xlabel="layer", ylabel="linear-probe accuracy", xticks=layers,
+           title="probe accuracy (black bars: random encoder)")
+    ax.legend(fontsize="x-small", loc="lower right")
+    bx.set(xlabel="layer", ylabel="linear CKA to first run", xticks=layers, ylim=(0, 1.05),
+           title="representation similarity")
+    return fig

@@ -1,0 +1,89 @@
+r"""The contrastive hinge loss of Tang, Yang & Amit (2022) on L1 distances, with its explicit gradient.
+
+Rows ``a`` of ``e1`` and ``e2`` (N, m) are the head outputs of two views of the
+same N images. Their L1 distance is
+
+.. math::
+
+    D_{ab} = \sum_k |e1_{ak} - e2_{bk}|
+
+A positive pair (two views of one image, ``b = a``) is pulled below ``tau - delta``,
+a negative pair (views of two images) pushed above ``tau + delta``:
+
+.. math::
+
+    L = \frac{1}{N}\Big[\sum_a \max(0,\, D_{aa} - (\tau - \Delta))
+        + \frac{1}{k}\sum_{s=1}^{k}\sum_a \max(0,\, (\tau + \Delta) - D_{a,\,a+s \bmod N})\Big]
+
+The negatives of image ``a`` are the images ``a + 1, ..., a + k`` of the batch
+(cyclically): the first ``k`` off-diagonals of the distance matrix, the
+authors' "fewer negatives"; ``k >= N - 1`` takes every other image. (Their code
+does not wrap around the batch, so its last rows have fewer negatives; the batch
+order is random either way.) The ``1/k`` makes an image's negatives weigh as
+much as its positive, whatever ``k``.
+
+Only view 2 learns: the gradient through view 1 is blocked (the authors'
+``detach``), so view 1 is a target, as a teacher signal would be. With
+:math:`C_{ab} = \partial L / \partial D_{ab}`,
+
+.. math::
+
+    \frac{\partial L}{\partial e2_{b}} = \sum_a C_{ab}\, \mathrm{sign}(e2_b - e1_a),\qquad
+    C_{aa} = \tfrac{1}{N}\,\Theta(D_{aa} - \tau + \Delta),\quad
+    C_{a,a+s} = -\tfrac{1}{N k}\,\Theta(\tau + \Delta - D_{a,a+s})
+
+No division by a norm, no inner product: only distances, thresholds and signs.
+
+The loss is not scale-free: L1 distances grow with the scale of the head's
+outputs, so ``tau`` must be comparable to the distances the network starts
+with. Far below them, the cheapest way to pull positives under ``tau - delta``
+is to silence units (on digits with ``tau = 2``, most ReLU units of layer 2 died).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["HingeResult", "hinge_views"]
+
+
+class HingeResult(NamedTuple):
+    """``loss`` (scalar), ``grad`` = dL/de2 (N, m), and ``active``: fraction of hinge terms with a
+    non-zero gradient (positives and negatives together), the analogue of CLAPP's modulated pairs."""
+
+    loss: float
+    grad: np.ndarray
+    active: float
+
+
+def hinge_views(e1: np.ndarray, e2: np.ndarray, tau: float = 2.0, delta: float = 1.0,
+                negatives: int | None = None) -> HingeResult:
+    """Contrastive L1 hinge loss of two views and its gradient with respect to view 2.
+
+    Parameters
+    ----------
+    e1, e2 : arrays (N, m)
+        Embeddings of view 1 (held constant) and view 2 of the same N images.
+    tau, delta : float
+        Threshold and margin: positives are penalised above ``tau - delta``,
+        negatives below ``tau + delta``.
+    negatives : int, optional
+        Number ``k`` of negatives per image (the first k cyclic off-diagonals);
+        ``None`` or ``>= N - 1``: every other image of the batch.
+    """
+    N = e1.shape[0]
+    if N < 2:
+        raise ValueError("the hinge loss needs at least 2 images: the negatives are the other images")
+    k = N - 1 if negatives is None else min(int(negatives), N - 1)
+    shifts = np.arange(k + 1)                          # s = 0: the positive; s >= 1: off-diagonal s
+    partner = (np.arange(N)[:, None] + shifts) % N     # (N, k + 1): image paired with anchor a in column s
+    diff = e2[partner] - e1[:, None, :]                # (N, k + 1, m)
+    d = np.abs(diff).sum(axis=2)                       # D[a, a + s]
+    lo, hi = tau - delta, tau + delta
+    terms = np.concatenate([np.maximum(d[:, :1] - lo, 0.0), np.maximum(hi - d[:, 1:], 0.0) / k], axis=1)
+    coef = np.concatenate([(d[:, :1] > lo) / N, (d[:, 1:] < hi) / (-N * k)], axis=1).astype(e2.dtype)
+    g = coef[:, :, None] * np.sign(diff)               # dL/de2 of the partner, in the anchor's row
+    source = (np.arange(N)[:, None] - shifts) % N      # anchor whose column s holds image b as partner
+    grad = g[source, shifts].sum(axis=1)               # back to the partner's own row
+    return HingeResult(float(terms.sum(dtype=np.float64)) / N, grad, float(np.count_nonzero(coef)) / coef.size)

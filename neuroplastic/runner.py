@@ -1,0 +1,79 @@
+"""Run one protocol into the results store: the body of ``neuroplastic run``, shared with ``neuroplastic sweep``.
+
+A sweep point *is* a ``neuroplastic run``: the same checks before the run directory exists, the
+same directory, manifest, checkpoints and summary figure, the same failure statuses. Keeping that
+in one function is what guarantees it. Printing stays with the callers (the command line prints a
+probe table; a sweep prints one table for all its points).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .brian.device import DeviceError
+from .engines import TrainingDiverged, get_engine, prepare
+from .results import Run
+
+__all__ = ["RunOutcome", "run_protocol", "summary_figure"]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended; ``code`` is the exit code of ``neuroplastic run``.
+
+    0 finished; 1 failed while training (e.g. diverged); 2 bad input that only showed while
+    building or training; 130 interrupted (Ctrl-C). ``error`` is ``None`` exactly when ``code`` is 0.
+    """
+
+    directory: Path
+    code: int
+    summary: dict | None = None
+    error: str | None = None
+
+
+def run_protocol(protocol, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = True,
+                 command: list[str] | None = None, on_open: Callable[[Run], None] | None = None) -> RunOutcome:
+    """Prepare, train, evaluate and finish ``protocol``'s run under ``out``.
+
+    Input errors found before training (:class:`~neuroplastic.protocol.ProtocolError` from the data
+    checks, :class:`~neuroplastic.results.RunError` for a directory that cannot be used) are raised
+    before the run directory is created or touched, so bad input never leaves a run behind. Once
+    the run exists, every way it can end is written into its manifest: an unexpected exception
+    marks it failed (its checkpoints stay for ``--resume``) and is re-raised.
+    ``on_open(run)`` is called once the run directory exists, before training.
+    """
+    engine = get_engine(protocol.engine.name)
+    prepared = prepare(protocol)
+    run = Run.open(out, protocol, resume=resume, force=force, command=command)
+    if on_open is not None:
+        on_open(run)
+    try:
+        summary = engine.train(protocol, run, progress=progress, prepared=prepared)
+    except TrainingDiverged as err:
+        run.fail(str(err))
+        return RunOutcome(run.directory, 1, error=str(err))
+    except (ValueError, DeviceError) as err:   # input errors that only show while building or training
+        run.fail(str(err))
+        return RunOutcome(run.directory, 2, error=str(err))
+    except KeyboardInterrupt:
+        run.fail("interrupted")
+        return RunOutcome(run.directory, 130, error="interrupted")
+    except Exception as err:                   # a bug or a crash: say so in the manifest, then let it show
+        run.fail(f"{type(err).__name__}: {err}")
+        raise
+    summary_figure(run, protocol)
+    run.finish(summary)
+    return RunOutcome(run.directory, 0, summary=summary)
+
+
+def summary_figure(run: Run, protocol) -> None:
+    """Save the run's summary figure (``summary.png``/``.pdf``) from its metrics."""
+    from .plots import run_summary
+    from .results import read_metrics
+
+    import matplotlib.pyplot as plt
+
+    fig = run_summary(read_metrics(run.directory), title=f"{protocol.name} (seed {protocol.seed})")
+    run.save_figure(fig, "summary")
+    plt.close(fig)

@@ -1,0 +1,126 @@
+r"""Dense encoders for two-view learning: layers, linear heads, feedback matrices and inverses.
+
+Layer ``l`` (1-based in the equations, ``"{l-1}/..."`` in the parameter dict, as
+in :class:`neuroplastic.rate.network.ClappStack`) computes
+
+.. math::
+
+    a_l = W_l\, h_{l-1},\qquad h_l = \phi(a_l),\qquad h_0 = x \ (\text{the flattened image})
+
+with ``phi`` = relu, hardtanh (the authors' default) or tanh and no biases (as
+their encoders). A *head* is a linear map to the ``m``-dimensional space the
+hinge loss compares, ``e = H_l h_l``: every layer has one for layer-wise
+learning, only the top layer for end-to-end learning and DTP.
+
+Parameters live in one flat dict, so optimisers and checkpoints treat them alike:
+
+=============  ======================  =====================================================
+key            shape                   what
+=============  ======================  =====================================================
+``l/W``        (n_l, n_{l-1})          feed-forward weights
+``l/H``        (m, n_l)                head of layer l
+``l/B_H``      (m, n_l)                feedback in place of ``H`` (RF, URF; FA at the top)
+``l/B``        (n_l, n_{l-1})          feedback in place of ``W`` (FA, layers >= 2)
+``l/V, l/c``   (n_{l-1}, n_l), n_{l-1} learned inverse ``g_l(h) = phi(V h + c)`` (DTP, l >= 2)
+=============  ======================  =====================================================
+
+A feedback matrix starts with the distribution of the weights it stands in
+for, so RF and FA errors have the scale BP errors would have.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "ViewEncoder", "forward"]
+
+
+def _relu(a):
+    return np.maximum(a, 0.0)
+
+
+def _relu_prime(a):
+    return (a > 0).astype(a.dtype)
+
+
+def _hardtanh(a):
+    return np.clip(a, -1.0, 1.0)
+
+
+def _hardtanh_prime(a):
+    return (np.abs(a) < 1).astype(a.dtype)
+
+
+def _tanh_prime(a):
+    return (1 - np.tanh(a) ** 2).astype(a.dtype, copy=False)
+
+
+#: ``name -> (phi, phi')``; derivatives are 0 at the kinks, as autograd takes them.
+ACTIVATIONS = {
+    "relu": (_relu, _relu_prime),
+    "hardtanh": (_hardtanh, _hardtanh_prime),
+    "tanh": (np.tanh, _tanh_prime),
+}
+
+
+def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None = None):
+    """Drives ``a[l]`` and rates ``h[l + 1]`` of the first ``n_layers`` layers; ``h[0] = x``."""
+    phi = ACTIVATIONS[activation][0]
+    n_layers = sum(1 for k in params if k.endswith("/W")) if n_layers is None else n_layers
+    a, h = [], [x]
+    for l in range(n_layers):
+        a.append(h[-1] @ params[f"{l}/W"].T)
+        h.append(phi(a[-1]))
+    return a, h
+
+
+class ViewEncoder:
+    """A dense encoder with the heads, feedback matrices and inverses its method needs.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Input size followed by the size of each layer.
+    activation : str
+        Key of :data:`ACTIVATIONS`.
+    params : dict
+        See the module docstring.
+    """
+
+    def __init__(self, sizes, activation: str, params: dict):
+        self.sizes, self.activation, self.params = list(sizes), activation, params
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @classmethod
+    def init(cls, sizes, activation: str, process: str, feedback: str, head: int, rng: np.random.Generator, *,
+             dtype="float32", init_scale: float = 1.0) -> "ViewEncoder":
+        """Random weights for ``process`` (e2e, gll, rll, dtp) and ``feedback`` (bp, fa, rf, urf).
+
+        ``W ~ N(0, init_scale^2 * 2 / fan_in)`` (as the CLAPP stack); heads and inverses
+        ``~ N(0, 1 / fan_in)``; inverse biases 0.
+        """
+        def normal(shape, var):
+            return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
+
+        L = len(sizes) - 1
+        params = {}
+        for l in range(L):             # the encoder first: one seed, one random encoder for every method
+            params[f"{l}/W"] = normal((sizes[l + 1], sizes[l]), init_scale ** 2 * 2.0 / sizes[l])
+        for l in range(L):
+            n_in, n = sizes[l], sizes[l + 1]
+            if process in ("gll", "rll") or l == L - 1:
+                params[f"{l}/H"] = normal((head, n), 1.0 / n)
+                if feedback in ("rf", "urf", "fa"):
+                    params[f"{l}/B_H"] = normal((head, n), 1.0 / n)
+            if feedback == "fa" and l >= 1:
+                params[f"{l}/B"] = normal((n, n_in), init_scale ** 2 * 2.0 / n_in)
+            if process == "dtp" and l >= 1:
+                params[f"{l}/V"] = normal((n_in, n), 1.0 / n)
+                params[f"{l}/c"] = np.zeros(n_in, dtype=dtype)
+        return cls(sizes, activation, params)
+
+    def features(self, x: np.ndarray) -> list[np.ndarray]:
+        """Rates ``h_1 ... h_L`` of every layer for flattened images ``x (n, n_in)``."""
+        return forward(self.params, x, self.activation, self.n_layers)[1][1:]
