@@ -36,7 +36,7 @@ def make_batches(args, n_batches: int):
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
 
-    from neuroplastic.stimuli import glimpses
+    from neuroplastic.stimuli import glimpse_grid
     stride = args.patch // 2
     side = 1
     while side * side < args.T:
@@ -45,7 +45,7 @@ def make_batches(args, n_batches: int):
     digits = load_digits().images.astype(np.float32) / 16.0
     idx = rng.choice(len(digits), size=args.batch * n_batches, replace=len(digits) < args.batch * n_batches)
     images = np.stack([zoom(digits[i], size / 8.0, order=1) for i in idx]).astype(np.float32)
-    patches = glimpses.glimpse_grid(images, args.patch, stride).patches[:, :args.T]
+    patches = glimpse_grid(images, args.patch, stride).patches[:, :args.T]
     return [np.ascontiguousarray(patches[k * args.batch:(k + 1) * args.batch]) for k in range(n_batches)]
 
 
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         return 0
 
     n_in = args.patch * args.patch
-    print(f"CLAPP-s training throughput: numpy engine (ClappStack.train_batch) vs torch autograd")
+    print("CLAPP-s training throughput: numpy engine (ClappStack.train_batch) vs torch autograd")
     print(f"network {n_in} -> {' -> '.join(map(str, args.layers))}, batch {args.batch}, T = {args.T} glimpses, "
           f"{args.negatives} negative set(s), data = {args.data}, float32, CPU, Adam lr {args.lr}")
     print(f"threads: {args.threads} for both (os.cpu_count() = {os.cpu_count()}); "

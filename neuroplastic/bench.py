@@ -169,10 +169,10 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
 
 
 def ensure_results(names, out: Path, quick: bool = True) -> dict[str, Any]:
-    """Benchmark results for a figure: read from ``out/results.json``, running only the missing ones."""
+    """Benchmark results for a figure: read from ``out/results.json``, running only missing or failed ones."""
     path = Path(out) / "results.json"
     have = json.loads(path.read_text()) if path.is_file() else {}
-    missing = [n for n in names if n not in have]
+    missing = [n for n in names if n not in have or "failed" in have[n]]
     if missing:
         have.update(run_benchmarks(missing, out, quick=quick))
         atomic_write(path, json.dumps(have, indent=2) + "\n")

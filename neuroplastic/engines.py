@@ -50,14 +50,14 @@ def prepare(protocol, running: bool = True):
     from .evaluate import stratified_split
     from .models import load_model
     from .protocol import ProtocolError
-    from .stimuli import glimpses
+    from .stimuli import glimpse_sequences
 
     get_engine(protocol.engine.name).check(protocol, running=running)
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
     d = protocol.data
     try:
         ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
-        grid = glimpses(ds, protocol.stimulus)
+        grid = glimpse_sequences(ds, protocol.stimulus)
     except datasets.DataError:
         raise
     except ValueError as err:

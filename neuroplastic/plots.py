@@ -275,8 +275,6 @@ def rate_vs_spiking(runs: dict, title: str = ""):
 
 def performance(runs: dict, title: str = "", bench: dict | None = None):
     """(e) Every ratio the benchmarks measured, with its target (bars: met blue, missed orange, no target grey)."""
-    import numpy as np
-
     items, skipped = [], []
     for name, res in (bench or {}).items():
         if "ratios" not in res:
@@ -285,6 +283,7 @@ def performance(runs: dict, title: str = "", bench: dict | None = None):
         for label, r in res["ratios"].items():
             items.append((f"{name}: {label}", r["value"], r.get("target", "")))
     fig, ax = plt.subplots(figsize=(9, 0.45 * max(3, len(items)) + 1.2), constrained_layout=True)
+    lo = 1e-2                    # accuracy checks (e.g. weight differences ~1e-15) would squash the ratios
     numbers = {}
     for k, (label, value, target) in enumerate(items):
         colour = "0.6"
@@ -292,12 +291,14 @@ def performance(runs: dict, title: str = "", bench: dict | None = None):
             op, bound = target.split()
             met = value <= float(bound) if op == "<=" else value >= float(bound)
             colour = PALETTE[0] if met else PALETTE[5]
-            ax.plot([float(bound)] * 2, [k - 0.4, k + 0.4], color="k", lw=2)
+            if float(bound) >= lo:
+                ax.plot([float(bound)] * 2, [k - 0.4, k + 0.4], color="k", lw=2)
         ax.barh(k, value, color=colour)
-        ax.text(value, k, f" {value:.3g}" + (f"  (target {target})" if target else ""), va="center", fontsize=8)
+        ax.text(max(value, lo), k, f" {value:.3g}" + (f"  (target {target})" if target else ""), va="center",
+                fontsize=8)
         numbers[label] = {"value": value, "target": target}
-    ax.set(yticks=range(len(items)), yticklabels=[i[0] for i in items], xscale="log",
-           xlabel="ratio (log scale); black ticks: targets")
+    ax.set(yticks=range(len(items)), yticklabels=[i[0] for i in items], xscale="log", xlim=(lo, 1e3),
+           xlabel="ratio (log scale; smaller values are written at the left edge); black ticks: targets")
     ax.invert_yaxis()
     if skipped:
         ax.set_title("not run: " + "; ".join(skipped), fontsize=8, loc="left")

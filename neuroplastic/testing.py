@@ -3,7 +3,30 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["random_problem"]
+__all__ = ["fd_grad", "random_problem", "rel_err"]
+
+
+def fd_grad(f, P: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar ``f(P)`` with respect to every entry of ``P`` (float64).
+
+    ``P`` is perturbed in place and restored; keep every kink (ReLU input, hinge margin) further than
+    ``h`` away, or the difference straddles it.
+    """
+    G = np.zeros_like(P)
+    for idx in np.ndindex(P.shape):
+        old = P[idx]
+        P[idx] = old + h
+        fp = f(P)
+        P[idx] = old - h
+        fm = f(P)
+        P[idx] = old
+        G[idx] = (fp - fm) / (2 * h)
+    return G
+
+
+def rel_err(g: np.ndarray, ref: np.ndarray) -> float:
+    """``|g - ref| / |ref|`` (Frobenius norms)."""
+    return float(np.linalg.norm(g - ref) / np.linalg.norm(ref))
 
 
 def random_problem(sizes: list[int], length: int, rule: str = "clapp_s", seed: int = 0, *,

@@ -9,7 +9,7 @@ from neuroplastic.data import DATASETS, Dataset, Source, load
 from neuroplastic.data.speech import FORMANTS_HZ, vowels
 from neuroplastic.data.video import DIRECTIONS, moving_shapes
 from neuroplastic.protocol import ProtocolError, loads
-from neuroplastic.stimuli import glimpses, time_windows
+from neuroplastic.stimuli import glimpse_sequences, time_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ class _Stimulus:
                                                     ((4, 6, 3, 3), "video", (4, 3, 18))])
 def test_one_glimpse_interface_for_every_domain(samples, domain, shape):
     ds = Dataset("x", np.zeros(samples), np.zeros(4, dtype=int), ("c",), domain=domain)
-    assert glimpses(ds, _Stimulus()).patches.shape == shape
+    assert glimpse_sequences(ds, _Stimulus()).patches.shape == shape
 
 
 PROTOCOL = 'name = "p"\n[data]\nsource = "vowels"\n{extra}\n'

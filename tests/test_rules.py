@@ -14,31 +14,13 @@ import pytest
 from neuroplastic.rate.network import ClappStack
 from neuroplastic.rate.optim import SGD, Adam
 from neuroplastic.rules import clapp_pairs, clapp_sequences, forward
+from neuroplastic.testing import fd_grad, rel_err
 
 KINK = 1e-3     # distance every ReLU input and hinge margin keeps from its kink in the FD tests
-H = 1e-6        # finite-difference step
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-def fd_grad(f, P, h=H):
-    """Central finite differences of the scalar f at array P (float64)."""
-    G = np.zeros_like(P)
-    for idx in np.ndindex(P.shape):
-        old = P[idx]
-        P[idx] = old + h
-        fp = f(P)
-        P[idx] = old - h
-        fm = f(P)
-        P[idx] = old
-        G[idx] = (fp - fm) / (2 * h)
-    return G
-
-
-def rel_err(g, ref):
-    return np.linalg.norm(g - ref) / np.linalg.norm(ref)
-
 
 def pair_rows(x, shifts, weights):
     """The pairs of clapp_sequences written out: rows (x_cur, x_prev, y, weight), set by set."""

@@ -128,7 +128,7 @@ def local(tmp_path_factory):
 
 
 def test_local_sweep_runs_every_point_as_an_ordinary_run(local):
-    p, sweep_dir = local["plan"], local["plan"].directory
+    sweep_dir = local["plan"].directory
     assert local["code"] == 0, local["stdout"] + local["stderr"]
     assert sweep_dir.name.startswith("clapp_digits-sweep-")
     points = json.loads((sweep_dir / "points.json").read_text())

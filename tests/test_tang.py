@@ -29,29 +29,11 @@ from neuroplastic.rules.hinge import hinge_views
 from neuroplastic.tang import (HingeSettings, ViewEncoder, dtp_grads, dtp_targets, e2e_grads, forward,
                                inverse_grads, layer_grads)
 from neuroplastic.tang.engine import GroupedOptimizer
+from neuroplastic.testing import fd_grad, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(n[len("hinge_"):] for n, r in RULES.items() if r.family == "views")
 KINK = 1e-3
-H = 1e-6
-
-
-def fd_grad(f, P, h=H):
-    """Central finite differences of the scalar f at array P (float64)."""
-    G = np.zeros_like(P)
-    for idx in np.ndindex(P.shape):
-        old = P[idx]
-        P[idx] = old + h
-        fp = f(P)
-        P[idx] = old - h
-        fm = f(P)
-        P[idx] = old
-        G[idx] = (fp - fm) / (2 * h)
-    return G
-
-
-def rel_err(g, ref):
-    return np.linalg.norm(g - ref) / np.linalg.norm(ref)
 
 
 def pairs(N, k):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "glimpses", "saccade_stream", "scan_positions",
+__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "saccade_stream", "scan_positions",
            "time_windows"]
 
 
@@ -75,7 +75,7 @@ def time_windows(samples: np.ndarray, window: int, hop: int) -> GlimpseGrid:
     return GlimpseGrid(view.reshape(n, len(starts), -1).copy(), starts[:, None])
 
 
-def glimpses(dataset, stimulus) -> GlimpseGrid:
+def glimpse_sequences(dataset, stimulus) -> GlimpseGrid:
     """A data set's glimpse sequences under a protocol's ``[stimulus]`` table (``patch``, ``stride``, ``scan``).
 
     ``patch`` is the glimpse size: pixels per side (images), samples (sounds) or frames (clips).
