@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+from _workers import peak_rss, reset_peak_rss, rss, run_worker, set_threads
 
 MIB = 1024.0 * 1024.0
 
@@ -127,46 +128,7 @@ class TorchEngine:
 
 
 # ---------------------------------------------------------------------------------------------
-# memory: peak resident set size of the whole process (same method for both engines)
-
-def _status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    hwm = _status("VmHWM")
-    if hwm is not None:
-        return hwm
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# worker processes
-
-def set_threads(args):
-    """numpy's BLAS and torch get the same thread count; returns threadpoolctl's limiter and info."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-    limiter = threadpool_limits(args.threads)
-    return limiter, threadpool_info()
-
+# worker processes (memory and process helpers: _workers.py, shared with the other autograd benchmark)
 
 def worker_time(args) -> dict:
     import copy
@@ -190,11 +152,11 @@ def worker_time(args) -> dict:
         engine.step(batches[k % len(batches)], *pair_sets[k])
     del engine
     gc.collect()
-    rss_before = _status("VmRSS")
+    rss_before = rss()
     engine = Engine(args, init_params(args))
     for k in range(args.warmup):
         engine.step(batches[k % len(batches)], *pair_sets[k])
-    rss_steady = _status("VmRSS")
+    rss_steady = rss()
     exact = reset_peak_rss()
     import resource
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -256,35 +218,6 @@ def worker_check(args) -> dict:
 # ---------------------------------------------------------------------------------------------
 # parent
 
-def _cpu_ticks():
-    """(busy, total) jiffies of all CPUs from /proc/stat, or None."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v) - idle, sum(v)
-
-
-def run_worker(args, mode: str) -> dict:
-    """Run one worker; also measure the CPU load of *other* processes while it ran (a noisy machine
-    makes BLAS threads wait for each other and distorts both engines' timings)."""
-    import resource
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, *args.passthrough]
-    ru0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_ticks()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    ru1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_ticks()
-    if r.returncode != 0:
-        sys.exit(f"worker {mode} failed:\n{r.stderr}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    if t0 and t1 and t1[1] > t0[1]:
-        hz = os.sysconf("SC_CLK_TCK")
-        own = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * hz
-        out["other_load"] = max(0.0, (t1[0] - t0[0] - own) / (t1[1] - t0[1]))
-    return out
-
-
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -333,7 +266,7 @@ def main(argv=None) -> int:
           f"OPENBLAS_CORETYPE = {os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
           f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.repeats} alternating runs per engine")
 
-    check = run_worker(args, "check")
+    check = run_worker(__file__, args, "check")
     print("\nsame computation? one step of each engine (explicit rule + our Adam vs autograd + torch.optim.Adam)"
           " from the same weights on the same batch:")
     ok = True
@@ -359,7 +292,7 @@ def main(argv=None) -> int:
     rows = []
     for r in range(args.repeats):
         for mode in ("numpy", "torch"):
-            rows.append(run_worker(args, mode) | {"rep": r + 1})
+            rows.append(run_worker(__file__, args, mode) | {"rep": r + 1})
     blas = rows[0]["blas"]
     torch_row = next(x for x in rows if x["engine"] == "torch")
     print("\nnumpy BLAS (threadpoolctl.threadpool_info() inside the numpy worker, after the thread limit):")

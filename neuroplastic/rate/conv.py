@@ -1,0 +1,175 @@
+r"""Convolutional layers of the rate engine: 3x3 convolution, 2x2 max-pool and ReLU on BLAS.
+
+Feature maps are channels-last, ``(N, h, w, C)``, and a kernel is
+``W (C_out, k, k, C_in)``, so that the im2col matrix of a map multiplies
+``W.reshape(C_out, -1)`` directly (one matrix product per layer, no transposes):
+
+.. math::
+
+    a_{n,r,c,o} = \sum_{i,j,\iota} W_{o,i,j,\iota}\; x_{n,\,rs+i-p,\,cs+j-p,\,\iota}
+    \qquad (x = 0 \text{ outside the map: zero padding } p,\ \text{stride } s)
+
+The weight gradient is the same sum read the other way, a Hebbian product
+summed over every location that shares the kernel (weight sharing):
+
+.. math::
+
+    \frac{\partial L}{\partial W_{o,i,j,\iota}} = \sum_{n,r,c} \delta_{n,r,c,o}\; x_{n,\,rs+i-p,\,cs+j-p,\,\iota},
+    \qquad \delta = \partial L / \partial a
+
+The input gradient (col2im) is absent on purpose: CLAPP layers treat their
+input as data, no error crosses a layer.
+
+The im2col matrix of a whole layer is large (VGG-6's second layer: 1568
+patches x 256 locations x 1152 = 1.8 GB in float32), so both products run over
+blocks of maps whose im2col matrix fits in ``block_bytes``; each block is cut
+from k x k shifted slices of the input (array-API friendly, no ``as_strided``)
+into one reused buffer whose zero-padding border is written once.
+"""
+from __future__ import annotations
+
+from array_api_compat import array_namespace, is_numpy_namespace
+
+__all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", "relu_", "maxpool2",
+           "maxpool2_backward"]
+
+#: Size of the im2col buffer of one block of maps (bytes): big enough for efficient BLAS calls,
+#: small next to the feature maps of a deep layer.
+BLOCK_BYTES = 32 * 1024 * 1024
+
+
+def out_size(n: int, kernel: int, stride: int, padding: int) -> int:
+    """Output side of a convolution: ``(n + 2 p - k) // s + 1``."""
+    m = (n + 2 * padding - kernel) // stride + 1
+    if m < 1:
+        raise ValueError(f"a {kernel} x {kernel} kernel with stride {stride} and padding {padding} does not fit "
+                         f"a map of side {n}")
+    return m
+
+
+def _valid(n_in: int, n_out: int, offset: int, stride: int, padding: int):
+    """Output indices ``[lo, hi)`` whose input index ``o s + offset - p`` is inside ``[0, n_in)``; the first of those."""
+    lo = max(0, -((offset - padding) // stride))             # ceil((p - offset) / s)
+    hi = min(n_out, (n_in - 1 + padding - offset) // stride + 1)
+    return lo, max(lo, hi), lo * stride + offset - padding
+
+
+def im2col(x, kernel: int = 3, stride: int = 1, padding: int = 1, out=None):
+    """Every kernel window of the maps ``x (N, h, w, C)``: ``cols (N, ho, wo, k, k, C)``.
+
+    ``cols[n, r, c, i, j] = x[n, r s + i - p, c s + j - p]`` and 0 in the padding.
+    ``out`` (same shape) is reused if given; its padding entries must already be 0
+    (they are never written, so a buffer zeroed once serves every block).
+    """
+    xp = array_namespace(x)
+    N, h, w, C = x.shape
+    ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
+    cols = xp.zeros((N, ho, wo, kernel, kernel, C), dtype=x.dtype) if out is None else out
+    for i in range(kernel):
+        r0, r1, ri = _valid(h, ho, i, stride, padding)
+        for j in range(kernel):
+            c0, c1, ci = _valid(w, wo, j, stride, padding)
+            if r1 > r0 and c1 > c0:
+                cols[:, r0:r1, c0:c1, i, j, :] = x[:, ri:ri + (r1 - r0 - 1) * stride + 1:stride,
+                                                   ci:ci + (c1 - c0 - 1) * stride + 1:stride, :]
+    return cols
+
+
+def _blocks(x, kernel, stride, padding, block_bytes):
+    """Yield ``(n0, n1, cols2)``: the im2col matrix (rows = output locations) of maps ``n0:n1``."""
+    xp = array_namespace(x)
+    N, h, w, C = x.shape
+    ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
+    K = kernel * kernel * C
+    per_map = ho * wo * K * x.dtype.itemsize if hasattr(x.dtype, "itemsize") else ho * wo * K * 4
+    nb = max(1, min(N, block_bytes // max(per_map, 1)))
+    buf = xp.zeros((nb, ho, wo, kernel, kernel, C), dtype=x.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        cols = im2col(x[n0:n1], kernel, stride, padding, out=buf[:n1 - n0])
+        yield n0, n1, xp.reshape(cols, ((n1 - n0) * ho * wo, K))
+
+
+def conv2d(x, W, stride: int = 1, padding: int = 1, *, block_bytes: int = BLOCK_BYTES):
+    """Drive of a convolutional layer (no bias): ``a (N, ho, wo, C_out)`` from maps ``x (N, h, w, C_in)``."""
+    xp = array_namespace(x, W)
+    N, h, w, _ = x.shape
+    C_out, kernel = W.shape[0], W.shape[1]
+    ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
+    W2t = xp.reshape(W, (C_out, -1)).T
+    a = xp.empty((N, ho, wo, C_out), dtype=x.dtype)
+    a2 = xp.reshape(a, (N * ho * wo, C_out))
+    numpy = is_numpy_namespace(xp)
+    for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
+        rows = slice(n0 * ho * wo, n1 * ho * wo)
+        if numpy:
+            xp.matmul(cols2, W2t, out=a2[rows])           # straight into the map, no temporary
+        else:
+            a2[rows] = cols2 @ W2t
+    return a
+
+
+def conv2d_weight_grad(x, delta, kernel: int = 3, stride: int = 1, padding: int = 1, *,
+                       block_bytes: int = BLOCK_BYTES):
+    """``dL/dW (C_out, k, k, C_in)`` from the input ``x (N, h, w, C_in)`` and ``delta = dL/da (N, ho, wo, C_out)``."""
+    xp = array_namespace(x, delta)
+    N, ho, wo, C_out = delta.shape
+    C_in = x.shape[-1]
+    d2 = xp.reshape(delta, (N * ho * wo, C_out))
+    grad = xp.zeros((C_out, kernel * kernel * C_in), dtype=x.dtype)
+    for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
+        grad += d2[n0 * ho * wo:n1 * ho * wo].T @ cols2
+    return xp.reshape(grad, (C_out, kernel, kernel, C_in))
+
+
+def relu_(a):
+    """rho(a) = max(a, 0), in place where the namespace allows it (numpy); returns the result."""
+    xp = array_namespace(a)
+    if is_numpy_namespace(xp):
+        return xp.maximum(a, 0.0, out=a)
+    return xp.maximum(a, xp.zeros_like(a))
+
+
+def maxpool2(z):
+    """2 x 2 max-pool with stride 2 of ``z (N, h, w, C)``; an odd last row or column is dropped (as torch does)."""
+    xp = array_namespace(z)
+    N, h, w, C = z.shape
+    h2, w2 = h // 2, w // 2
+    if h2 == 0 or w2 == 0:
+        raise ValueError(f"a 2 x 2 max-pool needs maps of side >= 2, got {h} x {w}")
+    v = xp.reshape(z[:, :2 * h2, :2 * w2, :], (N, h2, 2, w2, 2, C))
+    return xp.max(xp.max(v, axis=4), axis=2)
+
+
+def maxpool2_backward(z, pooled, delta, *, relu: bool = False, out=None):
+    """Route ``delta = dL/dpooled`` to the first maximum of each window: ``dL/dz (N, h, w, C)``.
+
+    The first maximum in row-major window order receives the gradient, as in
+    torch's max-pool. With ``relu=True`` the routed value is also multiplied by
+    rho'(a) of the winner, i.e. by ``pooled > 0`` (``z = relu(a)``, and relu and
+    max commute). ``out`` may be ``z`` itself: every window is read before it is
+    overwritten, so the backward pass reuses the forward map's memory.
+    """
+    xp = array_namespace(z, pooled, delta)
+    N, h, w, C = z.shape
+    h2, w2 = pooled.shape[1], pooled.shape[2]
+    if out is None:
+        out = xp.zeros_like(z)
+    else:
+        out[:, 2 * h2:, :, :] = 0.0                           # dropped odd row / column: no gradient
+        out[:, :2 * h2, 2 * w2:, :] = 0.0
+    zero = xp.zeros((), dtype=delta.dtype)
+    if relu:
+        delta = xp.where(pooled > 0, delta, zero)
+    taken = None
+    for i in (0, 1):
+        for j in (0, 1):
+            v = z[:, i:2 * h2:2, j:2 * w2:2, :]
+            hit = v == pooled
+            if taken is None:
+                taken = hit
+            else:
+                hit = hit & ~taken
+                taken = taken | hit
+            out[:, i:2 * h2:2, j:2 * w2:2, :] = xp.where(hit, delta, zero)
+    return out

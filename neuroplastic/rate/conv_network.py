@@ -1,0 +1,244 @@
+"""A stack of convolutional CLAPP layers: the deep encoder of the paper's vision experiments.
+
+Every conv layer is its own CLAPP learner (SCIENCE.md §1): a 3x3 convolution,
+ReLU and, if the architecture says ``"M"`` after it, a 2x2 max-pool; its loss
+(:func:`neuroplastic.rules.conv_clapp.conv_clapp_layer`) compares the encodings of
+patches ``k`` rows apart, and its input is the previous layer's output, treated
+as data. Parameters live in one flat dict like :class:`ClappStack`'s:
+``"{l}/W"`` (C, 3, 3, C_in), ``"{l}/W_pred"`` (K, C, C) and, for CLAPP,
+``"{l}/W_retro"`` (K, C, C).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from ..rules import RULES, Rule
+from ..rules.conv_clapp import conv_clapp_layer, conv_forward
+from .network import BatchStats
+
+__all__ = ["VGG6", "SMALL", "ARCHITECTURES", "ConvLayerSpec", "ConvClappStack", "parse_architecture", "patch_grid"]
+
+#: The paper's VGG-6 encoder (Illing et al. 2021; the authors' ``arch``): 6 conv layers, "M" = 2x2 max-pool.
+VGG6 = [128, 256, "M", 256, 512, "M", 1024, "M", 1024, "M"]
+#: A small encoder for built-in data (16 x 16 patches -> 8 x 8 -> 4 x 4 maps); trains in seconds on a CPU.
+SMALL = [32, "M", 64, "M"]
+#: Named architectures a protocol may choose.
+ARCHITECTURES = {"vgg6": VGG6, "small": SMALL}
+
+
+@dataclass(frozen=True)
+class ConvLayerSpec:
+    """One CLAPP layer: a 3x3 conv to ``channels`` maps, ReLU, then a 2x2 max-pool if ``pool``."""
+
+    channels: int
+    pool: bool
+
+
+def parse_architecture(arch) -> list[ConvLayerSpec]:
+    """``[128, 256, "M", ...]`` (or a name in :data:`ARCHITECTURES`) -> one spec per conv layer.
+
+    An ``"M"`` belongs to the conv layer before it, as in the authors' code (a
+    module = conv + ReLU + pool), so the pool is in the layer's output path.
+    """
+    if isinstance(arch, str):
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(map(repr, ARCHITECTURES))}")
+        arch = ARCHITECTURES[arch]
+    specs: list[ConvLayerSpec] = []
+    for item in arch:
+        if item == "M":
+            if not specs or specs[-1].pool:
+                raise ValueError(f"architecture {list(arch)!r}: 'M' must follow a conv layer (a channel count)")
+            specs[-1] = ConvLayerSpec(specs[-1].channels, True)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item > 0:
+            specs.append(ConvLayerSpec(int(item), False))
+        else:
+            raise ValueError(f"architecture {list(arch)!r}: entries are channel counts (int > 0) or 'M', "
+                             f"got {item!r}")
+    if not specs:
+        raise ValueError("an architecture needs at least one conv layer")
+    return specs
+
+
+def patch_grid(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
+    """Cut images ``(n, H, W)`` or ``(n, H, W, C)`` into their CPC patch grid ``(n, G_r, G_c, patch, patch, C)``.
+
+    A copy (the patches overlap when ``stride < patch``); ``C = 1`` for grey images.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    n, H, W, C = images.shape
+    if patch > min(H, W):
+        raise ValueError(f"patch = {patch} is larger than the images ({H} x {W})")
+    rows, cols = range(0, H - patch + 1, stride), range(0, W - patch + 1, stride)
+    out = np.empty((n, len(rows), len(cols), patch, patch, C), dtype=images.dtype)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            out[:, i, j] = images[:, r:r + patch, c:c + patch]
+    return out
+
+
+def _clapp_rule(rule) -> Rule:
+    """The entry of RULES for ``rule``, which must be of the CLAPP family (glimpse pairs, a W_pred per layer)."""
+    if isinstance(rule, str):
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; known: {', '.join(map(repr, RULES))}")
+        rule = RULES[rule]
+    if getattr(rule, "family", "clapp") != "clapp" or rule.pairing not in ("contrastive", "stochastic"):
+        known = [name for name, r in RULES.items() if getattr(r, "family", "clapp") == "clapp"]
+        raise ValueError(f"rule {rule.name!r} is not a CLAPP rule; a ConvClappStack learns with one of "
+                         f"{', '.join(map(repr, known))}")
+    return rule
+
+
+class ConvClappStack:
+    """Convolutional two-compartment rate layers trained with CLAPP or CLAPP-s on patch grids.
+
+    Parameters
+    ----------
+    arch : list or str
+        Channel counts and ``"M"`` (see :func:`parse_architecture`), or a name in :data:`ARCHITECTURES`.
+    in_channels : int
+        Channels of the images (1 for grey).
+    rule : Rule or str
+        Entry of :data:`neuroplastic.rules.RULES`.
+    params : dict
+        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l``.
+    offsets : sequence of int
+        Row offsets ``k`` each layer predicts (one ``W_pred`` each); the paper uses 2, 3, 4, 5, 6.
+    score : {"location", "patch"}
+        Score every location of a layer's output map, or its spatial mean (the authors' code).
+    stride, padding : int
+        Of every 3x3 convolution (VGG: 1 and 1).
+    """
+
+    def __init__(self, arch, in_channels: int, rule: Rule | str, params: dict, *, offsets=(1,),
+                 score: str = "location", stride: int = 1, padding: int = 1):
+        self.layers = parse_architecture(arch)
+        self.arch = list(ARCHITECTURES[arch] if isinstance(arch, str) else arch)
+        self.in_channels = int(in_channels)
+        self.rule = _clapp_rule(rule)
+        self.params = params
+        self.offsets = tuple(int(k) for k in offsets)
+        if not self.offsets or min(self.offsets) < 1:
+            raise ValueError(f"offsets = {offsets!r}: row offsets are integers >= 1")
+        if score not in ("location", "patch"):
+            raise ValueError(f"unknown score {score!r}; known: 'location', 'patch'")
+        self.score, self.stride, self.padding = score, int(stride), int(padding)
+
+    @classmethod
+    def init(cls, arch, in_channels, rule, rng: np.random.Generator, *, offsets=(1,), dtype="float32",
+             init_scale=1.0, pred_init_scale=0.1, **kwargs) -> "ConvClappStack":
+        """He-normal kernels (fan-in 9 C_in); small random prediction (and retrodiction) weights."""
+        rule = _clapp_rule(rule)
+        K = len(offsets)
+        params, c_in = {}, in_channels
+        for l, spec in enumerate(parse_architecture(arch)):
+            C, fan_in = spec.channels, 9 * c_in
+            params[f"{l}/W"] = (rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)).astype(dtype)
+            params[f"{l}/W_pred"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
+            if rule.retro:
+                # CLAPP's W_retro starts as the transpose it learns to track.
+                params[f"{l}/W_retro"] = np.ascontiguousarray(params[f"{l}/W_pred"].transpose(0, 2, 1))
+            c_in = C
+        return cls(arch, in_channels, rule, params, offsets=offsets, **kwargs)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def _layer_kwargs(self, l: int) -> dict:
+        return dict(stride=self.stride, padding=self.padding, pool=self.layers[l].pool)
+
+    @staticmethod
+    def _maps(x):
+        """Grey patches (..., P, P) get a channel axis: every layer sees maps (..., h, w, C)."""
+        return x[..., None] if x.ndim == 5 else x
+
+    def features(self, x, *, chunk: int = 64) -> list:
+        """Per-patch features of every layer for the probe: each map averaged over space.
+
+        ``x`` (n, G_r, G_c, P, P[, C]) -> list of arrays (n, G_r G_c, C_l), computed
+        ``chunk`` images at a time so that the deep maps of a large set never all
+        sit in memory.
+        """
+        xp = array_namespace(x)
+        x = self._maps(x)
+        n = x.shape[0]
+        out = [[] for _ in self.layers]
+        for i in range(0, n, chunk):
+            h = x[i:i + chunk]
+            for l in range(self.n_layers):
+                h = conv_forward(self.params[f"{l}/W"], h, **self._layer_kwargs(l))
+                out[l].append(xp.reshape(xp.mean(h, axis=(-3, -2)), (h.shape[0], -1, h.shape[-1])))
+        return [xp.concat(o, axis=0) for o in out]
+
+    def pair_sets(self, B: int, Gr: int, Gc: int, rng: np.random.Generator, negatives: int, saccade_prob: float):
+        """Draw the pairs each layer learns from in one batch: shifts and weights (K, S, B, G_r, G_c).
+
+        CLAPP-s: the positive set (shift 0) and ``negatives`` saccade sets, each to
+        the same position of another image (a random non-zero shift, one per set).
+        The positives of an offset weigh as much as all its negatives together
+        (positive 1/n, each negative 1/(negatives n), n = pairs of the offset), as in
+        the authors' code; the offsets are averaged.
+        CLAPP: every pair is a saccade with probability ``saccade_prob``, otherwise a
+        fixation (weight 1/n each).
+        """
+        if B < 2:
+            raise ValueError("[train] batch_size must be >= 2: a saccade goes to another image of the batch")
+        K = len(self.offsets)
+        if max(self.offsets) >= Gr:
+            raise ValueError(f"offsets {self.offsets} need a grid of more than {max(self.offsets)} rows, got {Gr}")
+        valid = np.zeros((K, 1, 1, Gr, Gc))
+        for kappa, k in enumerate(self.offsets):
+            valid[kappa, ..., :Gr - k, :] = 1.0 / (K * B * (Gr - k) * Gc)
+        if self.rule.pairing == "contrastive":
+            if negatives < 1:
+                raise ValueError(f"[rule] negatives = {negatives}: CLAPP-s needs at least one negative set")
+            shifts = [0] + [int(s) for s in rng.integers(1, B, size=negatives)]
+            per_set = np.array([1.0] + [1.0 / negatives] * negatives)[None, :, None, None, None]
+            weights = np.broadcast_to(valid * per_set, (K, len(shifts), B, Gr, Gc)).copy()
+        else:
+            saccade = rng.random((K, B, Gr, Gc)) < saccade_prob
+            shifts = [0, int(rng.integers(1, B))]
+            weights = np.stack([~saccade, saccade], axis=1) * valid
+        return shifts, weights
+
+    def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
+        """One update of every layer from patch grids ``x (B, G_r, G_c, P, P[, C])``.
+
+        Each layer's gradient comes from its own loss with the weights as they were
+        before this batch; its output (computed once, in the same pass) is the next
+        layer's input.
+        """
+        xp = array_namespace(x)
+        x = self._maps(x)
+        weights = xp.asarray(weights, dtype=x.dtype)
+        grads, losses, modulated = {}, [], []
+        for l in range(self.n_layers):
+            p = f"{l}/"
+            g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets, shifts, weights,
+                           W_retro=self.params.get(p + "W_retro"), score=self.score, **self._layer_kwargs(l))
+            grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
+            if g.W_retro is not None:
+                grads[p + "W_retro"] = g.W_retro
+            losses.append(float(g.loss))
+            modulated.append(self._modulated(g.gamma, weights))
+            x = g.z                                   # input of the next layer, before this update
+        optimizer.step(self.params, grads)
+        return BatchStats(losses, modulated)
+
+    def _modulated(self, gammas, weights) -> float:
+        """Fraction of (pair, location) entries with weight > 0 whose modulation factor is non-zero."""
+        xp = array_namespace(weights)
+        n_active = n_mod = 0.0
+        Gr = weights.shape[3]
+        for kappa, (k, gamma) in enumerate(zip(self.offsets, gammas)):
+            active = (weights[kappa][:, :, :Gr - k, :] > 0)[..., None]          # (S, B, R, G_c, 1)
+            n_active += float(xp.sum(xp.astype(active, gamma.dtype))) * gamma.shape[-1]
+            n_mod += float(xp.sum(xp.astype(active & (gamma != 0), gamma.dtype)))
+        return n_mod / n_active
