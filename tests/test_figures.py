@@ -54,6 +54,12 @@ def test_unknown_figure_is_named(tmp_path, capsys):
     assert "no figure recipe 'fig9'; known: " in capsys.readouterr().err
 
 
+def test_unknown_benchmark_is_named_and_nothing_is_written(tmp_path, capsys):
+    assert cli(["bench", "fastest", "--out", str(tmp_path / "bench")]) == 2
+    assert "no benchmark 'fastest'; known: rate_vs_autograd" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
 def test_bench_writes_a_report_with_ratio_machine_and_versions(tmp_path):
     assert cli(["bench", "stl10_memory", "--quick", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
