@@ -50,7 +50,7 @@ def make_batches(args, n_batches: int, batch: int):
     """``n_batches`` float32 patch grids (B, G, G, patch, patch) cut from grey image crops."""
     import numpy as np
 
-    from neuroplastic.rate.conv_network import patch_grid
+    from neuroplastic.stimuli.glimpses import patch_grid
     rng = np.random.default_rng(args.seed)
     n = batch * n_batches
     if args.data == "random":

@@ -29,12 +29,22 @@ __all__ = ["SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure",
            "linear_cka", "write_csv"]
 
 #: Protocol keys two runs must share to be compared (architecture and data).
-SAME_KEYS = ("model.layers", "data.source", "data.path", "data.split", "data.label", "data.max_samples",
-             "data.test_fraction", "stimulus.patch", "stimulus.stride")
+SAME_KEYS = ("model.arch", "model.layers", "data.source", "data.path", "data.split", "data.label",
+             "data.max_samples", "data.test_fraction", "stimulus.patch", "stimulus.stride", "stimulus.crop",
+             "evaluate.source", "evaluate.path", "evaluate.split", "evaluate.test_split")
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear centred kernel alignment of two representations of the same samples (rows)."""
+    """Linear centred kernel alignment of two representations of the same samples (rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(50, 4))
+    >>> q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))
+    >>> round(linear_cka(x, 3 * x @ q), 6)       # invariant to rotations and isotropic scaling
+    1.0
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(x) != len(y):

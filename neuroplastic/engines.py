@@ -9,6 +9,7 @@ Modules are imported only when used, so choosing the numpy engine never imports 
 """
 import importlib
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,37 +38,120 @@ def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([protocol.seed, stream])
 
 
-def prepare(protocol, running: bool = True):
-    """Load the data, cut its glimpses and split train/test: what every engine needs before training.
+def require_defaults(protocol, keys: list[str], why: str) -> None:
+    """Refuse settings an engine (or rule) does not use: each ``table.key`` must keep its default.
+
+    The error names the key, the value given, the allowed value and ``why``, so a protocol never
+    silently runs without a setting it asked for.
+    """
+    from .protocol import SCHEMA, ProtocolError
+
+    for dotted in keys:
+        table, key = dotted.split(".")
+        value, default = getattr(getattr(protocol, table), key), SCHEMA[table][key].default
+        if value != default:
+            raise ProtocolError(protocol.source, dotted, f"= {value!r}: {why}; allowed: {default!r}")
+
+
+class Prepared(NamedTuple):
+    """What every engine needs before training: the data, its stimulus, the split, and the probe's data.
+
+    ``stimulus`` is a :class:`~neuroplastic.stimuli.GlimpseGrid` (dense glimpse sequences), a
+    :class:`~neuroplastic.stimuli.PatchGrids` (conv CLAPP, cut batch by batch) or ``None`` (hinge
+    rules, which see whole images). ``probe`` is ``None`` when the probe is trained and tested on
+    held-out parts of the training data (``train_idx``/``test_idx``); otherwise the probe has its own
+    data (``[evaluate] source/split``), and the encoder trains on every sample of ``dataset``.
+    """
+
+    dataset: object
+    stimulus: object
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    probe: "Prepared | None" = None
+
+    def probe_set(self) -> "Prepared":
+        """The data the probe is trained and tested on (``self`` unless the probe has its own)."""
+        return self.probe if self.probe is not None else self
+
+
+def prepare(protocol, running: bool = True) -> Prepared:
+    """Load the data, make its stimulus and split train/test: what every engine needs before training.
 
     The command line calls this before it creates the run directory, so input errors that only
     show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
     leave nothing behind; pass the result to the engine's ``train`` as ``prepared``.
     ``running=False`` prepares a build that will not run here (e.g. CUDA without a GPU).
-    Returns ``(dataset, glimpse_grid, train_indices, test_indices)``.
     """
     from . import data as datasets
-    from .evaluate import stratified_split
     from .models import load_model
     from .protocol import ProtocolError
-    from .stimuli import glimpse_sequences
 
     get_engine(protocol.engine.name).check(protocol, running=running)
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
-    d = protocol.data
+    d, ev = protocol.data, protocol.evaluate
+    own_probe = bool(ev.source or ev.split)
     try:
         ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
-        grid = glimpse_sequences(ds, protocol.stimulus)
-    except datasets.DataError:
+        stimulus = make_stimulus(protocol, ds)
+        if not own_probe:
+            _check_labelled(protocol, ds, "data.split", d.split)
+            return Prepared(ds, stimulus, *_split(protocol, ds.labels))
+        source, path = ev.source or d.source, ev.path or d.path
+        label = d.label if not ev.source else ""
+        fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
+        if tuple(fit.samples.shape[1:]) != tuple(ds.samples.shape[1:]):
+            raise ProtocolError(str(protocol.source), "evaluate.source",
+                                f"= {source!r}: its samples have shape {tuple(fit.samples.shape[1:])}, the training "
+                                f"data's {tuple(ds.samples.shape[1:])}; the probe needs the same kind of sample")
+        _check_labelled(protocol, fit, "evaluate.split", ev.split)
+        if ev.test_split:
+            test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
+            both = datasets.Dataset(fit.name, np.concatenate([np.asarray(fit.samples), np.asarray(test.samples)]),
+                                    np.concatenate([fit.labels, test.labels]), fit.classes, fit.domain, fit.rate)
+            probe = Prepared(both, make_stimulus(protocol, both), np.arange(len(fit)),
+                             np.arange(len(fit), len(both)))
+        else:
+            probe = Prepared(fit, make_stimulus(protocol, fit), *_split(protocol, fit.labels))
+    except (datasets.DataError, ProtocolError):
         raise
     except ValueError as err:
         raise ProtocolError(str(protocol.source), "", str(err)) from None
+    return Prepared(ds, stimulus, np.arange(len(ds)), np.arange(0), probe)
+
+
+def make_stimulus(protocol, dataset):
+    """A data set's stimulus under ``[stimulus]`` and ``[model] arch`` (see :class:`Prepared`)."""
+    from .stimuli import PatchGrids, glimpse_sequences
+
+    from .protocol import ProtocolError
+
+    st = protocol.stimulus
+    if st.kind == "views":
+        return None
+    if protocol.model.arch == "dense":
+        return glimpse_sequences(dataset, st)
+    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype)
+    rows, offsets = grids.grid_shape[0], protocol.rule.offsets
+    if max(offsets) >= rows:
+        raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
+                            f"patch can predict at most {rows - 1} rows below it")
+    return grids
+
+
+def _check_labelled(protocol, ds, key: str, split: str) -> None:
+    from .protocol import ProtocolError
+
     if len(np.unique(ds.labels[ds.labels >= 0])) < 2:
-        raise ProtocolError(str(protocol.source), "data.split", f"= {ds.name} {d.split or 'default'!r}: fewer than "
+        hint = "; or probe on a labelled split with [evaluate] split" if key == "data.split" else ""
+        raise ProtocolError(str(protocol.source), key, f"= {ds.name} {split or 'default'!r}: fewer than "
                             "two labelled classes, so the linear probe has nothing to decode; use a labelled "
-                            "split (see `neuroplastic list`)")
-    train_idx, test_idx = stratified_split(ds.labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
-    return ds, grid, train_idx, test_idx
+                            f"split (see `neuroplastic list`){hint}")
+
+
+def _split(protocol, labels) -> tuple[np.ndarray, np.ndarray]:
+    from .evaluate import stratified_split
+
+    return stratified_split(labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
 
 
 def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],

@@ -23,7 +23,7 @@ def run_summary(rows: list[dict], title: str = ""):
                    if r["stage"] == "train" and r["layer"] == layer and r["name"] == name]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, color=PALETTE[k % len(PALETTE)], label=f"layer {layer}")
-    axes[0].set(xlabel="epoch", ylabel="layer-local hinge loss", title="CLAPP loss")
+    axes[0].set(xlabel="epoch", ylabel="layer-local hinge loss", title="training loss per layer")
     axes[1].set(xlabel="epoch", ylabel="fraction of pairs with γ ≠ 0", title="modulation events")
     axes[0].legend(frameon=False)
     probe = {r["layer"]: r["value"] for r in rows if r["stage"] == "probe"}

@@ -149,6 +149,12 @@ _DATA = _choices_from("neuroplastic.data", "DATASETS")
 _ENGINES = _choices_from("neuroplastic.engines", "ENGINES")
 _RULES = _choices_from("neuroplastic.rules", "RULES")
 
+
+def _architectures() -> list[str]:
+    from .rate.conv_network import ARCHITECTURES
+
+    return ["dense", *ARCHITECTURES]
+
 #: Every table and key a protocol may have. ``""`` is the top level.
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
@@ -186,12 +192,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "jitter": Key("float", 0.4, "Views: scale brightness and contrast by factors from [1 - jitter, 1 + jitter].",
                       low=0, high=1),
         "blur": Key("float", 0.0, "Views: Gaussian blur with a standard deviation from [0, blur] pixels.", low=0),
+        "crop": Key("int", 0, "Conv CLAPP: crop each image to crop x crop pixels before cutting its patch grid, at "
+                    "a random place per training batch and at the centre for the probe (paper: 64; 0 = whole "
+                    "image).", low=0),
     },
     "model": {
         "file": Key("path", "two_compartment", "Neuron model file: a path (relative to the protocol "
                     "file) or the name of a file in models/."),
         "synapses": Key("path", "clapp_synapses", "Synapse model file (Brian2 engine): a path or a name in models/."),
-        "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first.", low=1),
+        "arch": Key("str", "dense", "Encoder: 'dense' layers of `layers` two-compartment units on flattened "
+                    "glimpses, or a named convolutional CLAPP encoder on patch grids ('vgg6': the paper's; "
+                    "'small': for built-in data), see neuroplastic.rate.conv_network.", choices=_architectures),
+        "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first (arch = 'dense').",
+                      low=1),
         "init_scale": Key("float", 1.0, "Feed-forward weights start as N(0, init_scale^2 * 2 / fan_in).",
                           low=0, low_open=True),
         "pred_init_scale": Key("float", 0.1, "Prediction (and retrodiction) weights start as "
@@ -205,6 +218,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "negatives": Key("int", 1, "Negative pairs per positive pair. CLAPP-s: saccades; hinge rules: the next "
                          "k images of the batch (>= batch_size - 1: every other image).", low=1),
         "optimizer": Key("str", "adam", "How updates are applied.", choices=("adam", "sgd")),
+        "offsets": Key("int_list", [1], "Conv CLAPP: a patch predicts the patches these many rows below it, "
+                       "one W_pred each (paper: [2, 3, 4, 5, 6]).", low=1),
+        "score": Key("str", "location", "Conv CLAPP: score, hinge and modulation per location of the map "
+                     "(the paper's text) or of each patch's spatial mean (the authors' code).",
+                     choices=("location", "patch")),
         "tau": Key("float", 2.0, "Hinge rules: L1 distance that separates positive from negative pairs.",
                    low=0, low_open=True),
         "delta": Key("float", 1.0, "Hinge rules: margin; positives are pulled below tau - delta, negatives "
@@ -239,6 +257,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        choices=("mean", "concat")),
         "baseline": Key("bool", True, "Also probe a random-weight encoder of the same architecture."),
         "C": Key("float", 1.0, "Inverse L2 strength of the logistic-regression probe.", low=0, low_open=True),
+        "source": Key("str", "", "Probe on another data set than the one trained on (e.g. train on cifar100, "
+                      "probe cifar10); empty = [data] source."),
+        "path": Key("path", "", "Directory of the probe's data set; empty = [data] path."),
+        "split": Key("str", "", "Probe on this split instead of a held-out part of the training data (e.g. train "
+                     "on STL-10 'unlabeled', probe 'train'); empty = hold out [data] test_fraction."),
+        "test_split": Key("str", "", "Test the probe on this split (e.g. 'test'); empty = hold out "
+                          "[data] test_fraction of [evaluate] split."),
     },
 }
 
@@ -395,17 +420,25 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
     model_path = resolve_model(resolved["model"]["file"], base_dir, source)
     synapses_path = resolve_model(resolved["model"]["synapses"], base_dir, source, key="model.synapses")
     _check_data(resolved["data"], base_dir, source)
+    _check_probe_data(resolved["evaluate"], resolved["data"], base_dir, source)
     sections = {t: Section(t, v) for t, v in resolved.items()}
     return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path)
 
 
 def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
     """Cross-check: every probed layer must exist in the model."""
-    chosen, n = resolved["evaluate"]["layers"], len(resolved["model"]["layers"])
+    model = resolved["model"]
+    if model["arch"] == "dense":
+        n, given = len(model["layers"]), f"[model] layers = {_show(model['layers'])}"
+    else:
+        from .rate.conv_network import parse_architecture
+
+        n, given = len(parse_architecture(model["arch"])), f"[model] arch = {_show(model['arch'])}"
+    chosen = resolved["evaluate"]["layers"]
     if chosen != "all" and (too_big := [l for l in chosen if l > n]):
         raise ProtocolError(source, "evaluate.layers", f"= {_show(chosen)}: layer {too_big[0]} does not exist; "
-                            f"the model has {n} layer{'s' if n != 1 else ''} ([model] layers = "
-                            f"{_show(resolved['model']['layers'])}), so layers are numbered 1 to {n}")
+                            f"the model has {n} layer{'s' if n != 1 else ''} ({given}), so layers are "
+                            f"numbered 1 to {n}")
 
 
 def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file") -> Path:
@@ -428,12 +461,38 @@ def _check_data(data: dict[str, Any], base_dir: Path, source: str) -> None:
         if data[key] and data[key] not in allowed:
             raise ProtocolError(source, f"data.{key}", f"= {data[key]!r}: not a {key} of {data['source']}; "
                                 f"allowed: {', '.join(map(repr, allowed))}")
-    if data["path"]:
-        p = Path(data["path"]).expanduser()
-        p = p if p.is_absolute() else base_dir / p
-        if not p.exists():
-            raise ProtocolError(source, "data.path", f"= {data['path']!r}: no such file or directory ({p})")
-        data["path"] = str(p.resolve())
+    data["path"] = _absolute_path(data["path"], base_dir, source, "data.path")
+
+
+def _check_probe_data(ev: dict[str, Any], data: dict[str, Any], base_dir: Path, source: str) -> None:
+    """Cross-check the probe's own data (``[evaluate] source, path, split, test_split``), if any."""
+    from .data import DATASETS
+
+    if ev["source"] and ev["source"] not in DATASETS:
+        close = _did_you_mean(ev["source"], DATASETS)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ProtocolError(source, "evaluate.source", f"= {ev['source']!r}: no such data source{hint}; allowed: "
+                            f"'' (the training data) or one of {', '.join(map(repr, sorted(DATASETS)))}")
+    src_name = ev["source"] or data["source"]
+    for key in ("split", "test_split"):
+        if ev[key] and ev[key] not in DATASETS[src_name].splits:
+            raise ProtocolError(source, f"evaluate.{key}", f"= {ev[key]!r}: not a split of {src_name}; allowed: "
+                                f"'' or {', '.join(map(repr, DATASETS[src_name].splits))}")
+    if ev["test_split"] and not ev["split"]:
+        raise ProtocolError(source, "evaluate.test_split", f"= {ev['test_split']!r}: set [evaluate] split too "
+                            "(the split the probe is trained on)")
+    ev["path"] = _absolute_path(ev["path"], base_dir, source, "evaluate.path")
+
+
+def _absolute_path(path: str, base_dir: Path, source: str, key: str) -> str:
+    """``path`` (relative to the protocol file) made absolute; it must exist. Empty stays empty."""
+    if not path:
+        return path
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else base_dir / p
+    if not p.exists():
+        raise ProtocolError(source, key, f"= {path!r}: no such file or directory ({p})")
+    return str(p.resolve())
 
 
 def _show(value: Any) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fd_grad", "random_problem", "rel_err"]
+__all__ = ["assert_cli_resume_is_bit_identical", "fd_grad", "random_problem", "rel_err"]
 
 
 def fd_grad(f, P: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -47,3 +47,45 @@ def random_problem(sizes: list[int], length: int, rule: str = "clapp_s", seed: i
     y = np.where(rng.random(length) < 0.5, -1.0, 1.0)
     y[0] = 0.0
     return params, x, y
+
+
+def assert_cli_resume_is_bit_identical(protocol_path, overrides: list[str], out, epochs: int):
+    """Run a protocol through the command line, cut it back to epoch ``epochs - 1``, resume, and compare.
+
+    The cut is what a kill after that checkpoint leaves: the last checkpoint and the summary gone and
+    the manifest still ``running``. The resumed run must end with the same checkpoint arrays (bit for
+    bit), the same ``metrics.csv`` (byte for byte) and the same probe. Returns the run directory and
+    its summary, for further checks.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from .cli import main
+    from .protocol import load
+    from .results import Run
+
+    sets = [a for o in overrides for a in ("--set", o)]
+    args = ["run", str(protocol_path), "--out", str(out), "--quiet", *sets]
+    assert main(args) == 0
+    directory = Run.path_for(Path(out), load(protocol_path, overrides))
+    summary = json.loads((directory / "summary.json").read_text())
+    reference = Path(out) / "reference"
+    shutil.copytree(directory, reference)
+
+    last = f"epoch_{epochs:04d}.npz"
+    (directory / "checkpoints" / last).unlink()
+    (directory / "summary.json").unlink()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    assert Run.load(directory).latest_checkpoint()[0] == epochs - 1
+    assert main([*args, "--resume"]) == 0
+
+    with np.load(directory / "checkpoints" / last) as a, np.load(reference / "checkpoints" / last) as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert any(k.startswith("opt/") for k in a.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), f"{k} differs after resuming"
+    assert (directory / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
+    assert json.loads((directory / "summary.json").read_text())["probe"] == summary["probe"]
+    return directory, summary

@@ -17,7 +17,8 @@ import pytest
 from scipy.signal import correlate
 
 from neuroplastic.rate.conv import conv2d, conv2d_weight_grad, im2col, maxpool2, maxpool2_backward
-from neuroplastic.rate.conv_network import SMALL, VGG6, ConvClappStack, parse_architecture, patch_grid
+from neuroplastic.rate.conv_network import SMALL, VGG6, ConvClappStack, parse_architecture
+from neuroplastic.stimuli.glimpses import patch_grid
 from neuroplastic.rules.conv_clapp import conv_clapp_layer, grid_scores
 
 from neuroplastic.testing import fd_grad, rel_err

@@ -35,7 +35,8 @@ def stl_offset(image, channel, row, col):
     return image * STL_BYTES + channel * 96 * 96 + col * 96 + row
 
 
-def write_stl10(parent: Path, train_labels=(1, 10, 3), n_test=2, n_unlabeled=3, seed=0) -> tuple[Path, dict]:
+def write_stl10(parent: Path, train_labels=(1, 10, 3), n_test=2, n_unlabeled=3, seed=0,
+                test_labels=(2, 7)) -> tuple[Path, dict]:
     """``parent/stl10_binary`` with random images; returns it and the (n, rows, cols, 3) images per split."""
     root = parent / "stl10_binary"
     root.mkdir(parents=True)
@@ -50,7 +51,7 @@ def write_stl10(parent: Path, train_labels=(1, 10, 3), n_test=2, n_unlabeled=3, 
         raw.tofile(root / f"{split}_X.bin")
         images[split] = rgb
     np.asarray(train_labels, np.uint8).tofile(root / "train_y.bin")
-    np.asarray([2, 7][:n_test], np.uint8).tofile(root / "test_y.bin")
+    np.asarray(test_labels[:n_test], np.uint8).tofile(root / "test_y.bin")
     return root, images
 
 
@@ -194,19 +195,25 @@ def test_cifar10_layout_labels_and_names(tmp_path):
     np.testing.assert_allclose(test.samples, luma(rgb[20:]), atol=1e-6)
 
 
-def test_cifar100_fine_and_coarse(tmp_path):
-    root = tmp_path / "cifar-100-python"
-    root.mkdir()
-    fine = [f"f{i}".encode() for i in range(100)]
-    coarse = [f"c{i}".encode() for i in range(20)]
+def write_cifar100(parent: Path, fine=(99, 0, 42), coarse=(19, 0, 7), n_test=2, seed=1) -> tuple[Path, np.ndarray]:
+    """``parent/cifar-100-python`` with ``len(fine)`` training images; returns it and all (n, 32, 32, 3) images."""
+    root = parent / "cifar-100-python"
+    root.mkdir(parents=True)
     with open(root / "meta", "wb") as fh:
-        pickle.dump({b"fine_label_names": fine, b"coarse_label_names": coarse}, fh)
-    rgb = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    for name, part in (("train", slice(0, 3)), ("test", slice(3, 5))):
+        pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+                     b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}, fh)
+    n_train = len(fine)
+    rgb = np.random.default_rng(seed).integers(0, 256, (n_train + n_test, 32, 32, 3), dtype=np.uint8)
+    for name, part in (("train", slice(0, n_train)), ("test", slice(n_train, n_train + n_test))):
         n = part.stop - part.start
         with open(root / name, "wb") as fh:
             pickle.dump({b"data": rgb[part].transpose(0, 3, 1, 2).reshape(n, 3072),
-                         b"fine_labels": [99, 0, 42][:n], b"coarse_labels": [19, 0, 7][:n]}, fh)
+                         b"fine_labels": list(fine)[:n], b"coarse_labels": list(coarse)[:n]}, fh)
+    return root, rgb
+
+
+def test_cifar100_fine_and_coarse(tmp_path):
+    root, rgb = write_cifar100(tmp_path)
     ds = data.load("cifar100", path=str(tmp_path), split="train")          # default label: fine
     assert ds.labels.tolist() == [99, 0, 42] and ds.classes == tuple(f"f{i}" for i in range(100))
     np.testing.assert_allclose(ds.samples, luma(rgb[:3]), atol=1e-6)

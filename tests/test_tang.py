@@ -11,25 +11,21 @@
 * augmentations: shapes, ranges, determinism, what each one does to a one-pixel image;
 * every method runs through the command line and resumes bit-identically from a checkpoint.
 """
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neuroplastic.cli import main
 from neuroplastic.data.augment import augment, blur, jitter, random_crop, random_flip, two_views
 from neuroplastic.protocol import ProtocolError, load
 from neuroplastic.rate import engine
 from neuroplastic.rate.optim import Adam
-from neuroplastic.results import Run
 from neuroplastic.rules import RULES
 from neuroplastic.rules.hinge import hinge_views
 from neuroplastic.tang import (HingeSettings, ViewEncoder, dtp_grads, dtp_targets, e2e_grads, forward,
                                inverse_grads, layer_grads)
 from neuroplastic.tang.engine import GroupedOptimizer
-from neuroplastic.testing import fd_grad, rel_err
+from neuroplastic.testing import assert_cli_resume_is_bit_identical, fd_grad, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(n[len("hinge_"):] for n, r in RULES.items() if r.family == "views")
@@ -375,29 +371,6 @@ TINY = ["data.max_samples=200", "train.epochs=3", "model.layers=[12,10]", "train
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs_through_the_cli_and_resumes_bit_identically(method, tmp_path):
     path = ROOT / "protocols" / f"tang_{method}_quick.toml"
-    sets = [a for o in TINY for a in ("--set", o)]
-    assert main(["run", str(path), "--out", str(tmp_path), "--quiet", *sets]) == 0
-    directory = Run.path_for(tmp_path, load(path, TINY))
-    summary = json.loads((directory / "summary.json").read_text())
+    directory, summary = assert_cli_resume_is_bit_identical(path, TINY, tmp_path, epochs=3)
     assert set(summary["probe"]) == set(summary["probe_random"]) == {"1", "2"}
-    metrics = (directory / "metrics.csv").read_text()
-    assert ",train,2,loss," in metrics
-    reference = tmp_path / "reference"
-    shutil.copytree(directory, reference)
-
-    # cut the run back to epoch 2, as if killed after writing it, and resume through the command line
-    (directory / "checkpoints" / "epoch_0003.npz").unlink()
-    (directory / "summary.json").unlink()
-    manifest = json.loads((directory / "manifest.json").read_text())
-    (directory / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
-    assert Run.load(directory).latest_checkpoint()[0] == 2
-    assert main(["run", str(path), "--out", str(tmp_path), "--quiet", "--resume", *sets]) == 0
-
-    with np.load(directory / "checkpoints" / "epoch_0003.npz") as a, \
-            np.load(reference / "checkpoints" / "epoch_0003.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        assert any(k.startswith("opt/") for k in a.files)
-        for k in a.files:
-            assert np.array_equal(a[k], b[k]), k
-    assert (directory / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
-    assert json.loads((directory / "summary.json").read_text())["probe"] == summary["probe"]
+    assert ",train,2,loss," in (directory / "metrics.csv").read_text()

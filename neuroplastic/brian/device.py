@@ -1,15 +1,18 @@
 """Brian2 devices: run a network in runtime mode, or compile it once to C++ and re-run it with new ``run_args``.
 
-``runtime``  Brian's numpy code generation, in this process (no compiler needed).
-``cpp``      cpp_standalone: code generation and compilation once per network *structure* (model files,
-             sizes, rule, stream length, glimpse duration, Brian version); every later run — a new epoch,
-             seed, learning rate, stimulus or initial weights — is ``device.run(run_args=...)`` of the
-             same binary. Builds live in a cache keyed by that structure, shared by all runs and
-             processes (a file lock serialises building), each run writing into its own results folder.
-``cuda``     cuda_standalone (brian2cuda, ``pip install -e ".[cuda]"``): the same, compiled with nvcc for
-             compute capability ``cuda_arch``. The flags nvcc 13 needs (C++17) and cuRAND's headers and
-             library (from the ``nvidia-curand`` wheel) are set here. Without a GPU the project can still
-             be generated and compiled (``build_only``); running it needs a GPU.
+``runtime``
+    Brian's numpy code generation, in this process (no compiler needed).
+``cpp``
+    cpp_standalone: code generation and compilation once per network *structure* (model files,
+    sizes, rule, stream length, glimpse duration, Brian version); every later run — a new epoch,
+    seed, learning rate, stimulus or initial weights — is ``device.run(run_args=...)`` of the
+    same binary. Builds live in a cache keyed by that structure, shared by all runs and
+    processes (a file lock serialises building), each run writing into its own results folder.
+``cuda``
+    cuda_standalone (brian2cuda, ``pip install -e ".[cuda]"``): the same, compiled with nvcc for
+    compute capability ``cuda_arch``. The flags nvcc 13 needs (C++17) and cuRAND's headers and
+    library (from the ``nvidia-curand`` wheel) are set here. Without a GPU the project can still
+    be generated and compiled (``build_only``); running it needs a GPU.
 """
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..engines import (prepare, probe_encoder, raise_diverged, resume_training_state, save_training_state,
-                       seed_sequence)
+from ..engines import (prepare, probe_encoder, raise_diverged, require_defaults, resume_training_state,
+                       save_training_state, seed_sequence)
 from ..models import ModelError, load_model
 from ..protocol import ProtocolError
 from ..rate.network import ClappStack
@@ -54,6 +54,9 @@ def check(protocol, running: bool = True) -> None:
         raise ProtocolError(protocol.source, "rule.name", f"= {protocol.rule.name!r}: the Brian2 engine simulates "
                             f"the CLAPP rules ({', '.join(n for n, r in RULES.items() if r.family == 'clapp')}); "
                             "the hinge rules run on [engine] name = \"numpy\"")
+    require_defaults(protocol, ["model.arch", "stimulus.crop", "evaluate.source", "evaluate.split"],
+                     "the Brian2 engine simulates dense layers on glimpses of the training data (conv encoders "
+                     "and separate probe data run on [engine] name = \"numpy\")")
     if protocol.engine.variant == "spiking":
         try:
             steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
@@ -81,8 +84,8 @@ class _Session:
     def __init__(self, protocol, prepared):
         import brian2 as b2
 
-        self.ds, grid, self.train_idx, self.test_idx = prepared
-        self.patches = grid.patches.astype("float64")
+        self.ds, self.train_idx, self.test_idx = prepared.dataset, prepared.train_idx, prepared.test_idx
+        self.patches = prepared.stimulus.patches.astype("float64")
         self.n_positions = self.patches.shape[1]
         self.sizes = [self.patches.shape[-1], *protocol.model.layers]
         self.rule = RULES[protocol.rule.name]

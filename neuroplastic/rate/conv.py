@@ -17,11 +17,18 @@ summed over every location that shares the kernel (weight sharing):
     \frac{\partial L}{\partial W_{o,i,j,\iota}} = \sum_{n,r,c} \delta_{n,r,c,o}\; x_{n,\,rs+i-p,\,cs+j-p,\,\iota},
     \qquad \delta = \partial L / \partial a
 
-The input gradient (col2im) is absent on purpose: CLAPP layers treat their
-input as data, no error crosses a layer.
+CLAPP layers treat their input as data, so no error crosses them; the
+end-to-end methods of :mod:`neuroplastic.tang` do send it down, through the
+input gradient, the transpose of im2col (col2im): every window's share
+``sum_o delta W_o`` is added back where the window was read,
+
+.. math::
+
+    \frac{\partial L}{\partial x_{n,u,v,\iota}} = \sum_{r,c,o,i,j\,:\; rs+i-p=u,\ cs+j-p=v}
+    \delta_{n,r,c,o}\; W_{o,i,j,\iota}
 
 The im2col matrix of a whole layer is large (VGG-6's second layer: 1568
-patches x 256 locations x 1152 = 1.8 GB in float32), so both products run over
+patches x 256 locations x 1152 = 1.8 GB in float32), so the products run over
 blocks of maps whose im2col matrix fits in ``block_bytes``; each block is cut
 from k x k shifted slices of the input (array-API friendly, no ``as_strided``)
 into one reused buffer whose zero-padding border is written once.
@@ -30,8 +37,8 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, is_numpy_namespace
 
-__all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", "relu_", "maxpool2",
-           "maxpool2_backward"]
+__all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "relu_",
+           "maxpool2", "maxpool2_backward"]
 
 #: Size of the im2col buffer of one block of maps (bytes): big enough for efficient BLAS calls,
 #: small next to the feature maps of a deep layer.
@@ -120,6 +127,55 @@ def conv2d_weight_grad(x, delta, kernel: int = 3, stride: int = 1, padding: int 
     for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
         grad += d2[n0 * ho * wo:n1 * ho * wo].T @ cols2
     return xp.reshape(grad, (C_out, kernel, kernel, C_in))
+
+
+def _input_size(n_out: int, n_in, kernel: int, stride: int, padding: int, axis: str) -> int:
+    """Side of the input a convolution read to give ``n_out``: implied by stride 1, checked when given."""
+    if n_in is None:
+        if stride != 1:
+            raise ValueError(f"with stride {stride}, several input sizes give an output of side {n_out}; "
+                             "pass size=(h, w) of the input")
+        n_in = n_out + kernel - 1 - 2 * padding
+        if n_in < 1:
+            raise ValueError(f"no input of a {kernel} x {kernel} kernel with padding {padding} gives an output "
+                             f"of side {n_out}")
+    elif out_size(n_in, kernel, stride, padding) != n_out:
+        raise ValueError(f"an input {axis} of {n_in} gives an output {axis} of "
+                         f"{out_size(n_in, kernel, stride, padding)}, not {n_out} (kernel {kernel}, stride "
+                         f"{stride}, padding {padding})")
+    return int(n_in)
+
+
+def conv2d_input_grad(delta, W, stride: int = 1, padding: int = 1, *, size=None, block_bytes: int = BLOCK_BYTES):
+    """``dL/dx (N, h, w, C_in)`` from ``delta = dL/da (N, ho, wo, C_out)`` and the kernel ``W``: col2im of ``delta W``.
+
+    ``size = (h, w)`` of the input; stride 1 implies it (``h = ho + k - 1 - 2 p``), a larger
+    stride does not (several inputs give the same output), so there it must be given. Pass a
+    feedback kernel as ``W`` to send the error back through it instead (feedback alignment).
+    """
+    xp = array_namespace(delta, W)
+    N, ho, wo, C_out = delta.shape
+    C_out_w, kernel, _, C_in = W.shape
+    if C_out_w != C_out:
+        raise ValueError(f"delta has {C_out} channels and the kernel {C_out_w} output channels")
+    h_in, w_in = (None, None) if size is None else size
+    h = _input_size(ho, h_in, kernel, stride, padding, "height")
+    w = _input_size(wo, w_in, kernel, stride, padding, "width")
+    W2 = xp.reshape(W, (C_out, kernel * kernel * C_in))
+    dx = xp.zeros((N, h, w, C_in), dtype=delta.dtype)
+    per_map = ho * wo * kernel * kernel * C_in * (delta.dtype.itemsize if hasattr(delta.dtype, "itemsize") else 4)
+    nb = max(1, min(N, block_bytes // max(per_map, 1)))
+    windows = [(i, j, _valid(h, ho, i, stride, padding), _valid(w, wo, j, stride, padding))
+               for i in range(kernel) for j in range(kernel)]
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        cols = xp.reshape(xp.reshape(delta[n0:n1], ((n1 - n0) * ho * wo, C_out)) @ W2,
+                          (n1 - n0, ho, wo, kernel, kernel, C_in))
+        for i, j, (r0, r1, ri), (c0, c1, ci) in windows:      # im2col's slices, written back and summed
+            if r1 > r0 and c1 > c0:
+                dx[n0:n1, ri:ri + (r1 - r0 - 1) * stride + 1:stride,
+                   ci:ci + (c1 - c0 - 1) * stride + 1:stride, :] += cols[:, r0:r1, c0:c1, i, j, :]
+    return dx
 
 
 def relu_(a):

@@ -19,7 +19,7 @@ from ..rules import RULES, Rule
 from ..rules.conv_clapp import conv_clapp_layer, conv_forward
 from .network import BatchStats
 
-__all__ = ["VGG6", "SMALL", "ARCHITECTURES", "ConvLayerSpec", "ConvClappStack", "parse_architecture", "patch_grid"]
+__all__ = ["VGG6", "SMALL", "ARCHITECTURES", "ConvLayerSpec", "ConvClappStack", "parse_architecture"]
 
 #: The paper's VGG-6 encoder (Illing et al. 2021; the authors' ``arch``): 6 conv layers, "M" = 2x2 max-pool.
 VGG6 = [128, 256, "M", 256, 512, "M", 1024, "M", 1024, "M"]
@@ -61,25 +61,6 @@ def parse_architecture(arch) -> list[ConvLayerSpec]:
     if not specs:
         raise ValueError("an architecture needs at least one conv layer")
     return specs
-
-
-def patch_grid(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
-    """Cut images ``(n, H, W)`` or ``(n, H, W, C)`` into their CPC patch grid ``(n, G_r, G_c, patch, patch, C)``.
-
-    A copy (the patches overlap when ``stride < patch``); ``C = 1`` for grey images.
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    n, H, W, C = images.shape
-    if patch > min(H, W):
-        raise ValueError(f"patch = {patch} is larger than the images ({H} x {W})")
-    rows, cols = range(0, H - patch + 1, stride), range(0, W - patch + 1, stride)
-    out = np.empty((n, len(rows), len(cols), patch, patch, C), dtype=images.dtype)
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            out[:, i, j] = images[:, r:r + patch, c:c + patch]
-    return out
 
 
 def _clapp_rule(rule) -> Rule:

@@ -36,6 +36,7 @@ class Rule:
     feedback: str = ""
 
 
+#: Every rule a protocol may name (``[rule] name``), by name.
 RULES = {
     "clapp_s": Rule("clapp_s", retro=False, pairing="contrastive",
                     doc="CLAPP-s: W_pred^T retrodiction, positive + k negatives per step (= gradient descent)."),

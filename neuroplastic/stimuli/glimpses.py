@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GlimpseGrid", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "saccade_stream", "scan_positions",
-           "time_windows"]
+__all__ = ["GlimpseGrid", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "patch_grid",
+           "saccade_stream", "scan_positions", "time_windows"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,83 @@ def glimpse_grid(images: np.ndarray, patch: int, stride: int, scan: str = "raste
                          f"{h} x {w} images; a sequence needs at least 2")
     patches = np.stack([images[:, r:r + patch, c:c + patch].reshape(n, -1) for r, c in pos], axis=1)
     return GlimpseGrid(patches, pos)
+
+
+def patch_grid(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
+    """Cut images ``(n, H, W)`` or ``(n, H, W, C)`` into their CPC patch grid ``(n, G_r, G_c, patch, patch, C)``.
+
+    The convolutional form of :func:`glimpse_grid` (patches kept 2-d, in grid
+    order); a copy, as the patches overlap when ``stride < patch``. ``C = 1`` for
+    grey images.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    n, H, W, C = images.shape
+    if patch > min(H, W):
+        raise ValueError(f"[stimulus] patch = {patch} is larger than the images ({H} x {W})")
+    rows, cols = range(0, H - patch + 1, stride), range(0, W - patch + 1, stride)
+    out = np.empty((n, len(rows), len(cols), patch, patch, C), dtype=images.dtype)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            out[:, i, j] = images[:, r:r + patch, c:c + patch]
+    return out
+
+
+class PatchGrids:
+    """The CPC patch grids of a set of grey images, cut batch by batch (the stimulus of conv CLAPP).
+
+    The paper's vision setting: each image is cropped to ``crop x crop`` (at a
+    random place for training, at the centre for the probe; ``crop = 0`` keeps
+    the whole image) and cut into a grid of ``patch x patch`` patches every
+    ``stride`` pixels. Nothing is cut in advance: a batch reads only its own
+    images from ``samples`` (which may be a lazily read file), so the 100 000
+    images of STL-10's unlabeled split never sit in memory as patches.
+    """
+
+    def __init__(self, samples, patch: int, stride: int, crop: int = 0, dtype="float32"):
+        self.samples, self.patch, self.stride, self.crop = samples, int(patch), int(stride), int(crop)
+        self.dtype = np.dtype(dtype)
+        if len(samples.shape) != 3:
+            raise ValueError(f"patch grids need grey images (n, h, w), got samples of shape {tuple(samples.shape)}")
+        h, w = samples.shape[1:]
+        if self.crop > min(h, w):
+            raise ValueError(f"[stimulus] crop = {self.crop} is larger than the images ({h} x {w})")
+        side = self.crop or min(h, w)
+        if self.patch > side:
+            raise ValueError(f"[stimulus] patch = {self.patch} is larger than the {'crops' if self.crop else 'images'} "
+                             f"({side} x {side})")
+        n_r = len(range(0, (self.crop or h) - self.patch + 1, self.stride))
+        n_c = len(range(0, (self.crop or w) - self.patch + 1, self.stride))
+        self.grid_shape = (n_r, n_c)
+        if n_r < 2:
+            raise ValueError(f"[stimulus] patch = {self.patch}, stride = {self.stride} give {n_r} row(s) of "
+                             f"patches; a patch needs another below it to predict")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, index, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Patch grids ``(len(index), G_r, G_c, patch, patch)`` of the images at ``index``.
+
+        With ``rng``, each image is cropped at a random place (training); without, at its centre.
+        """
+        index = np.asarray(index)
+        images = np.asarray(self.samples[index], dtype=self.dtype)     # a lazy file reads just these
+        if self.crop:
+            h, w = images.shape[1:]
+            c = self.crop
+            if rng is None:
+                tops, lefts = np.full(len(index), (h - c) // 2), np.full(len(index), (w - c) // 2)
+            else:
+                tops, lefts = rng.integers(0, h - c + 1, len(index)), rng.integers(0, w - c + 1, len(index))
+            images = np.stack([im[t:t + c, l:l + c] for im, t, l in zip(images, tops, lefts)])
+        return patch_grid(images, self.patch, self.stride)[..., 0]
+
+    def chunks(self, size: int = 256):
+        """Centre-cropped patch grids of every image, in order, ``size`` images at a time (for the probe)."""
+        for start in range(0, len(self), size):
+            yield self.batch(np.arange(start, min(start + size, len(self))))
 
 
 def time_windows(samples: np.ndarray, window: int, hop: int) -> GlimpseGrid:

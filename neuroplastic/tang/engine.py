@@ -1,11 +1,16 @@
 """Train a two-view (hinge) protocol with the numpy engine: images -> two views -> encoder -> probes.
 
 The numpy engine hands protocols whose rule is of the ``"views"`` family to
-:func:`train`. Randomness comes from the same three streams as the CLAPP
-engine: weights (k = 0), training (batch order, augmentations, the random layer
-of RLL, DTP's noise; k = 1) and the probe split (k = 2). Weights, optimiser
-state and the training generator are checkpointed every epoch, so a resumed run
-is bit-identical to an uninterrupted one.
+:func:`train`. ``[model] arch = "dense"`` trains a
+:class:`~neuroplastic.tang.network.ViewEncoder` on flattened images; a named
+convolutional architecture trains a :class:`~neuroplastic.tang.conv.ConvViewEncoder`
+on the images as maps (end-to-end and layer-wise methods; DTP is dense only).
+
+Randomness comes from the same three streams as the CLAPP engine: weights
+(k = 0), training (batch order, augmentations, the random layer of RLL, DTP's
+noise; k = 1) and the probe split (k = 2). Weights, optimiser state and the
+training generator are checkpointed every epoch, so a resumed run is
+bit-identical to an uninterrupted one.
 
 Greedy layer-wise learning (GLL) gives each of the ``L`` layers an equal share
 of the ``[train] epochs`` budget, counted in batches: layer ``l`` learns during
@@ -21,12 +26,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.augment import two_views
-from ..engines import prepare, probe_encoder, raise_diverged, resume_training_state, save_training_state, seed_sequence
+from ..engines import (prepare, probe_encoder, raise_diverged, require_defaults, resume_training_state,
+                       save_training_state, seed_sequence)
 from ..protocol import ProtocolError
 from ..rate.optim import make_optimizer
 from ..rules import RULES
-from .methods import HingeSettings, dtp_grads, e2e_grads, layer_grads
-from .network import ViewEncoder, forward
+from .conv import ConvViewEncoder
+from .methods import HingeSettings, dtp_grads
+from .network import ViewEncoder
 
 __all__ = ["GroupedOptimizer", "check", "train"]
 
@@ -47,6 +54,11 @@ def check(protocol, running: bool = True) -> None:
             raise ProtocolError(protocol.source, "data.source",
                                 f"= {protocol.data.source!r}: rule {rule.name!r} augments grey images, and "
                                 f"this source holds {domain}; choose an image source")
+        require_defaults(protocol, ["stimulus.crop"], f"rule {rule.name!r} sees whole images (its views are "
+                         "shifted by [stimulus] crop_pad, not cropped)")
+        if rule.process == "dtp":
+            require_defaults(protocol, ["model.arch"], f"rule {rule.name!r} propagates targets through learned "
+                             "inverses of dense layers (not implemented for conv encoders)")
     elif kind == "views":
         views = ", ".join(repr(n) for n, r in RULES.items() if r.family == "views")
         raise ProtocolError(protocol.source, "stimulus.kind",
@@ -88,19 +100,42 @@ class GroupedOptimizer:
             self._group(group).load_state_dict(sub)
 
 
-def _step(rule, net: ViewEncoder, opt: GroupedOptimizer, x1, x2, step: int, total: int, rng, protocol,
+def _encoder(protocol, rule, n_in: int, rng) -> "ViewEncoder | ConvViewEncoder":
+    """The protocol's encoder with fresh weights: dense layers on ``n_in`` pixels, or ``[model] arch``'s conv layers."""
+    m = protocol.model
+    settings = dict(dtype=protocol.engine.dtype, init_scale=m.init_scale)
+    if m.arch == "dense":
+        return ViewEncoder.init([n_in, *m.layers], m.activation, rule.process, rule.feedback, protocol.rule.head,
+                                rng, **settings)
+    return ConvViewEncoder.init(m.arch, m.activation, rule.process, rule.feedback, protocol.rule.head, rng,
+                                **settings)
+
+
+def _with_params(net, params: dict):
+    """An encoder like ``net`` with other weights (the random-encoder baseline)."""
+    if isinstance(net, ConvViewEncoder):
+        return ConvViewEncoder(net.arch, net.activation, params, net.in_channels)
+    return ViewEncoder(net.sizes, net.activation, params)
+
+
+def _as_input(net, images):
+    """Images ``(N, h, w)`` as the encoder reads them: flattened (dense) or as one-channel maps (conv)."""
+    return images if isinstance(net, ConvViewEncoder) else images.reshape(len(images), -1)
+
+
+def _step(rule, net, opt: GroupedOptimizer, x1, x2, step: int, total: int, rng, protocol,
           hinge: HingeSettings) -> dict:
-    """One update from views ``x1, x2`` (N, n_in); returns ``{layer (1-based): {metric: value}}``."""
+    """One update from views ``x1, x2`` (see :func:`_as_input`); returns ``{layer (1-based): {metric: value}}``."""
     params, act, L = net.params, net.activation, net.n_layers
     if rule.process == "e2e":
-        res, grads = e2e_grads(params, act, x1, x2, hinge, rule.feedback)
+        res, grads = net.e2e_grads(x1, x2, hinge, rule.feedback)
         opt.step("all", params, grads)
         return {L: {"loss": res.loss, "modulated": res.active}}
     if rule.process in ("gll", "rll"):
         l = step * L // total if rule.process == "gll" else int(rng.integers(L))
-        h1 = forward(params, x1, act, l)[1][l]         # the frozen layers below give this layer its input
-        h2 = forward(params, x2, act, l)[1][l]
-        res, grads = layer_grads(params, act, l, h1, h2, hinge, rule.feedback)
+        h1 = net.layer_input(x1, l)                    # the frozen layers below give this layer its input
+        h2 = net.layer_input(x2, l)
+        res, grads = net.layer_grads(l, h1, h2, hinge, rule.feedback)
         opt.step(f"layer{l + 1}", params, grads)
         return {l + 1: {"loss": res.loss, "modulated": res.active}}
     sigma = protocol.rule.inverse_noise
@@ -120,20 +155,18 @@ def _step(rule, net: ViewEncoder, opt: GroupedOptimizer, x1, x2, step: int, tota
 def train(protocol, run, progress: bool = True, prepared=None) -> dict:
     """Train, checkpoint, probe and write everything into ``run``; return the summary.
 
-    ``prepared`` is :func:`neuroplastic.engines.prepare`'s result; the glimpse grid in it is
-    not used: these rules see whole images (``dataset.samples``, n x h x w).
+    ``prepared`` is :func:`neuroplastic.engines.prepare`'s result; these rules see whole
+    images (``dataset.samples``, n x h x w), not glimpses.
     """
     check(protocol)
-    ds, _grid, train_idx, test_idx = prepared if prepared is not None else prepare(protocol)
+    prepared = prepared if prepared is not None else prepare(protocol)
+    ds, train_idx = prepared.dataset, prepared.train_idx
     rule = RULES[protocol.rule.name]
     dtype = protocol.engine.dtype
-    images = np.asarray(ds.samples, dtype=dtype)
-    flat = images.reshape(len(images), -1)
-    sizes = [flat.shape[1], *protocol.model.layers]
+    # An in-memory data set is converted once; a lazily read one (STL-10 unlabeled) reads each batch.
+    images = np.asarray(ds.samples, dtype=dtype) if isinstance(ds.samples, np.ndarray) else ds.samples
     r, st, tr = protocol.rule, protocol.stimulus, protocol.train
-    net = ViewEncoder.init(sizes, protocol.model.activation, rule.process, rule.feedback, r.head,
-                           np.random.default_rng(seed_sequence(protocol, 0)), dtype=dtype,
-                           init_scale=protocol.model.init_scale)
+    net = _encoder(protocol, rule, int(np.prod(images.shape[1:])), np.random.default_rng(seed_sequence(protocol, 0)))
     initial = {k: v.copy() for k, v in net.params.items()}
     opt = GroupedOptimizer(lambda g: make_optimizer(r.optimizer, r.inverse_lr if g == "inverse" else r.lr))
     rng = np.random.default_rng(seed_sequence(protocol, 1))
@@ -154,8 +187,8 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
             bar.update()
             if len(idx) < 2:                           # the negatives are other images of the batch
                 continue
-            v1, v2 = two_views(images[idx], rng, **views)
-            stats = _step(rule, net, opt, v1.reshape(len(idx), -1), v2.reshape(len(idx), -1),
+            v1, v2 = two_views(np.asarray(images[idx], dtype=dtype), rng, **views)
+            stats = _step(rule, net, opt, _as_input(net, v1), _as_input(net, v2),
                           (epoch - 1) * n_batches + b, total, rng, protocol, hinge)
             for layer, metrics in stats.items():
                 for name, value in metrics.items():
@@ -174,11 +207,13 @@ def train(protocol, run, progress: bool = True, prepared=None) -> dict:
             save_training_state(run, epoch, net.params, rng, rows, opt)
     bar.close()
 
-    random_net = ViewEncoder(sizes, net.activation, initial)
-    features = [f[:, None, :] for f in net.features(flat)]      # (n, 1, n_l): one "glimpse", the image
-    random_features = [f[:, None, :] for f in random_net.features(flat)]
-    probe_rows, summary = probe_encoder(protocol, features, random_features, ds.labels, train_idx, test_idx,
-                                        run=run)
+    random_net = _with_params(net, initial)
+    probe = prepared.probe_set()
+    x = _as_input(net, np.asarray(probe.dataset.samples, dtype=dtype))
+    features = [f[:, None, :] for f in net.features(x)]         # (n, 1, n_l): one "glimpse", the image
+    random_features = [f[:, None, :] for f in random_net.features(x)]
+    probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
+                                        probe.train_idx, probe.test_idx, run=run)
     rows += probe_rows
     run.write_metrics(rows)
     return summary

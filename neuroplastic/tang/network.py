@@ -14,15 +14,15 @@ learning, only the top layer for end-to-end learning and DTP.
 
 Parameters live in one flat dict, so optimisers and checkpoints treat them alike:
 
-=============  ======================  =====================================================
-key            shape                   what
-=============  ======================  =====================================================
-``l/W``        (n_l, n_{l-1})          feed-forward weights
-``l/H``        (m, n_l)                head of layer l
-``l/B_H``      (m, n_l)                feedback in place of ``H`` (RF, URF; FA at the top)
-``l/B``        (n_l, n_{l-1})          feedback in place of ``W`` (FA, layers >= 2)
-``l/V, l/c``   (n_{l-1}, n_l), n_{l-1} learned inverse ``g_l(h) = phi(V h + c)`` (DTP, l >= 2)
-=============  ======================  =====================================================
+=============  ========================  =====================================================
+key            shape                     what
+=============  ========================  =====================================================
+``l/W``        (n_l, n_{l-1})            feed-forward weights
+``l/H``        (m, n_l)                  head of layer l
+``l/B_H``      (m, n_l)                  feedback in place of ``H`` (RF, URF; FA at the top)
+``l/B``        (n_l, n_{l-1})            feedback in place of ``W`` (FA, layers >= 2)
+``l/V, l/c``   (n_{l-1}, n_l), n_{l-1}   learned inverse ``g_l(h) = phi(V h + c)`` (DTP, l >= 2)
+=============  ========================  =====================================================
 
 A feedback matrix starts with the distribution of the weights it stands in
 for, so RF and FA errors have the scale BP errors would have.
@@ -124,3 +124,19 @@ class ViewEncoder:
     def features(self, x: np.ndarray) -> list[np.ndarray]:
         """Rates ``h_1 ... h_L`` of every layer for flattened images ``x (n, n_in)``."""
         return forward(self.params, x, self.activation, self.n_layers)[1][1:]
+
+    def layer_input(self, x: np.ndarray, l: int) -> np.ndarray:
+        """Input ``h_l`` of layer ``l`` (0-based) from the (frozen) layers below, for flattened images ``x``."""
+        return forward(self.params, x, self.activation, l)[1][l]
+
+    def e2e_grads(self, x1, x2, hinge, feedback: str = "bp"):
+        """:func:`~neuroplastic.tang.methods.e2e_grads` of this encoder (the interface of the conv encoder)."""
+        from .methods import e2e_grads
+
+        return e2e_grads(self.params, self.activation, x1, x2, hinge, feedback)
+
+    def layer_grads(self, l: int, x1, x2, hinge, feedback: str = "bp"):
+        """:func:`~neuroplastic.tang.methods.layer_grads` of this encoder's layer ``l`` (0-based)."""
+        from .methods import layer_grads
+
+        return layer_grads(self.params, self.activation, l, x1, x2, hinge, feedback)

@@ -1,0 +1,317 @@
+"""The hinge methods of Tang, Yang & Amit 2022 on convolutional encoders (SCIENCE.md §2).
+
+* ``conv2d_input_grad`` (col2im) equals torch autograd of ``conv2d`` and finite differences, and refuses
+  what it cannot know (the input size under a stride > 1);
+* ``ConvViewEncoder``: init conventions (one random encoder for every method, He-normal kernels, the
+  feedback each method needs), features = spatial means of the layers' outputs;
+* end-to-end BP equals torch autograd of the network (and finite differences); a layer-wise update equals
+  autograd of the layer's head loss with its input detached; FA equals autograd of a network whose backward
+  uses the fixed kernels B and is not BP; RF reaches the layer through B_H; URF's B_H gets the head's update;
+* the engine: conv encoders for every hinge method but DTP, and a bit-identical resume through the CLI.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuroplastic.protocol import ProtocolError, load
+from neuroplastic.rate import engine
+from neuroplastic.rate.conv import conv2d, conv2d_input_grad
+from neuroplastic.rules import RULES
+from neuroplastic.rules.hinge import hinge_views
+from neuroplastic.tang import HingeSettings
+from neuroplastic.tang.conv import ConvViewEncoder
+from neuroplastic.testing import assert_cli_resume_is_bit_identical, fd_grad, rel_err
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCH = [3, "M", 4, "M"]                  # 8 x 8 images -> 3 maps of 4 x 4 -> 4 maps of 2 x 2
+TOL = 1e-9                               # float64: the numpy and torch sums differ only by rounding
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the input gradient of a convolution
+
+@pytest.mark.torch
+@pytest.mark.parametrize("stride, padding, size", [(1, 1, (7, 6)), (1, 0, (7, 6)), (1, 2, (5, 5)),
+                                                   (2, 1, (7, 6)), (2, 0, (8, 7)), (3, 2, (9, 5))])
+def test_conv2d_input_grad_equals_torch_autograd(stride, padding, size):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *size, 2))
+    W = rng.standard_normal((4, 3, 3, 2))
+    delta = rng.standard_normal(conv2d(x, W, stride, padding).shape)
+    xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
+    a = torch.nn.functional.conv2d(xt, torch.tensor(W).permute(0, 3, 1, 2), stride=stride, padding=padding)
+    a.backward(torch.tensor(delta).permute(0, 3, 1, 2))
+    g = conv2d_input_grad(delta, W, stride, padding, size=size, block_bytes=2000)    # several blocks of maps
+    assert g.shape == x.shape
+    np.testing.assert_allclose(g, xt.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-12, atol=1e-12)
+    if stride == 1:                                       # the size follows from the output's
+        np.testing.assert_array_equal(conv2d_input_grad(delta, W, stride, padding), g)
+
+
+def test_conv2d_input_grad_matches_finite_differences_and_keeps_float32():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 6, 2))
+    W = rng.standard_normal((3, 3, 3, 2))
+    delta = rng.standard_normal((2, 5, 6, 3))
+    fd = fd_grad(lambda P: float(np.sum(delta * conv2d(P, W))), x.copy())
+    assert rel_err(conv2d_input_grad(delta, W), fd) < 1e-8
+    assert conv2d_input_grad(delta.astype(np.float32), W.astype(np.float32)).dtype == np.float32
+
+
+def test_conv2d_input_grad_refuses_what_it_cannot_know():
+    delta, W = np.zeros((1, 3, 3, 2)), np.zeros((2, 3, 3, 1))
+    with pytest.raises(ValueError, match="stride 2.*pass size"):
+        conv2d_input_grad(delta, W, 2, 1)
+    with pytest.raises(ValueError, match="input height of 9 gives an output height of 5, not 3"):
+        conv2d_input_grad(delta, W, 2, 1, size=(9, 5))
+    with pytest.raises(ValueError, match="3 channels and the kernel 2"):
+        conv2d_input_grad(np.zeros((1, 3, 3, 3)), W)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the encoder
+
+def encoder(process, feedback, activation="tanh", arch=ARCH, seed=0, N=8, side=8):
+    """A float64 encoder and two close views (positives nearer than negatives), hinge thresholds at the medians."""
+    rng = np.random.default_rng(seed)
+    net = ConvViewEncoder.init(arch, activation, process, feedback, 5, rng, dtype="float64")
+    x1 = rng.random((N, side, side))
+    x2 = x1 + 0.1 * rng.standard_normal(x1.shape)
+    return net, x1, x2
+
+
+def thresholds(net, l, x1, x2, negatives=3):
+    """tau, delta with the hinge's margins at the median positive and negative distances at layer l's head."""
+    H = net.params[f"{l}/H"]
+    e1, e2 = (net.features(x)[l] @ H.T for x in (x1, x2))
+    D = np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)
+    N = len(D)
+    lo = np.median(np.diag(D))
+    hi = np.median([D[a, (a + s) % N] for a in range(N) for s in range(1, negatives + 1)])
+    assert hi > lo
+    return HingeSettings((lo + hi) / 2, (hi - lo) / 2, negatives)
+
+
+def test_init_conventions():
+    params = {}
+    for name, rule in RULES.items():
+        if rule.family == "views" and rule.process != "dtp":
+            params[name] = ConvViewEncoder.init(ARCH, "relu", rule.process, rule.feedback, 5,
+                                                np.random.default_rng(3)).params
+    ref = params["hinge_e2e_bp"]
+    assert sorted(ref) == ["0/W", "1/H", "1/W"]
+    assert ref["0/W"].shape == (3, 3, 3, 1) and ref["1/W"].shape == (4, 3, 3, 3) and ref["1/H"].shape == (5, 4)
+    assert ref["0/W"].dtype == np.float32
+    assert sorted(params["hinge_e2e_fa"]) == ["0/W", "1/B", "1/B_H", "1/H", "1/W"]
+    assert sorted(params["hinge_gll_bp"]) == ["0/H", "0/W", "1/H", "1/W"]
+    assert sorted(params["hinge_gll_urf"]) == ["0/B_H", "0/H", "0/W", "1/B_H", "1/H", "1/W"]
+    assert params["hinge_e2e_fa"]["1/B"].shape == ref["1/W"].shape
+    for p in params.values():                    # one seed, one random encoder for every method
+        assert np.array_equal(p["0/W"], ref["0/W"]) and np.array_equal(p["1/W"], ref["1/W"])
+    # He-normal kernels (fan-in 9 C_in), heads N(0, 1 / C)
+    big = ConvViewEncoder.init([64, 48], "relu", "gll", "rf", 40, np.random.default_rng(0), in_channels=16,
+                               init_scale=0.5).params
+    assert np.var(big["0/W"]) == pytest.approx(0.25 * 2 / (9 * 16), rel=0.05)
+    assert np.var(big["1/W"]) == pytest.approx(0.25 * 2 / (9 * 64), rel=0.05)
+    assert np.var(big["1/H"]) == pytest.approx(1 / 48, rel=0.1)
+    assert np.var(big["1/B_H"]) == pytest.approx(1 / 48, rel=0.1)
+    with pytest.raises(ValueError, match="'dtp' is not implemented for conv encoders"):
+        ConvViewEncoder.init(ARCH, "relu", "dtp", "", 5, np.random.default_rng(0))
+
+
+def test_features_are_the_spatial_means_of_the_layer_outputs():
+    net, x, _ = encoder("gll", "bp", "relu", arch="small", N=5, side=16)
+    assert net.n_layers == 2
+    f = net.features(x, batch=2)                                           # in blocks of 2 images
+    h1, h2 = net.layer_input(x, 1), net.layer_input(x, 2)
+    assert h1.shape == (5, 8, 8, 32) and h2.shape == (5, 4, 4, 64)
+    np.testing.assert_allclose(f[0], h1.mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(f[1], h2.mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_array_equal(net.layer_input(x, 0), x[..., None])      # grey images get a channel axis
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. gradients against torch autograd and finite differences
+
+def torch_act(torch, name):
+    return {"relu": torch.relu, "hardtanh": torch.nn.functional.hardtanh, "tanh": torch.tanh}[name]
+
+
+def torch_hinge(torch, e1, e2, h: HingeSettings):
+    N, k = len(e2), h.negatives
+    D = (e1.detach()[:, None, :] - e2[None, :, :]).abs().sum(-1)
+    a = np.repeat(np.arange(N), k)
+    b = (a + np.tile(np.arange(1, k + 1), N)) % N
+    return (torch.relu(torch.diagonal(D) - (h.tau - h.delta)).sum()
+            + torch.relu(h.tau + h.delta - D[a, b]).sum() / k) / N
+
+
+def aligned(x, W, B, torch):
+    """``W * x`` forward; backward to ``x`` through the kernel ``B`` (feedback alignment), to ``W`` as usual."""
+    conv = torch.nn.functional.conv2d
+    return conv(x.detach(), W, padding=1) + conv(x, B, padding=1) - conv(x, B, padding=1).detach()
+
+
+def torch_encoder(torch, net, P, x, top, *, detach=None, fa=False, head_fb=None):
+    """Head output of layer ``top`` (0-based) in torch (NCHW); ``detach``: the layer whose input is data;
+    ``fa``: kernels send the error down through ``B``; ``head_fb``: the head's backward uses that matrix."""
+    phi = torch_act(torch, net.activation)
+    h = torch.tensor(x)[:, None]
+    for l in range(top + 1):
+        W = P[f"{l}/W"].permute(0, 3, 1, 2)
+        h = h.detach() if l == detach else h
+        a = (aligned(h, W, P[f"{l}/B"].permute(0, 3, 1, 2), torch) if fa and l > 0
+             else torch.nn.functional.conv2d(h, W, padding=1))
+        h = phi(a)
+        if net.specs[l].pool:
+            h = torch.nn.functional.max_pool2d(h, 2)
+    f = h.mean(dim=(2, 3))
+    H = P[f"{top}/H"]
+    if head_fb is None:
+        return f @ H.T
+    return f.detach() @ H.T + f @ P[head_fb].T - (f @ P[head_fb].T).detach()
+
+
+def torch_params(torch, params):
+    return {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("activation", ["relu", "hardtanh", "tanh"])
+@pytest.mark.parametrize("arch", [ARCH, [3, 4, "M"]])
+def test_e2e_bp_equals_autograd(activation, arch):
+    torch = pytest.importorskip("torch")
+    net, x1, x2 = encoder("e2e", "bp", activation, arch)
+    if activation == "hardtanh":                              # drives beyond +-1, so saturation shows
+        net.params["0/W"] *= 4
+    hinge = thresholds(net, 1, x1, x2)
+    res, grads = net.e2e_grads(x1, x2, hinge)
+    P = torch_params(torch, net.params)
+    loss = torch_hinge(torch, torch_encoder(torch, net, P, x1, 1), torch_encoder(torch, net, P, x2, 1), hinge)
+    loss.backward()
+    assert res.loss == pytest.approx(loss.item(), rel=1e-12)
+    assert 0 < res.active < 1
+    assert sorted(grads) == ["0/W", "1/H", "1/W"]
+    for k, g in grads.items():
+        ref = P[k].grad.numpy()
+        assert np.abs(ref).max() > 0 and rel_err(g, ref) < TOL, k
+
+
+def test_e2e_bp_matches_finite_differences():
+    """Differences of the loss with view 1's embedding held fixed: its gradient is blocked."""
+    net, x1, x2 = encoder("e2e", "bp", "tanh")
+    hinge = thresholds(net, 1, x1, x2)
+    res, grads = net.e2e_grads(x1, x2, hinge)
+    e1 = net.features(x1)[1] @ net.params["1/H"].T
+    for k in ("0/W", "1/W", "1/H"):
+        def loss(P, k=k):
+            moved = ConvViewEncoder(ARCH, "tanh", {**net.params, k: P})
+            return hinge_views(e1, moved.features(x2)[1] @ moved.params["1/H"].T, *hinge).loss
+        assert rel_err(grads[k], fd_grad(loss, net.params[k].copy())) < 1e-6, k
+
+
+@pytest.mark.torch
+def test_e2e_fa_uses_the_fixed_feedback_kernels_and_is_not_bp():
+    torch = pytest.importorskip("torch")
+    net, x1, x2 = encoder("e2e", "fa")
+    hinge = thresholds(net, 1, x1, x2)
+    res, grads = net.e2e_grads(x1, x2, hinge, feedback="fa")
+    P = torch_params(torch, net.params)
+    e1, e2 = (torch_encoder(torch, net, P, x, 1, fa=True, head_fb="1/B_H") for x in (x1, x2))
+    torch_hinge(torch, e1, e2, hinge).backward()
+    assert sorted(grads) == ["0/W", "1/H", "1/W"], "the feedback kernels stay fixed"
+    for k, g in grads.items():
+        assert rel_err(g, P[k].grad.numpy()) < TOL, k
+    bp = net.e2e_grads(x1, x2, hinge, feedback="bp")[1]
+    np.testing.assert_allclose(grads["1/H"], bp["1/H"], rtol=1e-12)       # the head gets its true gradient
+    assert rel_err(grads["0/W"], bp["0/W"]) > 0.1 and rel_err(grads["1/W"], bp["1/W"]) > 0.1
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(layer, activation):
+    torch = pytest.importorskip("torch")
+    net, x1, x2 = encoder("gll", "bp", activation)
+    hinge = thresholds(net, layer, x1, x2)
+    res, grads = net.layer_grads(layer, net.layer_input(x1, layer), net.layer_input(x2, layer), hinge, "bp")
+    P = torch_params(torch, net.params)
+    e1, e2 = (torch_encoder(torch, net, P, x, layer, detach=layer) for x in (x1, x2))
+    loss = torch_hinge(torch, e1, e2, hinge)
+    loss.backward()
+    assert res.loss == pytest.approx(loss.item(), rel=1e-12)
+    assert sorted(grads) == [f"{layer}/H", f"{layer}/W"]
+    for k, g in grads.items():
+        assert rel_err(g, P[k].grad.numpy()) < TOL, k
+    for k in set(P) - set(grads):
+        assert P[k].grad is None or not P[k].grad.any(), f"{k} must not learn"
+
+
+@pytest.mark.torch
+def test_rf_reaches_the_layer_through_the_fixed_random_matrix_and_is_not_bp():
+    torch = pytest.importorskip("torch")
+    net, x1, x2 = encoder("gll", "rf")
+    hinge = thresholds(net, 1, x1, x2)
+    h1, h2 = net.layer_input(x1, 1), net.layer_input(x2, 1)
+    res, grads = net.layer_grads(1, h1, h2, hinge, "rf")
+    P = torch_params(torch, net.params)
+    e1, e2 = (torch_encoder(torch, net, P, x, 1, detach=1, head_fb="1/B_H") for x in (x1, x2))
+    torch_hinge(torch, e1, e2, hinge).backward()            # dW = pool^T(G B_H / S) * phi'(a), windowed
+    assert sorted(grads) == ["1/H", "1/W"], "RF's feedback matrix stays fixed"
+    for k, g in grads.items():
+        assert rel_err(g, P[k].grad.numpy()) < TOL, k
+    bp = net.layer_grads(1, h1, h2, hinge, "bp")[1]
+    np.testing.assert_allclose(grads["1/H"], bp["1/H"], rtol=1e-12)
+    assert rel_err(grads["1/W"], bp["1/W"]) > 0.1
+
+
+def test_urf_feedback_gets_the_heads_update():
+    net, x1, x2 = encoder("gll", "urf")
+    hinge = thresholds(net, 0, x1, x2)
+    res, grads = net.layer_grads(0, x1, x2, hinge, "urf")
+    f2 = net.features(x2)[0]
+    np.testing.assert_allclose(grads["0/H"], res.grad.T @ f2, rtol=1e-12)     # dH = G^T f
+    assert np.array_equal(grads["0/B_H"], grads["0/H"])
+    rf = net.layer_grads(0, x1, x2, hinge, "rf")[1]
+    assert np.array_equal(grads["0/W"], rf["0/W"]), "the error reaches W through B_H, as in RF"
+
+
+def test_feedback_a_method_does_not_have_is_refused():
+    net, x1, x2 = encoder("gll", "bp")
+    with pytest.raises(ValueError, match="allowed: 'bp', 'fa'"):
+        net.e2e_grads(x1, x2, HingeSettings(), "rf")
+    with pytest.raises(ValueError, match="allowed: 'bp', 'rf', 'urf'"):
+        net.layer_grads(0, x1, x2, HingeSettings(), "fa")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the engine
+
+def quick(method, *sets):
+    return load(ROOT / "protocols" / f"tang_{method}_quick.toml", ['model.arch="small"', *sets])
+
+
+def test_conv_encoders_for_every_hinge_method_but_dtp():
+    for name, rule in RULES.items():
+        if rule.family == "views" and rule.process != "dtp":
+            engine.check(quick(name[len("hinge_"):]))
+    with pytest.raises(ProtocolError, match=r"\[model\] arch = 'small': rule 'hinge_dtp'.*allowed: 'dense'"):
+        engine.check(quick("dtp"))
+    with pytest.raises(ProtocolError, match=r"\[stimulus\] crop = 8: .*allowed: 0"):
+        engine.check(quick("gll_bp", "stimulus.crop=8"))
+
+
+TINY = ['model.arch="small"', "data.max_samples=200", "train.epochs=3", "train.batch_size=32", "rule.head=8"]
+
+
+def test_conv_method_runs_through_the_cli_and_resumes_bit_identically(tmp_path):
+    """RLL: its random layer choices come from the training generator, which the checkpoint must restore."""
+    path = ROOT / "protocols" / "tang_rll_quick.toml"
+    directory, summary = assert_cli_resume_is_bit_identical(path, TINY, tmp_path, epochs=3)
+    assert set(summary["probe"]) == set(summary["probe_random"]) == {"1", "2"}
+    with np.load(directory / "features.npz") as f:
+        assert f["layer1"].shape[1] == 32 and f["layer2"].shape[1] == 64       # spatial means of the maps
+    with np.load(directory / "checkpoints" / "epoch_0003.npz") as a:
+        assert a["param/1/W"].shape == (64, 3, 3, 32)
