@@ -80,3 +80,112 @@ def run_worker(script: str, args, mode: str) -> dict:
         own = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * hz
         out["other_load"] = max(0.0, (t1[0] - t0[0] - own) / (t1[1] - t0[1]))
     return out
+
+
+def worker_options(argv: list[str], threads: int) -> list[str]:
+    """The parent's options without ``--worker MODE``, plus the thread count: what each worker is started with."""
+    options, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--worker":
+            skip = True
+        elif not a.startswith("--worker="):
+            options.append(a)
+    return options + ["--threads", str(threads)]
+
+
+def alternate_runs(script: str, args, rate_key: str) -> list[dict]:
+    """``args.repeats`` runs of each engine, numpy then torch, each in a fresh process, so both see the same drift."""
+    rows = []
+    for r in range(args.repeats):
+        for mode in ("numpy", "torch"):
+            row = run_worker(script, args, mode) | {"rep": r + 1}
+            rows.append(row)
+            print(f"  run {r + 1} {mode}: {row[rate_key]:.1f} {rate_key.removesuffix('_per_s')}/s", flush=True)
+    return rows
+
+
+def print_libraries(rows: list[dict]) -> None:
+    """Which BLAS the numpy worker used (after the thread limit) and torch's version and threads."""
+    torch_row = next(x for x in rows if x["engine"] == "torch")
+    print("\nnumpy BLAS (threadpoolctl.threadpool_info() inside the numpy worker, after the thread limit):")
+    for lib in rows[0]["blas"]:
+        print("  " + ", ".join(f"{k}={lib.get(k)}" for k in ("user_api", "internal_api", "version", "num_threads",
+                                                           "threading_layer", "architecture", "filepath")))
+    print(f"torch {torch_row['torch_version']}, torch.get_num_threads() = {torch_row['torch_threads']}")
+
+
+def report_ratios(rows: list[dict], rate_key: str, name: str, what: str, **meta) -> None:
+    """Print the numpy/torch throughput and peak-memory ratios of each pair of runs and record their medians.
+
+    Runs alternate (numpy, torch, numpy, torch, ...), so each ratio compares two runs made one
+    after the other; the median resists a run disturbed by other load on the machine.
+    """
+    import statistics
+
+    from neuroplastic.bench import record
+
+    pairs = list(zip(rows[0::2], rows[1::2]))
+    ratios = [a[rate_key] / b[rate_key] for a, b in pairs]
+    mem_ratios = [a["peak_mib"] / b["peak_mib"] for a, b in pairs if b["peak_mib"] > 0]
+    print(f"\nthroughput ratio numpy/torch: median {statistics.median(ratios):.2f} "
+          f"(per run: {', '.join('%.2f' % v for v in ratios)}; target >= 1.0)")
+    out = {"throughput numpy/torch": {"value": statistics.median(ratios), "target": ">= 1.0", "what": what}}
+    if mem_ratios:
+        print(f"peak memory ratio numpy/torch: median {statistics.median(mem_ratios):.2f} "
+              f"(per run: {', '.join('%.2f' % v for v in mem_ratios)}; target <= 1.0)")
+        out["peak memory numpy/torch"] = {"value": statistics.median(mem_ratios), "target": "<= 1.0",
+                                          "what": "peak RSS increase of the training loop"}
+    record(name, out, **meta)
+
+
+MIB = 1024.0 * 1024.0
+
+
+def time_steps(args, build, inputs, build_tiny, tiny_inputs=None) -> dict:
+    """A worker's measurement: ``args.warmup`` untimed then ``args.steps`` timed training steps of ``build()``.
+
+    ``inputs(k)`` are the arguments of step ``k``. ``build_tiny()`` is a tiny network of the same
+    library, stepped twice first on ``tiny_inputs(k)`` (default ``inputs``), so that one-time
+    runtime set-up (lazy imports, thread pools, BLAS buffers, allocator arenas) is in the memory
+    baseline taken just before ``build()``. Returns
+    the median step time ``step_s``, every step time, peak and steady memory above the baseline
+    (MiB), minor page faults per timed step, and the libraries' threads and versions.
+    """
+    import gc
+    import resource
+    import statistics
+    import time
+
+    limiter, info = set_threads(args)
+    if args.worker == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
+    tiny = build_tiny()
+    for k in range(2):
+        tiny.step(*(tiny_inputs or inputs)(k))
+    del tiny
+    gc.collect()
+    rss_before = rss()
+    engine = build()
+    for k in range(args.warmup):
+        engine.step(*inputs(k))
+    rss_steady = rss()
+    exact = reset_peak_rss()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    times = []
+    for k in range(args.warmup, args.warmup + args.steps):
+        t0 = time.perf_counter()
+        engine.step(*inputs(k))
+        times.append(time.perf_counter() - t0)
+    peak = peak_rss()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"engine": args.worker, "step_s": statistics.median(times), "step_s_all": times,
+           "peak_mib": (peak - rss_before) / MIB, "steady_mib": (rss_steady - rss_before) / MIB,
+           "rss_before_mib": rss_before / MIB, "exact_peak": exact, "threads": args.threads, "blas": info,
+           "minflt_per_step": (ru1.ru_minflt - ru0.ru_minflt) / args.steps}
+    if args.worker == "torch":
+        out["torch_threads"] = torch.get_num_threads()
+        out["torch_version"] = torch.__version__
+    return out

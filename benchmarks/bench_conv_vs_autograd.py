@@ -31,11 +31,10 @@ import argparse
 import json
 import os
 import sys
-import time
 
-from _workers import peak_rss, reset_peak_rss, rss, run_worker, set_threads
+from _workers import (alternate_runs, print_libraries, report_ratios, run_worker, set_threads, time_steps,
+                      worker_options)
 
-MIB = 1024.0 * 1024.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,49 +163,18 @@ class TorchEngine:
 # worker processes (memory and process helpers: _workers.py, shared with the other autograd benchmark)
 
 def worker_time(args) -> dict:
-    import gc
-
     import numpy as np
-    limiter, info = set_threads(args)
-    if args.worker == "torch":
-        import torch
-        torch.set_num_threads(args.threads)
     Engine = NumpyEngine if args.worker == "numpy" else TorchEngine
-    n_steps = args.warmup + args.steps
-    batches = make_batches(args, min(n_steps, 4), args.batch)
+    batches = make_batches(args, min(args.warmup + args.steps, 4), args.batch)
     grid = batches[0].shape[1]
-    pair_sets = [(s, np.asarray(w, dtype=np.float32)) for s, w in make_pair_sets(args, n_steps, args.batch, grid)]
-    # Library warm-up: two steps of a tiny network of the same engine on a small batch, so that one-time
-    # runtime initialisation (lazy imports, thread pools, BLAS buffers, allocator arenas) is in the baseline.
-    tiny = Engine(args, make_net(args, 1 / 64))
-    for k in range(2):
-        tiny.step(batches[0][:4], *make_pair_sets(args, 1, 4, grid)[0])
-    del tiny
-    gc.collect()
-    rss_before = rss()
-    engine = Engine(args, make_net(args, args.width))
-    for k in range(args.warmup):
-        engine.step(batches[k % len(batches)], *pair_sets[k])
-    rss_steady = rss()
-    exact = reset_peak_rss()
-    import resource
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    times = []
-    for k in range(args.warmup, n_steps):
-        t0 = time.perf_counter()
-        engine.step(batches[k % len(batches)], *pair_sets[k])
-        times.append(time.perf_counter() - t0)
-    peak = peak_rss()
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    out = {"engine": args.worker, "images_per_s": args.batch / float(np.median(times)),
-           "step_s": float(np.median(times)), "step_s_all": times,
-           "peak_mib": (peak - rss_before) / MIB, "steady_mib": (rss_steady - rss_before) / MIB,
-           "rss_before_mib": rss_before / MIB, "exact_peak": exact, "threads": args.threads, "blas": info,
-           "minflt_per_step": (ru1.ru_minflt - ru0.ru_minflt) / args.steps}
-    if args.worker == "torch":
-        out["torch_threads"] = torch.get_num_threads()
-        out["torch_version"] = torch.__version__
-    return out
+    pair_sets = [(s, np.asarray(w, dtype=np.float32))
+                 for s, w in make_pair_sets(args, args.warmup + args.steps, args.batch, grid)]
+    tiny_pairs = make_pair_sets(args, 1, 4, grid)[0]
+    out = time_steps(args, build=lambda: Engine(args, make_net(args, args.width)),
+                     inputs=lambda k: (batches[k % len(batches)], *pair_sets[k]),
+                     build_tiny=lambda: Engine(args, make_net(args, 1 / 64)),
+                     tiny_inputs=lambda k: (batches[0][:4], *tiny_pairs))
+    return out | {"images_per_s": args.batch / out["step_s"]}
 
 
 def worker_check(args) -> dict:
@@ -277,16 +245,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=["numpy", "torch", "check"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    passthrough, skip = [], False
-    for a in argv:                              # forward every option except --worker
-        if skip:
-            skip = False
-        elif a == "--worker":
-            skip = True
-        elif not a.startswith("--worker="):
-            passthrough.append(a)
-    args.passthrough = passthrough + ["--threads", str(args.threads)]
+    args.passthrough = worker_options(sys.argv[1:] if argv is None else argv, args.threads)
     return args
 
 
@@ -328,19 +287,9 @@ def main(argv=None) -> int:
         if not ok:
             sys.exit("the two engines do not compute the same thing: not timing them")
 
-    rows = []
-    for r in range(args.repeats):
-        for mode in ("numpy", "torch"):
-            row = run_worker(__file__, args, mode) | {"rep": r + 1}
-            rows.append(row)
-            print(f"  run {r + 1} {mode}: {row['step_s']:.1f} s/step", flush=True)
-    blas = rows[0]["blas"]
-    torch_row = next(x for x in rows if x["engine"] == "torch")
-    print("\nnumpy BLAS (threadpoolctl, inside the numpy worker, after the thread limit):")
-    for lib in blas:
-        print("  " + ", ".join(f"{k}={lib.get(k)}" for k in ("user_api", "internal_api", "version", "num_threads",
-                                                           "threading_layer", "architecture")))
-    print(f"torch {torch_row['torch_version']}, torch.get_num_threads() = {torch_row['torch_threads']}")
+    print("\nalternating runs (images/s):")
+    rows = alternate_runs(__file__, args, "images_per_s")
+    print_libraries(rows)
     exact = all(x["exact_peak"] for x in rows)
     print("\nthroughput = images / median time of one training step (forward, gradients of every layer, Adam).")
     print("memory = peak RSS (VmHWM) of the worker during the timed steps minus its RSS just before the network was "
@@ -353,22 +302,9 @@ def main(argv=None) -> int:
         load = f"{100 * x['other_load']:>10.0f}%" if "other_load" in x else f"{'?':>11}"
         print(f"{x['rep']:>3}  {x['engine']:<6} {x['images_per_s']:>9.2f} {x['step_s']:>7.1f} {x['peak_mib']:>9.0f} "
               f"{x['steady_mib']:>11.0f} {x['minflt_per_step']:>8.0f} {load}")
-    import statistics
-    ratios = [a["images_per_s"] / b["images_per_s"] for a, b in zip(rows[0::2], rows[1::2])]
-    mem_ratios = [a["peak_mib"] / b["peak_mib"] for a, b in zip(rows[0::2], rows[1::2]) if b["peak_mib"] > 0]
-    print(f"\nthroughput ratio numpy/torch: median {statistics.median(ratios):.2f} "
-          f"(per run: {', '.join('%.2f' % v for v in ratios)}; target >= 1.0)")
-    if mem_ratios:
-        print(f"peak memory ratio numpy/torch: median {statistics.median(mem_ratios):.2f} "
-              f"(per run: {', '.join('%.2f' % v for v in mem_ratios)}; target <= 1.0)")
-    from neuroplastic.bench import record
-
-    out = {"throughput numpy/torch": {"value": statistics.median(ratios), "target": ">= 1.0",
-                                      "what": f"conv CLAPP step, VGG-6 x {args.width:g}, batch {args.batch}"}}
-    if mem_ratios:
-        out["peak memory numpy/torch"] = {"value": statistics.median(mem_ratios), "target": "<= 1.0",
-                                          "what": "peak RSS increase of the training loop"}
-    record("conv_vs_autograd", out, width=args.width, batch=args.batch, image=args.image, patch=args.patch)
+    report_ratios(rows, "images_per_s", "conv_vs_autograd",
+                  f"conv CLAPP step, VGG-6 x {args.width:g}, batch {args.batch}",
+                  width=args.width, batch=args.batch, image=args.image, patch=args.patch)
     return 0
 
 

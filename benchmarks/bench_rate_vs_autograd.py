@@ -17,11 +17,10 @@ import argparse
 import json
 import os
 import sys
-import time
 
-from _workers import peak_rss, reset_peak_rss, rss, run_worker, set_threads
+from _workers import (alternate_runs, print_libraries, report_ratios, run_worker, set_threads, time_steps,
+                      worker_options)
 
-MIB = 1024.0 * 1024.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,51 +131,19 @@ class TorchEngine:
 
 def worker_time(args) -> dict:
     import copy
-    import gc
 
     import numpy as np
-    limiter, info = set_threads(args)
-    if args.worker == "torch":
-        import torch
-        torch.set_num_threads(args.threads)
     Engine = NumpyEngine if args.worker == "numpy" else TorchEngine
-    n_steps = args.warmup + args.steps
-    batches = make_batches(args, min(n_steps, 8))
-    pair_sets = [(s, np.asarray(w, dtype=np.float32)) for s, w in make_pair_sets(args, n_steps)]
-    # Library warm-up: two steps of a tiny network of the same engine, so that one-time runtime
-    # initialisation (lazy imports, thread pools, BLAS buffers, allocator arenas) is in the baseline.
+    batches = make_batches(args, min(args.warmup + args.steps, 8))
+    pair_sets = [(s, np.asarray(w, dtype=np.float32)) for s, w in make_pair_sets(args, args.warmup + args.steps)]
     tiny = copy.copy(args)
     tiny.layers = [4, 4]
-    engine = Engine(tiny, init_params(tiny))
-    for k in range(2):
-        engine.step(batches[k % len(batches)], *pair_sets[k])
-    del engine
-    gc.collect()
-    rss_before = rss()
-    engine = Engine(args, init_params(args))
-    for k in range(args.warmup):
-        engine.step(batches[k % len(batches)], *pair_sets[k])
-    rss_steady = rss()
-    exact = reset_peak_rss()
-    import resource
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    times = []
-    for k in range(args.warmup, n_steps):
-        t0 = time.perf_counter()
-        engine.step(batches[k % len(batches)], *pair_sets[k])
-        times.append(time.perf_counter() - t0)
-    peak = peak_rss()
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    out = time_steps(args, build=lambda: Engine(args, init_params(args)),
+                     inputs=lambda k: (batches[k % len(batches)], *pair_sets[k]),
+                     build_tiny=lambda: Engine(tiny, init_params(tiny)))
     glimpses = args.batch * args.T
-    out = {"engine": args.worker, "glimpses_per_s": glimpses / float(np.median(times)),
-           "glimpses_per_s_mean": glimpses * len(times) / sum(times), "step_ms": 1e3 * float(np.median(times)),
-           "peak_mib": (peak - rss_before) / MIB, "steady_mib": (rss_steady - rss_before) / MIB,
-           "rss_before_mib": rss_before / MIB, "exact_peak": exact, "threads": args.threads, "blas": info,
-           "minflt_per_step": (ru1.ru_minflt - ru0.ru_minflt) / args.steps}
-    if args.worker == "torch":
-        out["torch_threads"] = torch.get_num_threads()
-        out["torch_version"] = torch.__version__
-    return out
+    return out | {"glimpses_per_s": glimpses / out["step_s"], "step_ms": 1e3 * out["step_s"],
+                  "glimpses_per_s_mean": glimpses * len(out["step_s_all"]) / sum(out["step_s_all"])}
 
 
 def worker_check(args) -> dict:
@@ -236,16 +203,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=["numpy", "torch", "check"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    passthrough, skip = [], False
-    for a in argv:                              # forward every option except --worker
-        if skip:
-            skip = False
-        elif a == "--worker":
-            skip = True
-        elif not a.startswith("--worker="):
-            passthrough.append(a)
-    args.passthrough = passthrough + ["--threads", str(args.threads)]
+    args.passthrough = worker_options(sys.argv[1:] if argv is None else argv, args.threads)
     return args
 
 
@@ -289,17 +247,9 @@ def main(argv=None) -> int:
     if not ok:
         sys.exit("the two engines do not compute the same thing: not timing them")
 
-    rows = []
-    for r in range(args.repeats):
-        for mode in ("numpy", "torch"):
-            rows.append(run_worker(__file__, args, mode) | {"rep": r + 1})
-    blas = rows[0]["blas"]
-    torch_row = next(x for x in rows if x["engine"] == "torch")
-    print("\nnumpy BLAS (threadpoolctl.threadpool_info() inside the numpy worker, after the thread limit):")
-    for lib in blas:
-        print("  " + ", ".join(f"{k}={lib.get(k)}" for k in ("user_api", "internal_api", "version", "num_threads",
-                                                           "threading_layer", "architecture", "filepath")))
-    print(f"torch {torch_row['torch_version']}, torch.get_num_threads() = {torch_row['torch_threads']}")
+    print("\nalternating runs (glimpses/s):")
+    rows = alternate_runs(__file__, args, "glimpses_per_s")
+    print_libraries(rows)
 
     exact = all(x["exact_peak"] for x in rows)
     print("\nthroughput = B*T glimpses / median time of one training step (forward, gradients of every layer, "
@@ -329,21 +279,8 @@ def main(argv=None) -> int:
            for e in ("numpy", "torch")}
     print(f"\nmedian  numpy {med['numpy']['glimpses_per_s']:.0f} glimpses/s, {med['numpy']['peak_mib']:.1f} MiB;  "
           f"torch {med['torch']['glimpses_per_s']:.0f} glimpses/s, {med['torch']['peak_mib']:.1f} MiB")
-    ratios = [a["glimpses_per_s"] / b["glimpses_per_s"] for a, b in zip(rows[0::2], rows[1::2])]
-    mem_ratios = [a["peak_mib"] / b["peak_mib"] for a, b in zip(rows[0::2], rows[1::2]) if b["peak_mib"] > 0]
-    print(f"throughput ratio numpy/torch: median {statistics.median(ratios):.2f} "
-          f"(per run: {', '.join('%.2f' % v for v in ratios)})")
-    if mem_ratios:
-        print(f"peak memory ratio numpy/torch: median {statistics.median(mem_ratios):.2f} "
-              f"(per run: {', '.join('%.2f' % v for v in mem_ratios)})")
-    out = {"throughput numpy/torch": {"value": statistics.median(ratios), "target": ">= 1.0",
-                                      "what": "dense CLAPP-s training step, same threads"}}
-    if mem_ratios:
-        out["peak memory numpy/torch"] = {"value": statistics.median(mem_ratios), "target": "<= 1.0",
-                                          "what": "peak RSS increase of the training loop"}
-    from neuroplastic.bench import record
-
-    record("rate_vs_autograd", out, network=[n_in, *args.layers], batch=args.batch, T=args.T)
+    report_ratios(rows, "glimpses_per_s", "rate_vs_autograd", "dense CLAPP-s training step, same threads",
+                  network=[n_in, *args.layers], batch=args.batch, T=args.T)
     return 0
 
 

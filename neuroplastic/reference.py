@@ -51,6 +51,12 @@ def _heading(title: str, char: str) -> list[str]:
     return [title, char * len(title), ""]
 
 
+def _page(title: str, label: str, source: str) -> list[str]:
+    """A generated page's first lines: the do-not-edit comment naming its ``source``, its label and title."""
+    return [f".. This page is generated from {source} by neuroplastic.reference; do not edit it.", "",
+            f".. _{label}:", "", *_heading(title, "=")]
+
+
 def _table(rows: list[list[str]], header: list[str], widths: str) -> list[str]:
     lines = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
     for row in [header, *rows]:
@@ -70,9 +76,7 @@ def protocol_reference() -> str:
     """
     from .protocol import SCHEMA
 
-    lines = [".. This page is generated from neuroplastic.protocol.SCHEMA by neuroplastic.reference; "
-             "do not edit it.", "", ".. _protocol-reference:", ""]
-    lines += _heading("Protocol reference", "=")
+    lines = _page("Protocol reference", "protocol-reference", "neuroplastic.protocol.SCHEMA")
     lines += ["A protocol is a TOML file with the top-level keys below and one table per section. Every key "
               "may be left out except those marked *required*; ``neuroplastic validate FILE`` checks a file, and "
               "``--set table.key=value`` overrides a key on the command line. This page is generated from "
@@ -100,9 +104,7 @@ def model_reference() -> str:
     """
     from .models import FORMAT
 
-    lines = [".. This page is generated from neuroplastic.models.FORMAT by neuroplastic.reference; "
-             "do not edit it.", "", ".. _model-reference:", ""]
-    lines += _heading("Model-file reference", "=")
+    lines = _page("Model-file reference", "model-reference", "neuroplastic.models.FORMAT")
     lines += ["A model file is a TOML file of Brian2 equations and code (``models/`` holds the shipped ones). "
               "Its top-level ``kind`` says what it defines. The engines read only the tables of the variant "
               "they simulate (``[engine] variant``), so a file may define one variant. This page is generated "

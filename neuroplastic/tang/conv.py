@@ -53,7 +53,7 @@ import numpy as np
 from ..rate.conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
 from ..rate.conv_network import parse_architecture
 from ..rules.hinge import hinge_views
-from .network import ACTIVATIONS
+from .network import ACTIVATIONS, gaussian, head_params
 
 __all__ = ["ConvViewEncoder"]
 
@@ -103,9 +103,7 @@ class ConvViewEncoder:
             raise ValueError(f"process {process!r} is not implemented for conv encoders; allowed: 'e2e', 'gll', "
                              "'rll' (DTP needs dense layers)")
 
-        def normal(shape, var):
-            return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
-
+        normal = gaussian(rng, dtype)
         specs = parse_architecture(arch)
         channels = [in_channels, *(s.channels for s in specs)]
         L = len(specs)
@@ -115,10 +113,8 @@ class ConvViewEncoder:
             params[f"{l}/W"] = normal((channels[l + 1], KERNEL, KERNEL, channels[l]), init_scale ** 2 * 2.0 / fan_in)
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
-            if process in ("gll", "rll") or l == L - 1:
-                params[f"{l}/H"] = normal((head, C), 1.0 / C)
-                if feedback in ("rf", "urf", "fa"):
-                    params[f"{l}/B_H"] = normal((head, C), 1.0 / C)
+            params |= head_params(l, C, last=l == L - 1, process=process, feedback=feedback, head=head,
+                                  normal=normal)
             if feedback == "fa" and l >= 1:
                 params[f"{l}/B"] = normal((C, KERNEL, KERNEL, C_in), init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
         return cls(arch, activation, params, in_channels)

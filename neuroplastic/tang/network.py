@@ -73,6 +73,27 @@ def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None =
     return a, h
 
 
+def gaussian(rng: np.random.Generator, dtype):
+    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the one initialiser of every encoder)."""
+    def normal(shape, var):
+        return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
+    return normal
+
+
+def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, head: int, normal) -> dict:
+    """Layer ``l``'s head ``H_l ~ N(0, 1/width)`` and, with random feedback, its ``B_H_l`` alike.
+
+    Layer-wise processes (GLL, RLL) put a head on every layer, end-to-end ones on the last only.
+    Shared by the dense and the conv encoders (:mod:`neuroplastic.tang.conv`).
+    """
+    params = {}
+    if process in ("gll", "rll") or last:
+        params[f"{l}/H"] = normal((head, width), 1.0 / width)
+        if feedback in ("rf", "urf", "fa"):
+            params[f"{l}/B_H"] = normal((head, width), 1.0 / width)
+    return params
+
+
 class ViewEncoder:
     """A dense encoder with the heads, feedback matrices and inverses its method needs.
 
@@ -101,19 +122,15 @@ class ViewEncoder:
         ``W ~ N(0, init_scale^2 * 2 / fan_in)`` (as the CLAPP stack); heads and inverses
         ``~ N(0, 1 / fan_in)``; inverse biases 0.
         """
-        def normal(shape, var):
-            return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
-
+        normal = gaussian(rng, dtype)
         L = len(sizes) - 1
         params = {}
         for l in range(L):             # the encoder first: one seed, one random encoder for every method
             params[f"{l}/W"] = normal((sizes[l + 1], sizes[l]), init_scale ** 2 * 2.0 / sizes[l])
         for l in range(L):
             n_in, n = sizes[l], sizes[l + 1]
-            if process in ("gll", "rll") or l == L - 1:
-                params[f"{l}/H"] = normal((head, n), 1.0 / n)
-                if feedback in ("rf", "urf", "fa"):
-                    params[f"{l}/B_H"] = normal((head, n), 1.0 / n)
+            params |= head_params(l, n, last=l == L - 1, process=process, feedback=feedback, head=head,
+                                  normal=normal)
             if feedback == "fa" and l >= 1:
                 params[f"{l}/B"] = normal((n, n_in), init_scale ** 2 * 2.0 / n_in)
             if process == "dtp" and l >= 1:
