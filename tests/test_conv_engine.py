@@ -24,7 +24,7 @@ from neuroplastic.stimuli import PatchGrids, patch_grid
 from neuroplastic.testing import assert_cli_resume_is_bit_identical
 
 ROOT = Path(__file__).resolve().parents[1]
-CONV_QUICK = ROOT / "protocols" / "clapp_conv_quick.toml"
+CONV_QUICK = ROOT / "protocols" / "clapp_s_conv_quick.toml"
 TINY = ["data.max_samples=96", "train.epochs=3", "train.batch_size=16"]
 
 

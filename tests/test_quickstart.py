@@ -17,7 +17,8 @@ def _probe_seeds():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["clapp_digits", "clapp_natural_images", "clapp_speech_quick",
-                                      "clapp_video_quick", "clapp_digits_spiking", "clapp_conv_quick"])
+                                      "clapp_video_quick", "clapp_digits_spiking", "clapp_s_conv_quick",
+                                      "clapp_conv_quick"])
 def test_trained_encoder_beats_random_encoder_over_three_seeds(tmp_path, monkeypatch, protocol):
     monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path / "builds"))     # Brian2 builds stay in tmp
     table = _probe_seeds()(ROOT / "protocols" / f"{protocol}.toml", [1, 2, 3], tmp_path, [], force=False)
