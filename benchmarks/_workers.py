@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+MIB = 1024.0 * 1024.0
+
 
 def _status(key: str) -> int | None:
     try:
@@ -140,18 +142,15 @@ def report_ratios(rows: list[dict], rate_key: str, name: str, what: str, **meta)
     record(name, out, **meta)
 
 
-MIB = 1024.0 * 1024.0
-
-
 def time_steps(args, build, inputs, build_tiny, tiny_inputs=None) -> dict:
     """A worker's measurement: ``args.warmup`` untimed then ``args.steps`` timed training steps of ``build()``.
 
     ``inputs(k)`` are the arguments of step ``k``. ``build_tiny()`` is a tiny network of the same
     library, stepped twice first on ``tiny_inputs(k)`` (default ``inputs``), so that one-time
     runtime set-up (lazy imports, thread pools, BLAS buffers, allocator arenas) is in the memory
-    baseline taken just before ``build()``. Returns
-    the median step time ``step_s``, every step time, peak and steady memory above the baseline
-    (MiB), minor page faults per timed step, and the libraries' threads and versions.
+    baseline taken just before ``build()``. Returns the median step time ``step_s``, every step
+    time, peak and steady memory above the baseline (MiB), minor page faults per timed step, and
+    the libraries' threads and versions.
     """
     import gc
     import resource

@@ -35,6 +35,8 @@ import sys
 from _workers import (alternate_runs, print_libraries, report_ratios, run_worker, set_threads, time_steps,
                       worker_options)
 
+#: float32 tolerance of max|grad diff|/max|grad|: max-pool near-ties route the error differently (see the check).
+FLOAT32_GRAD_TOL = 1e-2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,10 +179,6 @@ def worker_time(args) -> dict:
     return out | {"images_per_s": args.batch / out["step_s"]}
 
 
-#: float32 tolerance of max|grad diff|/max|grad|: max-pool near-ties route the error differently (see the check).
-FLOAT32_GRAD_TOL = 1e-2
-
-
 def worker_check(args) -> dict:
     """One step of each engine from the same weights on a reduced network, in float32 and in float64."""
     import numpy as np
@@ -289,9 +287,9 @@ def main(argv=None) -> int:
             ok &= worst < (FLOAT32_GRAD_TOL if dtype == "float32" else 1e-10)
         print(f"  -> {'OK' if ok else 'MISMATCH'}: the same computation is shown in float64 (< 1e-10). In float32 "
               f"a max-pool window whose two largest values tie within rounding can send the error to a different "
-              f"winner in each library (in the default check: 2 of the first layer's 4e5 entries, which moves its weight "
-              f"gradient by 5e-4 of its maximum), hence the tolerance {FLOAT32_GRAD_TOL:g}; a wrong layout or "
-              f"term would be off by O(1).")
+              f"winner in each library (in the default check: 2 of the first layer's 4e5 entries, moving its "
+              f"weight gradient by 5e-4 of its maximum), hence the tolerance {FLOAT32_GRAD_TOL:g}; a wrong "
+              f"layout or term would be off by O(1).")
         if not ok:
             sys.exit("the two engines do not compute the same thing: not timing them")
 

@@ -22,7 +22,6 @@ from _workers import (alternate_runs, print_libraries, report_ratios, run_worker
                       worker_options)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # data, pair sets and the two engines (imported lazily: the parent process stays light)
 
