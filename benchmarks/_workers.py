@@ -157,7 +157,7 @@ def time_steps(args, build, inputs, build_tiny, tiny_inputs=None) -> dict:
     import statistics
     import time
 
-    limiter, info = set_threads(args)
+    _, info = set_threads(args)
     if args.worker == "torch":
         import torch
         torch.set_num_threads(args.threads)

@@ -74,7 +74,7 @@ def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None =
 
 
 def gaussian(rng: np.random.Generator, dtype):
-    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the one initialiser of every encoder)."""
+    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the dense and conv Tang encoders' initialiser)."""
     def normal(shape, var):
         return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
     return normal
