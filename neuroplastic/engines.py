@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import TrainingDiverged
+
 log = logging.getLogger(__name__)
 
 ENGINES = {
@@ -29,8 +31,6 @@ def get_engine(name: str):
         raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINES))}") from None
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
 def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:

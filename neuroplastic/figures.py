@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import PROTOCOLS_DIR, ROOT, load
+from .errors import FigureError
 from .results import Run, RunError, atomic_write
 
 __all__ = ["FIGURES_DIR", "SCALES", "FigureError", "Recipe", "build_figure", "load_recipe", "recipes"]
@@ -41,8 +42,6 @@ _TOP = {"title", "plot", "runs", "scale", "description", "bench"}
 _RUN = {"label", "protocol", "set", "seeds"}
 
 
-class FigureError(ValueError):
-    """A recipe that cannot be used: names the file, the key and what is allowed."""
 
 
 @dataclass(frozen=True)

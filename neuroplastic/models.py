@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelError
+
 __all__ = ["FORMAT", "Entry", "ModelError", "ModelFile", "Table", "load_model", "NONLINEARITIES"]
 
 #: Somatic nonlinearities the numpy engine implements.
@@ -167,8 +169,6 @@ FORMAT["synapses"].update(_synapse_tables("spiking"))
 _KINDS = tuple(FORMAT)
 
 
-class ModelError(ValueError):
-    """A model file that cannot be used, with the file, line and key in the message."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import ProtocolError
+
 __all__ = ["SCHEMA", "Key", "Protocol", "ProtocolError", "load", "loads", "parse_override"]
 
 #: Directory that holds ``models/`` and ``protocols/`` (the project checkout).
@@ -39,14 +41,6 @@ PROTOCOLS_DIR = ROOT / "protocols"
 _REQUIRED = object()
 
 
-class ProtocolError(ValueError):
-    """A protocol file (or override) that cannot be run, with a message that says why."""
-
-    def __init__(self, source: str, key: str, message: str):
-        self.source, self.key = source, key
-        where = f"[{key.rsplit('.', 1)[0]}] {key.rsplit('.', 1)[1]}" if "." in key else key
-        sep = " " if message.startswith("= ") else ": "      # "[rule] lr = -1: must be ..."
-        super().__init__(f"{source}: {where}{sep}{message}" if key else f"{source}: {message}")
 
 
 def _did_you_mean(word: str, names) -> str | None:

@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import RunError
+
 __all__ = ["Run", "RunError", "atomic_write", "read_metrics", "save_figure", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ("epoch", "stage", "layer", "name", "value")
 _VERSIONED = ("neuroplastic", "numpy", "scipy", "scikit-learn", "brian2", "brian2cuda", "torch", "array-api-compat")
 
 
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked (finished, unfinished, or corrupt)."""
 
 
 def _file_mode() -> int:

@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .protocol import Protocol, ProtocolError, _check_names, load, parse_override
+from .errors import SweepError
 from .results import Run, atomic_write, read_metrics
 
 __all__ = ["Axis", "Plan", "SweepError", "add_arguments", "command", "parse_grid", "plan", "run_point", "sweep"]
@@ -98,8 +99,6 @@ _RANGE = re.compile(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*")
 _NUMERIC_RANGE = re.compile(r"\s*[-+0-9.eE]+\.\.[-+0-9.eE]+\s*")     # e.g. 1.5..3: a range, but not of integers
 
 
-class SweepError(RuntimeError):
-    """A sweep that cannot start as asked (dask missing, scheduler unreachable, conflicting options)."""
 
 
 # -- the grid ----------------------------------------------------------------------------------

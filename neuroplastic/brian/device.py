@@ -26,14 +26,14 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import DeviceError
+
 __all__ = ["DEVICES", "DeviceError", "Simulator", "build_cache_dir", "check_compiler", "gpu_available"]
 
 DEVICES = ("runtime", "cpp", "cuda")
 _STANDALONE = {"cpp": "cpp_standalone", "cuda": "cuda_standalone"}
 
 
-class DeviceError(RuntimeError):
-    """A device that cannot be used here (no compiler, unknown name), with what to do instead."""
 
 
 def build_cache_dir() -> Path:

@@ -21,17 +21,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = ["DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "load"]
 
 DOMAINS = ("image", "sound", "video")
 
 
-class DataError(ValueError):
-    """A data set that cannot be read as asked: the message names the path and what was expected."""
-
-    def __init__(self, path, message: str):
-        self.path = str(path)
-        super().__init__(f"{self.path}: {message}")
 
 
 @dataclass(frozen=True)
