@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-import neuroplastic.brian  # noqa: F401
+import neuroplastic.engines.brian  # noqa: F401
 from neuroplastic.bench import record
-from neuroplastic.brian.device import Simulator
-from neuroplastic.brian.network import build
+from neuroplastic.engines.brian.device import Simulator
+from neuroplastic.engines.brian.network import build
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
-from neuroplastic.rate.network import ClappStack
-from neuroplastic.rate.optim import SGD
-from neuroplastic.rate.stream import train_stream
-from neuroplastic.testing import random_problem
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
+from neuroplastic.engines.numpy.optim import SGD
+from neuroplastic.engines.numpy.stream import train_stream
+
+# tests/helpers.py holds the random test problems that the tests use too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import random_problem  # noqa: E402
 
 
 def main(argv=None) -> int:

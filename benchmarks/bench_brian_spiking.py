@@ -1,11 +1,11 @@
 """Benchmark the spiking CLAPP network (cpp_standalone).
 
-(a) run time of the plastic spiking network (neuroplastic.brian.spiking.build, no monitors) vs a plain
+(a) run time of the plastic spiking network (neuroplastic.engines.brian.spiking.build, no monitors) vs a plain
     Brian2 network with the same neurons (Bernoulli inputs, escape-noise LIF layers), the same synapse
     counts (feed-forward, lateral W_pred, score) and no plasticity, same duration and device;
     the binary's own network-run time (``device._last_run_time``), min over repetitions. Target <= 2x.
 (b) correlation of the spiking network's dW, dW_pred (per layer) with the rate rule
-    (neuroplastic.rate.stream.train_stream) on the same stream and initial weights.
+    (neuroplastic.engines.numpy.stream.train_stream) on the same stream and initial weights.
 
 usage: python benchmarks/bench_brian_spiking.py [--sizes 16,64,64] [--glimpses 200] [--glimpse-ms 200]
                                                 [--dt-ms 0.2] [--reps 3] [--eta 0.002]
@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-import neuroplastic.brian  # noqa: F401
+import neuroplastic.engines.brian  # noqa: F401
 from neuroplastic.bench import record
-from neuroplastic.brian.network import _all_to_all
-from neuroplastic.brian.spiking import build, constants
+from neuroplastic.engines.brian.network import _all_to_all
+from neuroplastic.engines.brian.spiking import build, constants
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
-from neuroplastic.rate.network import ClappStack
-from neuroplastic.rate.stream import train_stream
-from neuroplastic.testing import random_problem
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
+from neuroplastic.engines.numpy.stream import train_stream
+
+# tests/helpers.py holds the random test problems that the tests use too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import random_problem  # noqa: E402
 
 PLAIN_LAYER = """
 dIs/dt = -Is / tau_s : 1

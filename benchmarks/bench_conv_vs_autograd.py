@@ -2,7 +2,7 @@
 
     python benchmarks/bench_conv_vs_autograd.py [--threads 2] [--width 1.0] [--batch 32] [--score location] ...
 
-The paper's vision setting (SCIENCE.md §1): batches of 32 grey 64 x 64 images, each
+The paper's vision setting (science page of the docs, CLAPP): batches of 32 grey 64 x 64 images, each
 a 7 x 7 grid of 16 x 16 patches (stride 8), encoded by VGG-6 ([128, 256, M, 256,
 512, M, 1024, M, 1024, M]); every conv layer is its own CLAPP-s learner (score per
 location of its output map by default; ``--score patch`` scores the patch mean as
@@ -43,7 +43,7 @@ FLOAT32_GRAD_TOL = 1e-2
 # data, pair sets and the two engines (imported lazily: the parent process stays light)
 
 def architecture(width: float):
-    from neuroplastic.rate.conv_network import VGG6
+    from neuroplastic.rules.architectures import VGG6
     return [c if c == "M" else max(1, int(round(c * width))) for c in VGG6]
 
 
@@ -67,7 +67,7 @@ def make_batches(args, n_batches: int, batch: int):
 def make_net(args, width, dtype="float32"):
     import numpy as np
 
-    from neuroplastic.rate.conv_network import ConvClappStack
+    from neuroplastic.engines.numpy.conv_stack import ConvClappStack
     return ConvClappStack.init(architecture(width), 1, "clapp_s", np.random.default_rng(args.seed + 2),
                                offsets=args.offsets, dtype=dtype, score=args.score)
 
@@ -76,7 +76,7 @@ def make_pair_sets(args, n_steps: int, batch: int, grid: int):
     """The same shifts and weights for every engine: ConvClappStack.pair_sets with a fixed seed."""
     import numpy as np
 
-    from neuroplastic.rate.conv_network import ConvClappStack
+    from neuroplastic.engines.numpy.conv_stack import ConvClappStack
     rng = np.random.default_rng(args.seed + 1)
     net = ConvClappStack(architecture(1.0), 1, "clapp_s", {}, offsets=args.offsets, score=args.score)
     return [net.pair_sets(batch, grid, grid, rng, args.negatives, 0.5) for _ in range(n_steps)]
@@ -84,8 +84,8 @@ def make_pair_sets(args, n_steps: int, batch: int, grid: int):
 
 class NumpyEngine:
     def __init__(self, args, net):
-        from neuroplastic.rate.memory import retain_freed_memory
-        from neuroplastic.rate.optim import Adam
+        from neuroplastic.engines.numpy.memory import retain_freed_memory
+        from neuroplastic.engines.numpy.optim import Adam
         retain_freed_memory()          # as the numpy engine's train() does
         self.net = net
         self.opt = Adam(args.lr)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroplastic.bench import record
-from neuroplastic.brian.device import gpu_available
+from neuroplastic.engines.brian.device import gpu_available
 from neuroplastic.cli import main as cli
 from neuroplastic.protocol import load
 from neuroplastic.results import Run

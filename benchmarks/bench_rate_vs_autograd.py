@@ -52,7 +52,7 @@ def make_pair_sets(args, n_steps: int):
     """The same shifts and weights for every engine: ClappStack.pair_sets with a fixed seed."""
     import numpy as np
 
-    from neuroplastic.rate.network import ClappStack
+    from neuroplastic.engines.numpy.clapp_stack import ClappStack
     rng = np.random.default_rng(args.seed + 1)
     net = ClappStack([1, 1], "clapp_s", {})
     return [net.pair_sets(args.batch, args.T, rng, args.negatives, 0.5) for _ in range(n_steps)]
@@ -61,16 +61,16 @@ def make_pair_sets(args, n_steps: int):
 def init_params(args, dtype="float32"):
     import numpy as np
 
-    from neuroplastic.rate.network import ClappStack
+    from neuroplastic.engines.numpy.clapp_stack import ClappStack
     sizes = [args.patch * args.patch, *args.layers]
     return ClappStack.init(sizes, "clapp_s", np.random.default_rng(args.seed + 2), dtype=dtype).params
 
 
 class NumpyEngine:
     def __init__(self, args, params):
-        from neuroplastic.rate.memory import retain_freed_memory
-        from neuroplastic.rate.network import ClappStack
-        from neuroplastic.rate.optim import Adam
+        from neuroplastic.engines.numpy.memory import retain_freed_memory
+        from neuroplastic.engines.numpy.clapp_stack import ClappStack
+        from neuroplastic.engines.numpy.optim import Adam
         retain_freed_memory()          # as the numpy engine's train() does
         self.net = ClappStack([args.patch * args.patch, *args.layers], "clapp_s", params)
         self.opt = Adam(args.lr)
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
           "counted. Counted, the same way for both: weights, gradients, optimiser state, every temporary of a "
           "step and what each library's allocator keeps. 'steady' = RSS after the warm-up steps, same baseline.")
     print("faults = minor page faults per timed step (fresh memory mapped in by the kernel; the numpy worker calls "
-          "neuroplastic.rate.memory.retain_freed_memory(), as the numpy engine does, so that its temporaries are reused).")
+          "neuroplastic.engines.numpy.memory.retain_freed_memory(), as the numpy engine does, so that its temporaries are reused).")
     print("other load = CPU time used by other processes while the worker ran, as a fraction of all CPUs "
           "(should be ~0 %; if not, the timings of that run are distorted).")
     print(f"\n{'run':>3}  {'engine':<6} {'glimpses/s':>11} {'(mean)':>8} {'ms/step':>8} {'peak MiB':>9} "

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol import ROOT
+from .errors import BenchError
+from .resources import benchmarks_dir
 from .results import atomic_write
 
 __all__ = ["BENCHMARKS", "Benchmark", "ensure_results", "record", "run_benchmarks", "write_report"]
 
-BENCH_DIR = ROOT / "benchmarks"
+#: The checkout's benchmark scripts; None in an installed wheel, which does not ship them.
+BENCH_DIR = benchmarks_dir()
 ENV = "NEUROPLASTIC_BENCH_JSON"
 
 
@@ -74,7 +76,7 @@ def _missing(needs: str) -> str:
         except ImportError:
             return "torch is not installed (pip install torch==2.13.0)"
     if needs == "gpu":
-        from .brian.device import gpu_available
+        from .engines.brian.device import gpu_available
 
         if not gpu_available():
             return "no GPU on this machine"
@@ -90,6 +92,13 @@ def _meets(value: float, target: str) -> bool | None:
 
 def run_benchmarks(names, out: Path, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the named benchmarks (their own processes, one at a time); return and save all results."""
+    names = list(names)
+    if BENCH_DIR is None or (missing := [BENCHMARKS[n].script for n in names
+                                         if not (BENCH_DIR / BENCHMARKS[n].script).is_file()]):
+        where = "this installation has no benchmarks/ directory" if BENCH_DIR is None else \
+            f"{BENCH_DIR} has no {', '.join(missing)}"
+        raise BenchError(f"the benchmark scripts ship only with the source checkout, not with an installed "
+                         f"package ({where}): clone the repository and pip install -e . there")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -105,7 +114,7 @@ def run_benchmarks(names, out: Path, quick: bool = False, progress: bool = True)
         if progress:
             print(f"{name:<18} {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, ENV: str(raw)}, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=BENCH_DIR.parent, env={**os.environ, ENV: str(raw)}, capture_output=True, text=True)
         atomic_write(out / f"{name}.log", proc.stdout + proc.stderr)
         if proc.returncode != 0 or not raw.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]

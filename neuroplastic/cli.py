@@ -14,12 +14,12 @@ import tomllib
 from pathlib import Path
 
 from . import __version__
-from .brian.device import DeviceError
-from .data import DataError
-from .engines import get_engine, prepare
-from .models import ModelError, load_model
-from .protocol import MODELS_DIR, PROTOCOLS_DIR, ProtocolError, load
-from .results import RunError
+from .engines import get_engine
+from .engines.prepare import prepare
+from .errors import FigureError, NeuroplasticError, RunError
+from .models import load_model
+from .protocol import load
+from .resources import find_protocol, models, protocols
 from .runner import run_protocol
 
 __all__ = ["main"]
@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train and evaluate a protocol; results go to a run directory")
-    r.add_argument("protocol", type=Path, help="protocol file (TOML)")
+    r.add_argument("protocol", type=Path, help="protocol file (TOML), or the name of a shipped protocol "
+                   "(see neuroplastic list), e.g. clapp_digits")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a protocol value, e.g. --set rule.lr=3e-4 (repeatable)")
     r.add_argument("--seed", type=int, help="shortcut for --set seed=N")
@@ -50,10 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar, only the result table")
 
     v = sub.add_parser("validate", help="check protocol files without running them")
-    v.add_argument("protocols", type=Path, nargs="+")
+    v.add_argument("protocols", type=Path, nargs="+", metavar="PROTOCOL",
+                   help="protocol files, or names of shipped protocols (see neuroplastic list)")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
 
-    sub.add_parser("list", help="list the protocols and models, one line each")
+    sub.add_parser("list", help="list the shipped protocols (run or validate them by name), models and data sources")
 
     from .sweep import add_arguments as sweep_arguments
 
@@ -90,16 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": _run, "validate": _validate, "list": _list, "compare": _compare, "figures": _figures, "bench": _bench,
                 "sweep": _sweep}[args.command](args)
-    except (ProtocolError, ModelError, RunError, DeviceError, DataError) as err:
+    except NeuroplasticError as err:       # bad input: one line; anything else is a bug and shows its traceback
         print(f"neuroplastic: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 def _run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else []) \
         + ([f'engine.device="{args.device}"'] if args.device else []) \
         + ([f"engine.cuda_arch={args.cuda_arch}"] if args.cuda_arch is not None else [])
-    protocol = load(args.protocol, overrides)
+    protocol = load(find_protocol(args.protocol), overrides)
     engine = get_engine(protocol.engine.name)
     if args.build_only:
         return _build_only(protocol, engine)
@@ -122,13 +124,10 @@ def _run(args) -> int:
 
 def _build_only(protocol, engine) -> int:
     """Compile the protocol's Brian2 network and say where the binary is."""
-    if not hasattr(engine, "build_only"):
-        raise ProtocolError(protocol.source, "engine.name", f"= {protocol.engine.name!r}: --build-only compiles "
-                            "a Brian2 network; it needs [engine] name = \"brian\"")
-    directory = engine.build_only(protocol, prepare(protocol, running=False))
+    directory = engine.build(protocol, prepare(protocol, running=False))
     print(f"built: {directory / 'main'} ({protocol.engine.device} device)")
     if protocol.engine.device == "cuda":
-        from .brian.device import gpu_available
+        from .engines.brian.device import gpu_available
 
         if not gpu_available():
             print("no GPU found on this machine: the binary was compiled, not run")
@@ -149,12 +148,13 @@ def _validate(args) -> int:
     failed = 0
     for path in args.protocols:
         try:
-            p = load(path, args.overrides)
+            p = load(find_protocol(path), args.overrides)
             get_engine(p.engine.name).check(p, running=False)
             load_model(p.model_path, kind="neuron").variant(p.engine.variant)
-            load_model(p.synapses_path, kind="synapses")
+            if p.synapses_path is not None:
+                load_model(p.synapses_path, kind="synapses")
             print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")
-        except (ProtocolError, ModelError) as err:
+        except NeuroplasticError as err:
             print(f"invalid {err}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
@@ -167,16 +167,13 @@ def _sweep(args) -> int:
 
 
 def _figures(args) -> int:
-    from .figures import FigureError, build_figure, load_recipe, recipes
+    from .figures import build_figure, load_recipe, recipes
 
     known = recipes()
     if unknown := [n for n in args.names if n not in known]:
-        raise RunError(f"no figure recipe {unknown[0]!r}; known: {', '.join(known)}")
+        raise FigureError(f"no figure recipe {unknown[0]!r}; known: {', '.join(known)}")
     out = args.out or Path("figures") / args.scale
-    try:
-        chosen = [load_recipe(known[n], args.scale) for n in (args.names or known)]
-    except FigureError as err:
-        raise RunError(str(err)) from None
+    chosen = [load_recipe(known[n], args.scale) for n in (args.names or known)]
     for recipe in chosen:
         paths = build_figure(recipe, args.runs, out, progress=not args.quiet)
         print(f"{recipe.name:<20} {', '.join(map(str, paths))}")
@@ -187,7 +184,7 @@ def _bench(args) -> int:
     from .bench import BENCHMARKS, run_benchmarks, write_report
 
     if unknown := [n for n in args.names if n not in BENCHMARKS]:
-        raise RunError(f"no benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+        raise FigureError(f"no benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
     results = run_benchmarks(args.names or list(BENCHMARKS), args.out, quick=args.quick)
     for path in write_report(results, args.out):
         print(f"written: {path}")
@@ -212,11 +209,11 @@ def _compare(args) -> int:
 
 def _list(args) -> int:
     print("protocols:")
-    for path in sorted(PROTOCOLS_DIR.glob("*.toml")):
-        print(f"  {path.stem:<28} {_describe(path, 'description')}")
+    for name, path in protocols().items():
+        print(f"  {name:<28} {_describe(path, 'description')}")
     print("models:")
-    for path in sorted(MODELS_DIR.glob("*.toml")):
-        print(f"  {path.stem:<28} {_describe(path, 'description')}")
+    for name, path in models().items():
+        print(f"  {name:<28} {_describe(path, 'description')}")
     from .data import DATASETS
 
     print("data sources ([data] source; split and label: the first is the default):")

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .results import Run, RunError, atomic_write, read_metrics
+from .evaluate import linear_cka
+from .errors import RunError
+from .results import Run, atomic_write, read_metrics
 
 __all__ = ["SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure", "expand_runs", "format_table",
            "linear_cka", "write_csv"]
@@ -32,27 +34,6 @@ __all__ = ["SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure",
 SAME_KEYS = ("model.arch", "model.layers", "data.source", "data.path", "data.split", "data.label",
              "data.max_samples", "data.test_fraction", "stimulus.patch", "stimulus.stride", "stimulus.crop",
              "evaluate.source", "evaluate.path", "evaluate.split", "evaluate.test_split")
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear centred kernel alignment of two representations of the same samples (rows).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> x = np.random.default_rng(0).normal(size=(50, 4))
-    >>> q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))
-    >>> round(linear_cka(x, 3 * x @ q), 6)       # invariant to rotations and isotropic scaling
-    1.0
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if len(x) != len(y):
-        raise ValueError(f"CKA needs the same samples: {len(x)} vs {len(y)} rows")
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
-    return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else float("nan")
 
 
 def expand_runs(paths) -> list[Run]:

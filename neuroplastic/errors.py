@@ -18,8 +18,8 @@ Examples
 """
 from __future__ import annotations
 
-__all__ = ["DataError", "DeviceError", "FigureError", "ModelError", "NeuroplasticError", "ProtocolError",
-           "RunError", "SweepError", "TrainingDiverged"]
+__all__ = ["BenchError", "DataError", "DeviceError", "FigureError", "ModelError", "NeuroplasticError", "ProtocolError",
+           "RunError", "SettingError", "SweepError", "TrainingDiverged"]
 
 
 class NeuroplasticError(Exception):
@@ -59,6 +59,18 @@ def _where(key: str, message: str) -> str:
     return f"{where}{sep}{message}"
 
 
+class SettingError(NeuroplasticError, ValueError):
+    """A setting that does not fit the data (e.g. a glimpse larger than the images), raised where it shows.
+
+    ``key`` is the protocol key (``"stimulus.patch"``); code that knows the protocol file re-raises it
+    as a :class:`ProtocolError` naming that file.
+    """
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
 class ModelError(NeuroplasticError, ValueError):
     """A model file that cannot be used, with the file, line and key in the message."""
 
@@ -81,6 +93,10 @@ class RunError(NeuroplasticError, RuntimeError):
 
 class FigureError(NeuroplasticError, ValueError):
     """A figure recipe that cannot be used: names the file, the key and what is allowed."""
+
+
+class BenchError(NeuroplasticError, RuntimeError):
+    """A benchmark that cannot run here: its script is missing (``benchmarks/`` ships only with a checkout)."""
 
 
 class SweepError(NeuroplasticError, RuntimeError):

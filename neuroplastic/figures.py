@@ -30,13 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol import PROTOCOLS_DIR, ROOT, load
+from .protocol import load
+from .resources import figure_recipes, figures_dir, protocols_dir
 from .errors import FigureError
 from .results import Run, RunError, atomic_write
 
 __all__ = ["FIGURES_DIR", "SCALES", "FigureError", "Recipe", "build_figure", "load_recipe", "recipes"]
 
-FIGURES_DIR = ROOT / "figures"
+#: The shipped recipes: the checkout's ``figures/``, or their copies in an installed wheel.
+FIGURES_DIR = figures_dir()
 SCALES = ("tiny", "quick", "paper")
 _TOP = {"title", "plot", "runs", "scale", "description", "bench"}
 _RUN = {"label", "protocol", "set", "seeds"}
@@ -63,8 +65,8 @@ class Recipe:
 
 
 def recipes() -> dict[str, Path]:
-    """Every recipe in ``figures/`` by name."""
-    return {p.stem: p for p in sorted(FIGURES_DIR.glob("*.toml"))}
+    """Every shipped recipe (``figures/*.toml``) by name."""
+    return figure_recipes()
 
 
 def _fail(path, key, msg):
@@ -104,11 +106,12 @@ def load_recipe(path: str | Path, scale: str = "quick") -> Recipe:
         if "protocol" not in entry:
             _fail(path, f"runs.{k}", "missing key 'protocol'")
         proto = Path(entry["protocol"])
-        candidates = [path.parent / proto, PROTOCOLS_DIR / proto, PROTOCOLS_DIR / f"{proto}.toml"]
+        shipped = protocols_dir()
+        candidates = [path.parent / proto, shipped / proto, shipped / f"{proto}.toml"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             _fail(path, f"runs.{k}", f"protocol = {str(proto)!r}: no such protocol (looked in {path.parent} "
-                  f"and {PROTOCOLS_DIR})")
+                  f"and {shipped})")
         seeds = at_scale.get("seeds", entry.get("seeds", [1]))
         if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             _fail(path, f"runs.{k}", f"seeds = {seeds!r}: must be a non-empty list of integers >= 0")

@@ -188,7 +188,7 @@ def rate_vs_spiking(runs: dict, title: str = ""):
     """(d) The same protocol with rate and spiking neurons: raster, soma/dendrite, ΔW, CKA, probe."""
     import numpy as np
 
-    from .compare import linear_cka
+    from .evaluate import linear_cka
     from .results import read_metrics
 
     if set(runs) != {"rate", "spiking"}:

@@ -20,6 +20,7 @@ Examples
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -30,13 +31,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ProtocolError
+from .resources import models_dir, protocols_dir
 
 __all__ = ["SCHEMA", "Key", "Protocol", "ProtocolError", "load", "loads", "parse_override"]
 
-#: Directory that holds ``models/`` and ``protocols/`` (the project checkout).
-ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = ROOT / "models"
-PROTOCOLS_DIR = ROOT / "protocols"
+#: The shipped models and protocols: the checkout's ``models/`` and ``protocols/``, or their copies in an
+#: installed wheel (see :mod:`neuroplastic.resources`).
+MODELS_DIR = models_dir()
+PROTOCOLS_DIR = protocols_dir()
 
 _REQUIRED = object()
 
@@ -140,17 +142,17 @@ class Key:
 
 
 _DATA = _choices_from("neuroplastic.data", "DATASETS")
-_ENGINES = _choices_from("neuroplastic.engines", "ENGINES")
+_ENGINES = _choices_from("neuroplastic.engines.registry", "ENGINES")
 _RULES = _choices_from("neuroplastic.rules", "RULES")
 
 
 def _architectures() -> list[str]:
-    from .rate.conv_network import ARCHITECTURES
+    from .rules.architectures import ARCHITECTURES
 
     return ["dense", *ARCHITECTURES]
 
-#: Every table and key a protocol may have. ``""`` is the top level.
-SCHEMA: dict[str, dict[str, Key]] = {
+#: The keys every protocol has, whatever its rule and engine. ``""`` is the top level.
+COMMON: dict[str, dict[str, Key]] = {
     "": {
         "name": Key("str", doc="Name of the protocol; names its run directories."),
         "description": Key("str", "", "Free text shown by `neuroplastic list`."),
@@ -176,71 +178,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "stride": Key("int", 2, "Step between neighbouring glimpses, in the same unit as `patch`.", low=1),
         "scan": Key("str", "raster", "Order in which the eye visits an image's glimpse grid.",
                     choices=("raster", "snake")),
-        "saccade_prob": Key("float", 0.5, "CLAPP: probability that a step is a saccade (y = -1) "
-                            "rather than a fixation (y = +1).", low=0, high=1),
-        "glimpse_ms": Key("float", 50.0, "Duration of one glimpse in simulated time (Brian2 engine), in ms.",
-                          low=0, low_open=True),
-        "crop_pad": Key("int", 1, "Views: shift each view by up to this many pixels (pad with 0, crop back).", low=0),
-        "flip": Key("bool", False, "Views: mirror views left-right at random (off for digits: a mirrored digit "
-                    "is another symbol)."),
-        "jitter": Key("float", 0.4, "Views: scale brightness and contrast by factors from [1 - jitter, 1 + jitter].",
-                      low=0, high=1),
-        "blur": Key("float", 0.0, "Views: Gaussian blur with a standard deviation from [0, blur] pixels.", low=0),
-        "crop": Key("int", 0, "Conv CLAPP: crop each image to crop x crop pixels before cutting its patch grid, at "
-                    "a random place per training batch and at the centre for the probe (paper: 64; 0 = whole "
-                    "image).", low=0),
     },
     "model": {
         "file": Key("path", "two_compartment", "Neuron model file: a path (relative to the protocol "
                     "file) or the name of a file in models/."),
-        "synapses": Key("path", "clapp_synapses", "Synapse model file (Brian2 engine): a path or a name in models/."),
         "arch": Key("str", "dense", "Encoder: 'dense' layers of `layers` two-compartment units on flattened "
                     "glimpses, or a named convolutional CLAPP encoder on patch grids ('vgg6': the paper's; "
-                    "'small': for built-in data), see neuroplastic.rate.conv_network.", choices=_architectures),
+                    "'small': for built-in data), see neuroplastic.engines.numpy.conv_stack.", choices=_architectures),
         "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first (arch = 'dense').",
                       low=1),
         "init_scale": Key("float", 1.0, "Feed-forward weights start as N(0, init_scale^2 * 2 / fan_in).",
                           low=0, low_open=True),
-        "pred_init_scale": Key("float", 0.1, "Prediction (and retrodiction) weights start as "
-                               "N(0, pred_init_scale^2 / n).", low=0),
-        "activation": Key("str", "relu", "Non-linearity of the hinge rules' dense layers (the authors use "
-                          "hardtanh); CLAPP's rate neuron is relu.", choices=("relu", "hardtanh", "tanh")),
     },
     "rule": {
         "name": Key("str", "clapp_s", "Plasticity rule.", choices=_RULES),
         "lr": Key("float", 1e-3, "Learning rate eta.", low=0, low_open=True),
-        "negatives": Key("int", 1, "Negative pairs per positive pair. CLAPP-s: saccades; hinge rules: the next "
-                         "k images of the batch (>= batch_size - 1: every other image).", low=1),
         "optimizer": Key("str", "adam", "How updates are applied.", choices=("adam", "sgd")),
-        "offsets": Key("int_list", [1], "Conv CLAPP: a patch predicts the patches these many rows below it, "
-                       "one W_pred each (paper: [2, 3, 4, 5, 6]).", low=1),
-        "score": Key("str", "location", "Conv CLAPP: score, hinge and modulation per location of the map "
-                     "(the paper's text) or of each patch's spatial mean (the authors' code).",
-                     choices=("location", "patch")),
-        "tau": Key("float", 2.0, "Hinge rules: L1 distance that separates positive from negative pairs.",
-                   low=0, low_open=True),
-        "delta": Key("float", 1.0, "Hinge rules: margin; positives are pulled below tau - delta, negatives "
-                     "pushed above tau + delta.", low=0),
-        "head": Key("int", 64, "Hinge rules: size of the linear head(s) whose outputs the loss compares.", low=1),
-        "target_step": Key("float", 0.05, "DTP: top target h_L - target_step * d(loss of the image)/dh_L.",
-                           low=0, low_open=True),
-        "inverse_noise": Key("float", 0.1, "DTP: standard deviation of the noise the inverses learn to undo.",
-                             low=0, low_open=True),
-        "inverse_lr": Key("float", 1e-3, "DTP: learning rate of the inverses.", low=0, low_open=True),
     },
     "engine": {
         "name": Key("str", "numpy", "Simulation engine.", choices=_ENGINES),
         "variant": Key("str", "rate", "Neuron variant (Brian2 engine).", choices=("rate", "spiking")),
-        "device": Key("str", "cpp", "Brian2 device: 'runtime' (numpy code generation, no compiler), 'cpp' "
-                      "(compiled once with cpp_standalone, then re-run) or 'cuda' (brian2cuda, nvcc).",
-                      choices=("runtime", "cpp", "cuda")),
-        "cuda_arch": Key("float", 9.0, "CUDA compute capability the 'cuda' device compiles for.", low=5.0),
-        "dt_ms": Key("float", 0.1, "Simulation time step (Brian2 engine), in ms.", low=0, low_open=True),
-        "dtype": Key("str", "float32", "Floating-point type of the numpy engine.", choices=("float32", "float64")),
     },
     "train": {
         "epochs": Key("int", 10, "Passes over the training images.", low=1),
-        "batch_size": Key("int", 64, "Images per update (numpy engine); >= 2, as a saccade goes to another image of the batch.", low=2),
         "checkpoint_every": Key("int", 1, "Write a resumable checkpoint every this many epochs.", low=1),
     },
     "evaluate": {
@@ -262,8 +222,49 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 
+def _assemble() -> tuple[dict[str, dict[str, Key]], dict[str, list[str]]]:
+    """Every key a protocol may have: the common ones, then those each rule and engine declares.
+
+    Returns the schema and, for each component key (``"rule.tau"``), who reads it (``"rule hinge_e2e_bp"``,
+    ``"engine brian"``): what a refused key's message names.
+    """
+    from .engines.registry import SETTINGS as ENGINE_SETTINGS
+    from .rules import RULES, SETTINGS as RULE_SETTINGS
+
+    schema = {table: dict(keys) for table, keys in COMMON.items()}
+    readers: dict[str, list[str]] = {}
+    declared = [(dotted, spec, [f"rule {r.name}" for r in RULES.values() if dotted in r.keys])
+                for dotted, spec in RULE_SETTINGS.items()]
+    declared += [(dotted, spec, [f"engine {engine}"]) for engine, keys in ENGINE_SETTINGS.items()
+                 for dotted, spec in keys.items()]
+    for dotted, spec, who in declared:
+        table, key = dotted.split(".")
+        schema[table].setdefault(key, Key(**spec))
+        readers.setdefault(dotted, []).extend(who)
+    return schema, readers
+
+
+#: Every table and key a protocol may have: :data:`COMMON` and the keys the rules
+#: (``neuroplastic.rules.SETTINGS``) and engines (``neuroplastic.engines.registry.SETTINGS``) declare.
+SCHEMA, READERS = _assemble()
+
+
+def used_keys(rule: str, engine: str) -> set[str]:
+    """The component keys (``"table.key"``) a protocol with this rule and engine reads."""
+    from .engines.registry import RULE_KEYS, SETTINGS as ENGINE_SETTINGS
+    from .rules import RULES
+
+    honoured = RULE_KEYS[engine]
+    rule_keys = {k for k in RULES[rule].keys if honoured is None or k in honoured}
+    return rule_keys | set(ENGINE_SETTINGS[engine])
+
+
 class Section:
-    """One validated table of a protocol; keys are attributes (``p.rule.lr``)."""
+    """One validated table of a protocol; keys are attributes (``p.rule.lr``).
+
+    A key the protocol's rule and engine do not read is not part of the table (nor of the run's
+    identity), but reading it gives its declared default, so engine code need not ask who reads what.
+    """
 
     def __init__(self, table: str, values: dict[str, Any]):
         object.__setattr__(self, "_table", table)
@@ -272,6 +273,10 @@ class Section:
     def __getattr__(self, key: str) -> Any:
         try:
             return self._values[key]
+        except KeyError:
+            pass
+        try:
+            return SCHEMA[self._table][key].default
         except KeyError:
             raise AttributeError(f"protocol table [{self._table}] has no key {key!r}") from None
 
@@ -296,6 +301,8 @@ class Protocol:
     source: str = "<string>"
     model_path: Path | None = None
     synapses_path: Path | None = None
+    #: The tables and keys as given (file and overrides), before defaults: what overrides apply to.
+    given: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __getattr__(self, table: str) -> Section:
         sections = object.__getattribute__(self, "sections")
@@ -304,19 +311,39 @@ class Protocol:
         raise AttributeError(table)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fully resolved protocol (every default filled in), as TOML-ready data."""
+        """The resolved protocol (every key its rule and engine read, defaults filled in), as TOML-ready data."""
         out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
         out.update({t: s.as_dict() for t, s in self.sections.items()})
         return out
 
+    def model_files(self) -> dict[str, Path]:
+        """The model files this protocol's network is built from, by key."""
+        files = {"model.file": self.model_path}
+        if "synapses" in self.sections["model"].as_dict():
+            files["model.synapses"] = self.synapses_path
+        return {k: v for k, v in files.items() if v is not None}
+
+    def identity(self) -> dict[str, Any]:
+        """What a run of this protocol is: the resolved protocol and the contents of its model files.
+
+        Data paths are reduced to the name of the data directory: the same data set gives the same run
+        wherever it lies on disk.
+        """
+        protocol = self.as_dict()
+        for table in ("data", "evaluate"):
+            if protocol[table].get("path"):
+                protocol[table]["path"] = Path(protocol[table]["path"]).name
+        models = {k: hashlib.sha256(path.read_bytes()).hexdigest() for k, path in self.model_files().items()}
+        return {"protocol": protocol, "models": models}
+
     def digest(self) -> str:
-        """Hash of the resolved protocol: the identity of a run."""
-        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of :meth:`identity`: names the run directory, so editing a model file makes a new run."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def with_overrides(self, overrides: list[str]) -> "Protocol":
         """Return a new protocol with ``table.key=value`` overrides applied and validated."""
-        raw = self.as_dict()
+        raw = copy.deepcopy(self.given) if self.given is not None else self.as_dict()
         for item in overrides:
             table, key, value = parse_override(item)
             if table:
@@ -371,52 +398,92 @@ def _base_dir(source: str) -> Path:
     return p.parent if p.is_file() else Path.cwd()
 
 
-def _check_names(raw: dict[str, Any], source: str) -> None:
-    """Reject unknown tables and keys, with a 'did you mean' suggestion."""
+def _check_names(raw: dict[str, Any], source: str, problems: list | None = None) -> None:
+    """Reject unknown tables and keys, with a 'did you mean' suggestion.
+
+    With ``problems``, append ``(key, message)`` to it instead of raising at the first one.
+    """
+    found: list[tuple[str, str]] = []
     known_top = set(SCHEMA[""]) | (set(SCHEMA) - {""})
     for name, value in raw.items():
         if name not in known_top:
             close = _did_you_mean(name, sorted(known_top))
             hint = f"; did you mean {close!r}?" if close else ""
-            raise ProtocolError(source, "", f"unknown key or table {name!r}{hint} "
-                                f"(allowed: {', '.join(sorted(known_top))})")
-        if name in SCHEMA and name != "":
+            found.append(("", f"unknown key or table {name!r}{hint} (allowed: {', '.join(sorted(known_top))})"))
+        elif name in SCHEMA and name != "":
             if not isinstance(value, dict):
-                raise ProtocolError(source, "", f"{name!r} must be a table ([{name}]), got {value!r}")
+                found.append(("", f"{name!r} must be a table ([{name}]), got {value!r}"))
+                continue
             for key in value:
                 if key not in SCHEMA[name]:
                     close = _did_you_mean(key, SCHEMA[name])
                     hint = f"; did you mean {close!r}?" if close else ""
-                    raise ProtocolError(source, f"{name}.{key}", f"unknown key{hint} "
-                                        f"(allowed in [{name}]: {', '.join(SCHEMA[name])})")
+                    found.append((f"{name}.{key}", f"unknown key{hint} (allowed in [{name}]: "
+                                  f"{', '.join(SCHEMA[name])})"))
+    if problems is not None:
+        problems.extend(found)
+    elif found:
+        raise ProtocolError.collect(source, found)
 
 
 def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
-    _check_names(raw, source)
-    resolved: dict[str, dict[str, Any]] = {}
-    for table, keys in SCHEMA.items():
+    """Resolve ``raw`` against the schema; every problem of the file is reported at once."""
+    problems: list[tuple[str, str]] = []
+    _check_names(raw, source, problems)
+    resolved: dict[str, dict[str, Any]] = {table: {} for table in SCHEMA}
+
+    def resolve(table: str, key: str, spec: Key) -> None:
         given = raw if table == "" else raw.get(table, {})
-        values = {}
+        given = given if isinstance(given, dict) else {}
+        dotted = f"{table}.{key}" if table else key
+        if key not in given:
+            if spec.required:
+                problems.append((dotted, f"missing; it is required ({spec.doc})"))
+            else:
+                resolved[table][key] = copy.deepcopy(spec.default)
+            return
+        try:
+            resolved[table][key] = spec.check(given[key])
+        except ValueError as err:
+            problems.append((dotted, f"= {_show(given[key])}: {err}"))
+
+    for table, keys in COMMON.items():
         for key, spec in keys.items():
-            dotted = f"{table}.{key}" if table else key
-            if key not in given:
-                if spec.required:
-                    raise ProtocolError(source, dotted, f"missing; it is required ({spec.doc})")
-                values[key] = spec.default
-                continue
+            resolve(table, key, spec)
+    rule, engine = resolved["rule"].get("name"), resolved["engine"].get("name")
+    if rule is not None and engine is not None:
+        used = used_keys(rule, engine)
+        for dotted, readers in READERS.items():
+            table, key = dotted.split(".")
+            given = raw.get(table, {})
+            if dotted in used:
+                resolve(table, key, SCHEMA[table][key])
+            elif isinstance(given, dict) and key in given:
+                problems.append((dotted, f"= {_show(given[key])}: not read by rule {rule!r} on engine {engine!r}; "
+                                 f"read by {', '.join(readers)}"))
+    if not problems:
+        for check in (lambda: _check_layers(resolved, source),
+                      lambda: _check_data(resolved["data"], base_dir, source),
+                      lambda: _check_probe_data(resolved["evaluate"], resolved["data"], base_dir, source)):
             try:
-                values[key] = spec.check(given[key])
-            except ValueError as err:
-                raise ProtocolError(source, dotted, f"= {_show(given[key])}: {err}") from None
-        resolved[table] = values
+                check()
+            except ProtocolError as err:
+                problems.extend(err.problems)
+    model_path = synapses_path = None
+    for key, table_key in (("model.file", "file"), ("model.synapses", "synapses")):
+        if table_key in resolved["model"]:
+            try:
+                path = resolve_model(resolved["model"][table_key], base_dir, source, key=key)
+            except ProtocolError as err:
+                problems.extend(err.problems)
+                continue
+            model_path, synapses_path = (path, synapses_path) if table_key == "file" else (model_path, path)
+    if problems:
+        raise ProtocolError.collect(source, problems)
     top = resolved.pop("")
-    _check_layers(resolved, source)
-    model_path = resolve_model(resolved["model"]["file"], base_dir, source)
-    synapses_path = resolve_model(resolved["model"]["synapses"], base_dir, source, key="model.synapses")
-    _check_data(resolved["data"], base_dir, source)
-    _check_probe_data(resolved["evaluate"], resolved["data"], base_dir, source)
     sections = {t: Section(t, v) for t, v in resolved.items()}
-    return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path)
+    return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path,
+                    given=copy.deepcopy(raw))
 
 
 def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
@@ -425,7 +492,7 @@ def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
     if model["arch"] == "dense":
         n, given = len(model["layers"]), f"[model] layers = {_show(model['layers'])}"
     else:
-        from .rate.conv_network import parse_architecture
+        from .rules.architectures import parse_architecture
 
         n, given = len(parse_architecture(model["arch"])), f"[model] arch = {_show(model['arch'])}"
     chosen = resolved["evaluate"]["layers"]
@@ -436,14 +503,15 @@ def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
 
 
 def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file") -> Path:
-    """Find a model file: a path relative to the protocol's directory, or a name in models/."""
-    candidates = [base_dir / name, MODELS_DIR / name, MODELS_DIR / f"{name}.toml"]
+    """Find a model file: a path relative to the protocol's directory, or the name of a shipped model."""
+    shipped = models_dir()
+    candidates = [base_dir / name, shipped / name, shipped / f"{name}.toml"]
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    known = sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+    known = sorted(p.stem for p in shipped.glob("*.toml"))
     raise ProtocolError(source, key, f"= {name!r}: no such model file (looked in "
-                        f"{base_dir} and {MODELS_DIR}; models there: {', '.join(known) or 'none'})")
+                        f"{base_dir} and {shipped}; shipped models: {', '.join(known) or 'none'})")
 
 
 def _check_data(data: dict[str, Any], base_dir: Path, source: str) -> None:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .brian.device import DeviceError
-from .engines import TrainingDiverged, get_engine, prepare
+from .engines import get_engine
+from .engines.base import train
+from .engines.prepare import prepare
+from .errors import NeuroplasticError
 from .results import Run
 
 __all__ = ["RunOutcome", "run_protocol", "summary_figure"]
@@ -22,8 +24,10 @@ __all__ = ["RunOutcome", "run_protocol", "summary_figure"]
 class RunOutcome:
     """How a run ended; ``code`` is the exit code of ``neuroplastic run``.
 
-    0 finished; 1 failed while training (e.g. diverged); 2 bad input that only showed while
-    building or training; 130 interrupted (Ctrl-C). ``error`` is ``None`` exactly when ``code`` is 0.
+    0 finished; otherwise the :attr:`~neuroplastic.errors.NeuroplasticError.exit_code` of the
+    package's error that ended it (1 diverged, 2 bad input that only showed while building or
+    training); 130 interrupted (Ctrl-C). ``error`` is ``None`` exactly when ``code`` is 0. Any
+    other exception is a bug: it is recorded in the manifest and raised.
     """
 
     directory: Path
@@ -49,13 +53,10 @@ def run_protocol(protocol, out: str | Path, *, resume: bool = False, force: bool
     if on_open is not None:
         on_open(run)
     try:
-        summary = engine.train(protocol, run, progress=progress, prepared=prepared)
-    except TrainingDiverged as err:
+        summary = train(engine, protocol, run, progress=progress, prepared=prepared)
+    except NeuroplasticError as err:           # diverged, or input errors that only show while building or training
         run.fail(str(err))
-        return RunOutcome(run.directory, 1, error=str(err))
-    except (ValueError, DeviceError) as err:   # input errors that only show while building or training
-        run.fail(str(err))
-        return RunOutcome(run.directory, 2, error=str(err))
+        return RunOutcome(run.directory, err.exit_code, error=str(err))
     except KeyboardInterrupt:
         run.fail("interrupted")
         return RunOutcome(run.directory, 130, error="interrupted")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-import neuroplastic.brian  # noqa: F401
-from neuroplastic.brian import device as dev
+import neuroplastic.engines.brian  # noqa: F401
+from neuroplastic.engines.brian import device as dev
 from neuroplastic.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import neuroplastic.brian  # noqa: F401  (silences brian2's import warning)
-from neuroplastic.brian.device import DeviceError, Simulator, check_compiler
-from neuroplastic.brian.network import build
+import neuroplastic.engines.brian  # noqa: F401  (silences brian2's import warning)
+from neuroplastic.engines.brian.device import DeviceError, Simulator, check_compiler
+from neuroplastic.engines.brian.network import build
 from neuroplastic.cli import main as cli
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
-from neuroplastic.rate.network import ClappStack
-from neuroplastic.rate.stream import train_stream
-from neuroplastic.testing import random_problem
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
+from neuroplastic.engines.numpy.stream import train_stream
+from helpers import random_problem
 
 b2 = pytest.importorskip("brian2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,9 +92,8 @@ def test_missing_compiler_suggests_runtime(monkeypatch):
 
 def run_brian(tmp_path, *settings):
     """``neuroplastic run`` of a tiny quickstart on the Brian2 engine (runtime device)."""
-    return cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path / "runs"), "--quiet",
-                "--device", "runtime", "--set", "engine.name=brian", "--set", "rule.optimizer=sgd",
-                "--set", "data.max_samples=40", "--set", "train.epochs=1",
+    return cli(["run", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--out", str(tmp_path / "runs"),
+                "--quiet", "--device", "runtime", "--set", "data.max_samples=40", "--set", "train.epochs=1",
                 *(a for s in settings for a in ("--set", s))])
 
 
@@ -129,9 +128,8 @@ def test_malformed_model_file_names_file_and_line(tmp_path, capsys, name, key, o
 
 
 def test_brian_engine_runs_a_protocol_and_writes_monitors(tmp_path, capsys):
-    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path), "--quiet",
-              "--device", "runtime", "--set", "engine.name=brian", "--set", "rule.optimizer=sgd",
-              "--set", "data.max_samples=60", "--set", "train.epochs=2", "--set", "model.layers=[8, 8]"])
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--out", str(tmp_path), "--quiet",
+              "--device", "runtime", "--set", "data.max_samples=60", "--set", "train.epochs=2", "--set", "model.layers=[8, 8]"])
     assert rc == 0, capsys.readouterr().err
     (run,) = tmp_path.iterdir()
     mon = np.load(run / "brian_monitors.npz")
@@ -150,8 +148,7 @@ def test_brian_engine_runs_a_protocol_and_writes_monitors(tmp_path, capsys):
 ])
 def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, message):
     sets = [a for s in setting.split("\0") for a in ("--set", s)]
-    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits.toml"), "--out", str(tmp_path / "runs"),
-              "--set", "engine.name=brian", "--set", "rule.optimizer=sgd", *sets])
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_brian.toml"), "--out", str(tmp_path / "runs"), *sets])
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
@@ -162,7 +159,7 @@ def test_brian_engine_rejects_what_it_cannot_run(tmp_path, capsys, setting, mess
 
 def test_run_lock_keeps_builds_and_cleanups_away_from_running_binaries(tmp_path):
     """Binaries share the build; a rebuild or a run_args clean-up needs it alone."""
-    from neuroplastic.brian.device import _run_lock
+    from neuroplastic.engines.brian.device import _run_lock
 
     build = tmp_path / "abc"
     with _run_lock(build, shared=True) as a, _run_lock(build, shared=True) as b:

@@ -4,15 +4,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import neuroplastic.brian  # noqa: F401  (silences brian2's import warning)
-from neuroplastic.brian.device import Simulator, check_compiler
-from neuroplastic.brian.spiking import build
+import neuroplastic.engines.brian  # noqa: F401  (silences brian2's import warning)
+from neuroplastic.engines.brian.device import Simulator, check_compiler
+from neuroplastic.engines.brian.spiking import build
 from neuroplastic.cli import main as cli
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
-from neuroplastic.rate.network import ClappStack
-from neuroplastic.rate.stream import train_stream
-from neuroplastic.testing import random_problem
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
+from neuroplastic.engines.numpy.stream import train_stream
+from helpers import random_problem
 
 b2 = pytest.importorskip("brian2")
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 
 from neuroplastic.cli import main
 from neuroplastic.protocol import MODELS_DIR, PROTOCOLS_DIR, load
-from neuroplastic.rate import engine
+from neuroplastic import runner
 from neuroplastic.results import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,10 +133,10 @@ def test_interrupted_run_prints_the_full_command_to_resume_it(tmp_path, capsys, 
     out_dir = tmp_path / "my runs"                          # a space, to check the quoting
     argv = ["run", str(QUICKSTART), "--out", str(out_dir), "--quiet", *SETS]
 
-    def interrupted(protocol, run, progress=True, prepared=None):
+    def interrupted(engine, protocol, run, progress=True, prepared=None):
         raise KeyboardInterrupt                            # Ctrl-C as training starts
 
-    monkeypatch.setattr(engine, "train", interrupted)
+    monkeypatch.setattr(runner, "train", interrupted)
     assert main(argv) == 130
     err = capsys.readouterr().err
     directory = Run.path_for(out_dir, load(QUICKSTART, TINY))

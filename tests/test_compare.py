@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from neuroplastic.cli import main as cli
-from neuroplastic.compare import linear_cka
+from neuroplastic.evaluate import linear_cka
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["train.epochs=1", "data.max_samples=200", "model.layers=[8, 8]"]

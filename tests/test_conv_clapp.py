@@ -1,4 +1,4 @@
-"""Correctness of the convolutional CLAPP / CLAPP-s rule (SCIENCE.md §1, vision setting).
+"""Correctness of the convolutional CLAPP / CLAPP-s rule (science page of the docs, CLAPP, vision setting).
 
 * the im2col convolution equals a naive loop and ``scipy.signal.correlate``; max-pool and its
   backward equal a naive loop (and torch's, ties included);
@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from scipy.signal import correlate
 
-from neuroplastic.rate.conv import conv2d, conv2d_weight_grad, im2col, maxpool2, maxpool2_backward
-from neuroplastic.rate.conv_network import SMALL, VGG6, ConvClappStack, parse_architecture
+from neuroplastic.rules.conv import conv2d, conv2d_weight_grad, im2col, maxpool2, maxpool2_backward
+from neuroplastic.engines.numpy.conv_stack import ConvClappStack
+from neuroplastic.rules.architectures import SMALL, VGG6, parse_architecture
 from neuroplastic.stimuli.glimpses import patch_grid
 from neuroplastic.rules.conv_clapp import conv_clapp_layer, grid_scores
 
-from neuroplastic.testing import fd_grad, rel_err
+from helpers import fd_grad, rel_err
 
 KINK = 1e-3     # distance every ReLU input, hinge margin and max-pool runner-up keeps from its kink
 
@@ -305,7 +306,7 @@ def test_patch_grid_and_features():
 
 def test_small_stack_learns_on_natural_images():
     """A few Adam steps on one batch lower every layer's loss (a smoke test of the whole loop)."""
-    from neuroplastic.rate.optim import Adam
+    from neuroplastic.engines.numpy.optim import Adam
     rng = np.random.default_rng(5)
     images = np.cumsum(np.cumsum(rng.standard_normal((8, 24, 24)), 1), 2).astype(np.float32)   # smooth images
     images = (images - images.mean()) / images.std()
@@ -394,6 +395,6 @@ def test_two_layer_stack_matches_torch_autograd(score, offsets, pred_scale):
 
 def test_import_order():
     """rules.conv_clapp uses rate.conv and rate.network uses rules: both import orders work."""
-    for code in ("import neuroplastic.rules, neuroplastic.rate as r; r.ConvClappStack",
-                 "import neuroplastic.rate as r, neuroplastic.rules; r.ConvClappStack"):
+    for code in ("import neuroplastic.rules, neuroplastic.engines.numpy as r; r.ConvClappStack",
+                 "import neuroplastic.engines.numpy as r, neuroplastic.rules; r.ConvClappStack"):
         subprocess.run([sys.executable, "-c", code], check=True)

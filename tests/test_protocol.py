@@ -29,7 +29,7 @@ MALFORMED = {
                               ["unknown key or table 'nmae'", "did you mean 'name'?", "allowed:"]),
     "unknown_key_in_table": (BASE + "[rule]\nlr_rate = 1e-3\n",
                              ["[rule] lr_rate", "unknown key", "did you mean 'lr'?",
-                              "allowed in [rule]: name, lr, negatives, optimizer"]),
+                              "allowed in [rule]: name, lr, optimizer, negatives"]),
     "unknown_table": (BASE + "[trainer]\nepochs = 3\n",
                       ["unknown key or table 'trainer'", "did you mean 'train'?"]),
     "string_for_int": (BASE + '[train]\nepochs = "10"\n', ['[train] epochs = "10"', "must be an integer >= 1"]),
@@ -39,7 +39,7 @@ MALFORMED = {
     "lr_zero": (BASE + "[rule]\nlr = 0\n", ["[rule] lr = 0", "must be a number > 0"]),
     "lr_negative": (BASE + "[rule]\nlr = -1e-3\n", ["[rule] lr = -0.001", "must be a number > 0"]),
     "negatives_zero": (BASE + "[rule]\nnegatives = 0\n", ["[rule] negatives = 0", "must be an integer >= 1"]),
-    "saccade_prob_above_one": (BASE + "[stimulus]\nsaccade_prob = 1.5\n",
+    "saccade_prob_above_one": (BASE + "[stimulus]\nsaccade_prob = 1.5\n[engine]\nname = \"brian\"\n",
                                ["[stimulus] saccade_prob = 1.5", "must be a number >= 0 and <= 1"]),
     "test_fraction_one": (BASE + "[data]\ntest_fraction = 1\n",
                           ["[data] test_fraction = 1", "must be a number > 0 and < 1"]),
@@ -273,3 +273,60 @@ def test_digest_changes_with_values_not_with_explicit_defaults():
         "[rule]\nlr = 0.002\n", "seed = 1\n", "[model]\nlayers = [64, 32]\n", '[rule]\nname = "clapp"\n',
         '[evaluate]\nlayers = [1]\n', "[train]\nepochs = 11\n")}
     assert minimal.digest() not in changed and len(changed) == 6
+
+
+# -- a schema per component, and run identity ----------------------------------------------------
+def test_editing_a_model_file_changes_the_run_identity(tmp_path):
+    from neuroplastic.protocol import MODELS_DIR
+
+    model = tmp_path / "neuron.toml"
+    model.write_text((MODELS_DIR / "two_compartment.toml").read_text())
+    text = f'name = "x"\n[model]\nfile = "{model}"\n'
+    before = loads(text).digest()
+    assert loads(text).digest() == before                                  # deterministic
+    model.write_text(model.read_text().replace("tau_m", "tau_m ", 1))      # one edit of the equations' text
+    assert loads(text).digest() != before
+
+
+def test_the_identity_names_the_data_directory_not_where_it_lies(tmp_path):
+    for where in ("a", "b"):
+        (tmp_path / where / "stl10_binary").mkdir(parents=True)
+    ids = {loads(f'name = "x"\n[data]\nsource = "stl10"\npath = "{tmp_path / w / "stl10_binary"}"\n').digest()
+           for w in ("a", "b")}
+    assert len(ids) == 1
+
+
+@pytest.mark.parametrize("text,key", [
+    ('[engine]\nname = "brian"\n[rule]\nnegatives = 4', "[rule] negatives"),        # Brian2 has no negatives
+    ('[engine]\nname = "brian"\n[train]\nbatch_size = 32', "[train] batch_size"),   # nor batches
+    ('[engine]\nname = "numpy"\n[stimulus]\nglimpse_ms = 20.0', "[stimulus] glimpse_ms"),   # no time
+    ('[engine]\nname = "numpy"\n[engine]\ndevice = "cpp"', None),                     # (TOML: duplicate table)
+    ('[engine]\nname = "numpy"\ndevice = "cpp"', "[engine] device"),
+    ('[rule]\nname = "clapp"\nnegatives = 2', "[rule] negatives"),                     # CLAPP: one pair a step
+    ('[rule]\nname = "hinge_e2e_bp"\n[stimulus]\nkind = "views"\nsaccade_prob = 0.3', "[stimulus] saccade_prob"),
+    ('[rule]\nname = "clapp_s"\ntau = 1.0', "[rule] tau"),
+])
+def test_a_key_the_rule_or_engine_does_not_read_is_refused(text, key):
+    with pytest.raises(ProtocolError) as info:
+        loads(f'name = "x"\n{text}')
+    if key is not None:
+        assert f"{key} = " in str(info.value) and "not read by" in str(info.value)
+
+
+def test_a_key_of_the_other_variant_of_the_same_engine_is_accepted():
+    p = loads('name = "x"\n[engine]\nname = "brian"\nvariant = "rate"\ndt_ms = 0.2')
+    assert p.with_overrides(['engine.variant="spiking"']).engine.dt_ms == 0.2
+
+
+def test_every_problem_of_a_file_is_reported_at_once():
+    with pytest.raises(ProtocolError) as info:
+        loads('name = "x"\n[rule]\nlr = -1\nlr_rate = 2\n[train]\nepochs = 0')
+    keys = [k for k, _ in info.value.problems]
+    assert keys == ["rule.lr_rate", "rule.lr", "train.epochs"]
+    assert "3 problems" in str(info.value)
+
+
+def test_unused_keys_are_not_part_of_the_resolved_protocol_but_read_as_defaults():
+    p = loads('name = "x"\n[rule]\nname = "clapp"')
+    assert "negatives" not in p.as_dict()["rule"] and p.rule.negatives == 1
+    assert "saccade_prob" in p.as_dict()["stimulus"]

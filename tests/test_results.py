@@ -13,7 +13,7 @@ import pytest
 from neuroplastic import results
 from neuroplastic.cli import main
 from neuroplastic.protocol import load
-from neuroplastic.rate.network import ClappStack
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
 from neuroplastic.results import Run, RunError, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]

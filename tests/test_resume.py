@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from neuroplastic.protocol import load
-from neuroplastic.rate import engine
+from neuroplastic.engines import get_engine
+from neuroplastic.engines.base import train
 from neuroplastic.results import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         started.append(resumed)
         # meanwhile, the same protocol uninterrupted into another --out (in this process, on the other core)
         reference = Run.open(tmp_path / "reference", protocol)
-        reference.finish(engine.train(protocol, reference, progress=False))
+        reference.finish(train(get_engine("numpy"), protocol, reference, progress=False))
         out, err = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, err
     finally:
@@ -126,7 +127,7 @@ class KeepAllRun(Run):
 def reference(tmp_path_factory):
     protocol = load(QUICKSTART, TINY)
     run = KeepAllRun.open(tmp_path_factory.mktemp("reference"), protocol)
-    run.finish(engine.train(protocol, run, progress=False))
+    run.finish(train(get_engine("numpy"), protocol, run, progress=False))
     return protocol, run.directory
 
 
@@ -152,7 +153,7 @@ def test_train_resumed_from_a_truncated_run_is_bit_identical(reference, tmp_path
 
     resumed = KeepAllRun.open(tmp_path, protocol, resume=True)
     assert resumed.latest_checkpoint()[0] == cut_after
-    resumed.finish(engine.train(protocol, resumed, progress=False))
+    resumed.finish(train(get_engine("numpy"), protocol, resumed, progress=False))
     assert (kept.stat().st_mtime_ns, kept.read_bytes()) == kept_stat, "resumed, not started over"
     _assert_same_results(resumed.directory, ref_dir, epochs)
     assert json.loads((resumed.directory / "manifest.json").read_text())["resumed"] == 1

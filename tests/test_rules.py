@@ -1,4 +1,4 @@
-"""Correctness of the explicit CLAPP / CLAPP-s rules (SCIENCE.md §1).
+"""Correctness of the explicit CLAPP / CLAPP-s rules (science page of the docs, CLAPP).
 
 * the explicit gradients are the gradients of the returned loss (central finite
   differences, float64), *including* the retrodiction term (context path through W);
@@ -11,10 +11,10 @@
 import numpy as np
 import pytest
 
-from neuroplastic.rate.network import ClappStack
-from neuroplastic.rate.optim import SGD, Adam
+from neuroplastic.engines.numpy.clapp_stack import ClappStack
+from neuroplastic.engines.numpy.optim import SGD, Adam
 from neuroplastic.rules import clapp_pairs, clapp_sequences, forward
-from neuroplastic.testing import fd_grad, rel_err
+from helpers import fd_grad, rel_err
 
 KINK = 1e-3     # distance every ReLU input and hinge margin keeps from its kink in the FD tests
 

@@ -1,4 +1,4 @@
-"""Correctness of the two-view hinge rules of Tang, Yang & Amit 2022 (SCIENCE.md §2).
+"""Correctness of the two-view hinge rules of Tang, Yang & Amit 2022 (science page of the docs, Tang et al.).
 
 * the hinge loss's explicit gradient is the gradient of its loss (finite differences, float64) and equals
   torch autograd of the loss written as a distance matrix, with view 1 detached; a hand-worked example;
@@ -18,14 +18,16 @@ import pytest
 
 from neuroplastic.data.augment import augment, blur, jitter, random_crop, random_flip, two_views
 from neuroplastic.protocol import ProtocolError, load
-from neuroplastic.rate import engine
-from neuroplastic.rate.optim import Adam
+from neuroplastic.engines.numpy.engine import ENGINE as engine
+from neuroplastic.engines.numpy.optim import Adam
 from neuroplastic.rules import RULES
 from neuroplastic.rules.hinge import hinge_views
-from neuroplastic.tang import (HingeSettings, ViewEncoder, dtp_grads, dtp_targets, e2e_grads, forward,
-                               inverse_grads, layer_grads)
-from neuroplastic.tang.engine import GroupedOptimizer
-from neuroplastic.testing import assert_cli_resume_is_bit_identical, fd_grad, rel_err
+from neuroplastic.rules.hinge_dense import ViewEncoder
+from neuroplastic.rules.hinge_layers import forward
+from neuroplastic.rules.hinge_methods import (HingeSettings, dtp_grads, dtp_targets, e2e_grads, inverse_grads,
+                                             layer_grads)
+from neuroplastic.engines.numpy.optim import GroupedOptimizer
+from helpers import assert_cli_resume_is_bit_identical, fd_grad, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(n[len("hinge_"):] for n, r in RULES.items() if r.family == "views")
@@ -86,6 +88,7 @@ def test_hinge_gradient_matches_finite_differences(k):
     assert rel_err(res.grad, fd) < 1e-6
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("k", [None, 2])
 def test_hinge_matches_torch_autograd_with_view_1_detached(k):
     torch = pytest.importorskip("torch")
@@ -147,6 +150,7 @@ def aligned(torch, x, W, B):
     return x.detach() @ W.T + x @ B.T - (x @ B.T).detach()
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("activation", ["relu", "hardtanh", "tanh"])
 def test_e2e_bp_equals_autograd(activation):
     torch = pytest.importorskip("torch")
@@ -170,6 +174,7 @@ def test_e2e_bp_equals_autograd(activation):
         assert np.allclose(g, P[k].grad.numpy(), rtol=1e-10, atol=1e-14), k
 
 
+@pytest.mark.torch
 def test_e2e_fa_uses_the_fixed_feedback_matrices_and_is_not_bp():
     torch = pytest.importorskip("torch")
     params, x1, x2 = net_and_views("e2e", "fa")
@@ -191,6 +196,7 @@ def test_e2e_fa_uses_the_fixed_feedback_matrices_and_is_not_bp():
     assert rel_err(grads["0/W"], bp["0/W"]) > 0.1 and rel_err(grads["1/W"], bp["1/W"]) > 0.1
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("layer", [0, 1])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(layer, activation):

@@ -77,7 +77,7 @@ import brian2 as b2
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuroplastic.brian.spiking import constants
+from neuroplastic.engines.brian.spiking import constants
 
 
 def simulate(model, drives, duration=300 * b2.ms):

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SettingError
 
 __all__ = ["DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "load"]
 
@@ -95,21 +95,21 @@ def load(source: str, path: str = "", split: str = "", label: str = "", max_samp
     """Load ``source``; empty ``split``/``label`` take the source's default.
 
     ``max_samples > 0`` keeps a random subset of that size (in sample order), read into memory.
-    Raises :class:`DataError` for files that are missing or malformed, ``ValueError`` for settings
-    the source does not accept.
+    Raises :class:`DataError` for files that are missing or malformed, :class:`SettingError` for
+    settings the source does not accept.
     """
     try:
         src = DATASETS[source]
     except KeyError:
-        raise ValueError(f"unknown data source {source!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise SettingError("data.source", f"unknown data source {source!r}; known: {', '.join(sorted(DATASETS))}") from None
     split = split or src.splits[0]
     label = label or src.labels[0]
     if split not in src.splits:
-        raise ValueError(f"[data] split = {split!r} is not a split of {source}; allowed: {', '.join(src.splits)}")
+        raise SettingError("data.split", f"[data] split = {split!r} is not a split of {source}; allowed: {', '.join(src.splits)}")
     if label not in src.labels:
-        raise ValueError(f"[data] label = {label!r} is not a labelling of {source}; allowed: {', '.join(src.labels)}")
+        raise SettingError("data.label", f"[data] label = {label!r} is not a labelling of {source}; allowed: {', '.join(src.labels)}")
     if src.needs_path and not str(path):
-        raise ValueError(f"[data] path is empty: {source} is read from disk; set it to the directory "
+        raise SettingError("data.path", f"[data] path is empty: {source} is read from disk; set it to the directory "
                          f"holding the data set ({src.doc})")
     ds = src.load(path=path, split=split, label=label, seed=seed)
     if max_samples and max_samples < len(ds):

@@ -2,7 +2,7 @@
 
 Features of a sample's glimpses are pooled (mean over glimpses, as the paper
 pools over patches) before the probe: a probe on the concatenated glimpses makes
-a random encoder look as good as a trained one (SCIENCE.md §3).
+a random encoder look as good as a trained one (science page of the docs).
 """
 from __future__ import annotations
 

@@ -1,12 +1,23 @@
-"""The plasticity math, as plain functions on arrays: the single source of truth both engines use.
+"""All learning math, as plain functions on arrays: the single source of truth every engine uses.
 
-:data:`RULES` names every rule a protocol may choose (``[rule] name``).
+- :mod:`.clapp`: dense CLAPP and CLAPP-s (one layer's loss and its Hebbian gradient), initial weights;
+- :mod:`.conv`, :mod:`.conv_clapp`, :mod:`.architectures`: conv/pool primitives (im2col), conv CLAPP
+  per location or per patch, the named conv encoders;
+- :mod:`.hinge`: the contrastive L1 hinge loss of two views (Tang, Yang & Amit 2022);
+  :mod:`.hinge_methods`, :mod:`.hinge_dense`, :mod:`.hinge_conv`: how its gradient reaches the
+  layers (end-to-end BP or FA, layer-wise through heads with BP, RF or URF feedback, DTP).
+
+:data:`RULES` names every rule a protocol may choose (``[rule] name``). This package imports
+nothing else of neuroplastic, so engines, tests and benchmarks all check the same math.
 """
 from dataclasses import dataclass
 
-from .clapp import ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forward, relu, relu_prime
+from .clapp import (ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forward, init_dense_params, relu,
+                    relu_prime)
+from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores
 
-__all__ = ["RULES", "Rule", "ClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences", "forward", "relu", "relu_prime"]
+__all__ = ["RULES", "SETTINGS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
+           "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,7 @@ class Rule:
 
     ``family``: ``"clapp"`` (glimpse sequences, the rules above) or ``"views"``
     (two augmented views of whole images, the contrastive hinge rules of Tang et
-    al. 2022, trained by :mod:`neuroplastic.tang`). For ``"views"``, ``process``
+    al. 2022, :mod:`.hinge_methods`). For ``"views"``, ``process``
     says which layers learn at a step (``"e2e"`` all, ``"gll"`` one after the
     other, ``"rll"`` one at random, ``"dtp"`` all from propagated targets) and
     ``feedback`` how the error reaches a layer (``"bp"``, ``"fa"``, ``"rf"``, ``"urf"``).
@@ -34,20 +45,75 @@ class Rule:
     family: str = "clapp"
     process: str = ""
     feedback: str = ""
+    #: The protocol keys this rule reads beyond ``[rule] name``, ``lr`` and ``optimizer`` (see :data:`SETTINGS`).
+    keys: tuple[str, ...] = ()
+
+
+#: Every protocol key a rule may read, as ``table.key -> declaration``: type (``kind``), ``default``,
+#: allowed values (``choices`` or bounds ``low``/``high``) and ``doc``. The protocol schema is built
+#: from these (neuroplastic.protocol), so a key no chosen rule reads is refused there.
+SETTINGS: dict[str, dict] = {
+    "rule.negatives": dict(kind="int", default=1, low=1, doc="Negative pairs per positive pair. CLAPP-s: saccades; "
+                           "hinge rules: the next k images of the batch (>= batch_size - 1: every other image)."),
+    "rule.offsets": dict(kind="int_list", default=[1], low=1, doc="Conv CLAPP: a patch predicts the patches these "
+                         "many rows below it, one W_pred each (paper: [2, 3, 4, 5, 6])."),
+    "rule.score": dict(kind="str", default="location", choices=("location", "patch"), doc="Conv CLAPP: score, hinge "
+                       "and modulation per location of the map (the paper's text) or of each patch's spatial mean "
+                       "(the authors' code)."),
+    "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="CLAPP: probability that a step is "
+                                  "a saccade (y = -1) rather than a fixation (y = +1)."),
+    "stimulus.crop": dict(kind="int", default=0, low=0, doc="Conv CLAPP: crop each image to crop x crop pixels "
+                          "before cutting its patch grid, at a random place per training batch and at the centre "
+                          "for the probe (paper: 64; 0 = whole image)."),
+    "model.pred_init_scale": dict(kind="float", default=0.1, low=0, doc="Prediction (and retrodiction) weights "
+                                  "start as N(0, pred_init_scale^2 / n)."),
+    "rule.tau": dict(kind="float", default=2.0, low=0, low_open=True, doc="Hinge rules: L1 distance that separates "
+                     "positive from negative pairs."),
+    "rule.delta": dict(kind="float", default=1.0, low=0, doc="Hinge rules: margin; positives are pulled below "
+                       "tau - delta, negatives pushed above tau + delta."),
+    "rule.head": dict(kind="int", default=64, low=1, doc="Hinge rules: size of the linear head(s) whose outputs "
+                      "the loss compares."),
+    "rule.target_step": dict(kind="float", default=0.05, low=0, low_open=True, doc="DTP: top target "
+                             "h_L - target_step * d(loss of the image)/dh_L."),
+    "rule.inverse_noise": dict(kind="float", default=0.1, low=0, low_open=True, doc="DTP: standard deviation of "
+                               "the noise the inverses learn to undo."),
+    "rule.inverse_lr": dict(kind="float", default=1e-3, low=0, low_open=True, doc="DTP: learning rate of the "
+                            "inverses."),
+    "stimulus.crop_pad": dict(kind="int", default=1, low=0, doc="Views: shift each view by up to this many pixels "
+                              "(pad with 0, crop back)."),
+    "stimulus.flip": dict(kind="bool", default=False, doc="Views: mirror views left-right at random (off for "
+                          "digits: a mirrored digit is another symbol)."),
+    "stimulus.jitter": dict(kind="float", default=0.4, low=0, high=1, doc="Views: scale brightness and contrast "
+                            "by factors from [1 - jitter, 1 + jitter]."),
+    "stimulus.blur": dict(kind="float", default=0.0, low=0, doc="Views: Gaussian blur with a standard deviation "
+                          "from [0, blur] pixels."),
+    "model.activation": dict(kind="str", default="relu", choices=("relu", "hardtanh", "tanh"), doc="Non-linearity "
+                             "of the hinge rules' layers (the authors use hardtanh); CLAPP's rate neuron is relu."),
+}
+
+#: Keys of the CLAPP rules on conv encoders (``[model] arch`` other than "dense").
+_CONV = ("rule.offsets", "rule.score", "stimulus.crop")
+#: Keys of every hinge rule.
+_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "stimulus.crop_pad", "stimulus.flip",
+          "stimulus.jitter", "stimulus.blur", "model.activation")
 
 
 #: Every rule a protocol may name (``[rule] name``), by name.
 RULES = {
     "clapp_s": Rule("clapp_s", retro=False, pairing="contrastive",
-                    doc="CLAPP-s: W_pred^T retrodiction, positive + k negatives per step (= gradient descent)."),
+                    doc="CLAPP-s: W_pred^T retrodiction, positive + k negatives per step (= gradient descent).",
+                    keys=("rule.negatives", "model.pred_init_scale", *_CONV)),
     "clapp": Rule("clapp", retro=True, pairing="stochastic",
-                  doc="CLAPP: learned W_retro, one fixation or one saccade per step."),
+                  doc="CLAPP: learned W_retro, one fixation or one saccade per step.",
+                  keys=("stimulus.saccade_prob", "model.pred_init_scale", *_CONV)),
 }
 
 
 def _hinge(process: str, feedback: str, doc: str) -> Rule:
     name = f"hinge_{process}" + (f"_{feedback}" if process in ("e2e", "gll") else "")
-    return Rule(name, retro=False, pairing="views", doc=doc, family="views", process=process, feedback=feedback)
+    dtp = ("rule.target_step", "rule.inverse_noise", "rule.inverse_lr") if process == "dtp" else ()
+    return Rule(name, retro=False, pairing="views", doc=doc, family="views", process=process, feedback=feedback,
+                keys=_VIEWS + dtp)
 
 
 # Tang, Yang & Amit (2022): the L1 contrastive hinge loss of two views (rules/hinge.py), reaching the layers
@@ -62,9 +128,3 @@ RULES.update((r.name, r) for r in (
     _hinge("rll", "bp", "Random layer-wise: one random layer learns from its own head (BP) per batch."),
     _hinge("dtp", "", "Difference target propagation from the top head, learned inverses on noisy inputs."),
 ))
-
-# After RULES: conv_clapp needs the conv primitives of neuroplastic.rate.conv (im2col, max-pool), and importing
-# that package imports rate.network, which needs RULES from this module.
-from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores  # noqa: E402
-
-__all__ += ["ConvClappGrads", "conv_clapp_layer", "conv_forward", "grid_scores"]

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences"]
+__all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences",
+           "init_dense_params"]
 
 
 def relu(a):
@@ -204,3 +206,22 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
 def _rows(a):
     """View (or, if not contiguous, copy) of ``a`` (..., n) as a 2-D array of rows (N, n)."""
     return array_namespace(a).reshape(a, (-1, a.shape[-1]))
+
+
+def init_dense_params(sizes, retro: bool, rng: np.random.Generator, *, dtype="float32", init_scale: float = 1.0,
+                      pred_init_scale: float = 0.1) -> dict:
+    """Initial weights of a stack of dense CLAPP layers, as every engine starts it.
+
+    He-normal feed-forward weights ``W ~ N(0, init_scale^2 * 2 / n_in)``; small random prediction
+    weights ``W_pred ~ N(0, pred_init_scale^2 / n)``; with ``retro`` (CLAPP), ``W_retro`` starts as
+    the transpose of ``W_pred`` it learns to track. Keys ``"{l}/W"``, ``"{l}/W_pred"``, ``"{l}/W_retro"``
+    with ``l`` counted from 0 (layer ``l + 1`` in metrics and saved arrays). The draws come in this
+    order from ``rng``, so one seed gives one network on every engine.
+    """
+    params = {}
+    for l, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"{l}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
+        params[f"{l}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
+        if retro:
+            params[f"{l}/W_retro"] = params[f"{l}/W_pred"].T.copy()
+    return params

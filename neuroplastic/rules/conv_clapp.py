@@ -44,7 +44,7 @@ predict several row offsets ``k`` at once, each with its own ``W_pred``
 Gradients are returned (mean over pairs and locations with the weights given),
 so that any optimiser applies them; the paper's Hebbian update is ``-lr * grad``.
 The convolution and its Hebbian product (im2col) come from
-:mod:`neuroplastic.rate.conv`, pure array code with no engine state: the one
+:mod:`neuroplastic.rules.conv`, pure array code with no engine state: the one
 place where ``rules/`` imports from ``rate/``.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from ..rate.conv import conv2d, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
+from .conv import conv2d, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
 
 __all__ = ["ConvClappGrads", "ScoreGrads", "conv_clapp_layer", "conv_forward", "grid_scores"]
 
@@ -198,7 +198,7 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, st
     Parameters
     ----------
     W : array (C, k, k, C_in)
-        Kernel (channels last; see :mod:`neuroplastic.rate.conv`).
+        Kernel (channels last; see :mod:`neuroplastic.rules.conv`).
     W_pred : array (K, C, C)
         Prediction weights, one matrix per entry of ``offsets``.
     x : array (B, G_r, G_c, h, w, C_in)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SettingError
+
 __all__ = ["GlimpseGrid", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "patch_grid",
            "saccade_stream", "scan_positions", "time_windows"]
 
@@ -36,7 +38,7 @@ def scan_positions(height: int, width: int, patch: int, stride: int, scan: str =
     if scan not in ("raster", "snake"):
         raise ValueError(f"unknown scan {scan!r}; known: 'raster', 'snake'")
     if patch > min(height, width):
-        raise ValueError(f"[stimulus] patch = {patch} is larger than the images ({height} x {width})")
+        raise SettingError("stimulus.patch", f"[stimulus] patch = {patch} is larger than the images ({height} x {width})")
     rows = range(0, height - patch + 1, stride)
     cols = list(range(0, width - patch + 1, stride))
     out = []
@@ -51,7 +53,7 @@ def glimpse_grid(images: np.ndarray, patch: int, stride: int, scan: str = "raste
     n, h, w = images.shape
     pos = scan_positions(h, w, patch, stride, scan)
     if len(pos) < 2:
-        raise ValueError(f"[stimulus] patch = {patch}, stride = {stride} give {len(pos)} glimpse(s) on "
+        raise SettingError("stimulus.patch", f"[stimulus] patch = {patch}, stride = {stride} give {len(pos)} glimpse(s) on "
                          f"{h} x {w} images; a sequence needs at least 2")
     patches = np.stack([images[:, r:r + patch, c:c + patch].reshape(n, -1) for r, c in pos], axis=1)
     return GlimpseGrid(patches, pos)
@@ -69,7 +71,7 @@ def patch_grid(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
         images = images[..., None]
     n, H, W, C = images.shape
     if patch > min(H, W):
-        raise ValueError(f"[stimulus] patch = {patch} is larger than the images ({H} x {W})")
+        raise SettingError("stimulus.patch", f"[stimulus] patch = {patch} is larger than the images ({H} x {W})")
     rows, cols = range(0, H - patch + 1, stride), range(0, W - patch + 1, stride)
     out = np.empty((n, len(rows), len(cols), patch, patch, C), dtype=images.dtype)
     for i, r in enumerate(rows):

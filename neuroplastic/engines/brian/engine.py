@@ -21,21 +21,21 @@ features. The random baseline is the same probe run with the initial weights.
 """
 from __future__ import annotations
 
-import numpy as np
-from tqdm.auto import tqdm
+from pathlib import Path
 
-from ..engines import (prepare, probe_encoder, raise_diverged, require_defaults, resume_training_state,
-                       save_training_state, seed_sequence)
-from ..models import ModelError, load_model
-from ..protocol import ProtocolError
-from ..rate.network import ClappStack
-from ..rules import RULES
-from ..stimuli import saccade_stream
-from .device import DeviceError, Simulator, gpu_available
+import numpy as np
+
+from ...errors import DeviceError, ModelError, ProtocolError
+from ...models import load_model
+from ...rules import RULES, forward, init_dense_params
+from ...stimuli import saccade_stream
+from ..base import Engine, EpochResult, Model, require_defaults
+from ..prepare import prepare, seed_sequence
+from .device import Simulator, gpu_available
 from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
 
-__all__ = ["build_only", "check", "train", "RECORDED_NEURONS"]
+__all__ = ["ENGINE", "BrianEngine", "RECORDED_NEURONS"]
 
 #: Neurons per layer whose somatic and dendritic traces are recorded.
 RECORDED_NEURONS = 4
@@ -43,32 +43,6 @@ RECORDED_NEURONS = 4
 SAVED_SPIKE_GLIMPSES = 200
 #: ... of the first this many neurons of each layer (the SpikeMonitors record only these).
 SAVED_SPIKE_NEURONS = 16
-
-
-def check(protocol, running: bool = True) -> None:
-    """Reject protocol settings this engine cannot run, before any run directory exists.
-
-    ``running=False`` checks for a build only (a CUDA project compiles without a GPU).
-    """
-    if RULES[protocol.rule.name].family != "clapp":
-        raise ProtocolError(protocol.source, "rule.name", f"= {protocol.rule.name!r}: the Brian2 engine simulates "
-                            f"the CLAPP rules ({', '.join(n for n, r in RULES.items() if r.family == 'clapp')}); "
-                            "the hinge rules run on [engine] name = \"numpy\"")
-    require_defaults(protocol, ["model.arch", "stimulus.crop", "evaluate.source", "evaluate.split"],
-                     "the Brian2 engine simulates dense layers on glimpses of the training data (conv encoders "
-                     "and separate probe data run on [engine] name = \"numpy\")")
-    if protocol.engine.variant == "spiking":
-        try:
-            steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
-        except ValueError as err:
-            raise ProtocolError(protocol.source, "stimulus.glimpse_ms", f"= {protocol.stimulus.glimpse_ms}: {err}")
-    if running and protocol.engine.device == "cuda" and not gpu_available():
-        raise DeviceError("no GPU found (nvidia-smi -L lists none): the 'cuda' device can only compile here. "
-                          "Use --build-only to generate and compile the CUDA project, or --device cpp.")
-    if protocol.rule.optimizer != "sgd":
-        raise ProtocolError(protocol.source, "rule.optimizer",
-                            f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
-                            "event, i.e. plain SGD; set [rule] optimizer = \"sgd\"")
 
 
 def loss_and_modulation(u: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -81,7 +55,7 @@ def loss_and_modulation(u: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 class _Session:
     """What a Brian2 run of a protocol needs: data, initial network, model files and the simulator."""
 
-    def __init__(self, protocol, prepared):
+    def __init__(self, protocol, prepared, rng):
         import brian2 as b2
 
         self.ds, self.train_idx, self.test_idx = prepared.dataset, prepared.train_idx, prepared.test_idx
@@ -89,10 +63,9 @@ class _Session:
         self.n_positions = self.patches.shape[1]
         self.sizes = [self.patches.shape[-1], *protocol.model.layers]
         self.rule = RULES[protocol.rule.name]
-        self.net = ClappStack.init(self.sizes, self.rule, np.random.default_rng(seed_sequence(protocol, 0)),
-                                   dtype="float64", init_scale=protocol.model.init_scale,
-                                   pred_init_scale=protocol.model.pred_init_scale)
-        self.initial = {k: v.copy() for k, v in self.net.params.items()}
+        self.params = init_dense_params(self.sizes, self.rule.retro, rng, dtype="float64",
+                                        init_scale=protocol.model.init_scale,
+                                        pred_init_scale=protocol.model.pred_init_scale)
         self.neuron = load_model(protocol.model_path, kind="neuron")
         self.synapses = load_model(protocol.synapses_path, kind="synapses")
         self.spiking = protocol.engine.variant == "spiking"
@@ -124,6 +97,8 @@ class _Session:
         except (DeviceError, ModelError):
             raise
         except Exception as err:     # Brian2 reports model mistakes with many exception types
+            if not _raised_by_brian(err):
+                raise                # our bug, a missing module, a full disk: not the model file's fault
             raise describe_build_error(err, [self.neuron, self.synapses], self.protocol.engine.variant) from err
 
     def simulate(self, x, y, params, eta):
@@ -132,74 +107,109 @@ class _Session:
     def build(self):
         """Generate and compile the standalone project without running it; return its directory."""
         x = np.zeros((self.length, self.sizes[0]))
-        return self._translate(self.sim.build, x, np.zeros(self.length), self.net.params, self.protocol.rule.lr)
+        return self._translate(self.sim.build, x, np.zeros(self.length), self.params, self.protocol.rule.lr)
 
 
-def build_only(protocol, prepared=None):
-    """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory."""
-    check(protocol, running=False)
-    if protocol.engine.device == "runtime":
-        raise ProtocolError(protocol.source, "engine.device", "= 'runtime': nothing to build; --build-only "
-                            "needs a standalone device, 'cpp' or 'cuda'")
-    return _Session(protocol, prepared if prepared is not None else prepare(protocol, running=False)).build()
+def _raised_by_brian(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside Brian2 (or a compiler it ran): then the model files are the suspects."""
+    import brian2
+
+    if isinstance(err, (ImportError, MemoryError)):
+        return False
+    root = str(Path(brian2.__file__).parent)
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(root):
+            return True
+        tb = tb.tb_next
+    return False
 
 
-def train(protocol, run, progress: bool = True, prepared=None) -> dict:
-    """Train, checkpoint, probe and write everything into ``run``; return the summary."""
-    check(protocol)
-    session = _Session(protocol, prepared if prepared is not None else prepare(protocol))
-    ds, train_idx, test_idx = session.ds, session.train_idx, session.test_idx
-    patches, n_positions, sizes, rule = session.patches, session.n_positions, session.sizes, session.rule
-    net, initial, spiking, length = session.net, session.initial, session.spiking, session.length
-    sim, simulate = session.sim, session.simulate
-    rng = np.random.default_rng(seed_sequence(protocol, 1))
-    start, rows = resume_training_state(run, net.params, rng)
+class BrianEngine(Engine):
+    """The two-compartment network of the model files, rate or spiking, in Brian2."""
 
-    tr = protocol.train
-    bar = tqdm(range(start + 1, tr.epochs + 1), total=tr.epochs, initial=start, disable=not progress,
-               desc=f"{protocol.name} ({protocol.engine.device})", unit="epoch", leave=False)
-    for epoch in bar:
-        stream = saccade_stream(train_idx, n_positions, length, protocol.stimulus.saccade_prob, rng)
-        x = stream.glimpses(patches)
-        bnet = simulate(x, stream.y, net.params, protocol.rule.lr)
-        net.params.update(bnet.weights())
-        if spiking:
+    name = "brian"
+
+    def check(self, protocol, running: bool = True) -> None:
+        """Reject protocol settings this engine cannot run, before any run directory exists.
+
+        ``running=False`` checks for a build only (a CUDA project compiles without a GPU).
+        """
+        if RULES[protocol.rule.name].family != "clapp":
+            raise ProtocolError(protocol.source, "rule.name", f"= {protocol.rule.name!r}: the Brian2 engine simulates "
+                                f"the CLAPP rules ({', '.join(n for n, r in RULES.items() if r.family == 'clapp')}); "
+                                "the hinge rules run on [engine] name = \"numpy\"")
+        require_defaults(protocol, ["model.arch", "evaluate.source", "evaluate.split"],
+                         "the Brian2 engine simulates dense layers on glimpses of the training data (conv encoders "
+                         "and separate probe data run on [engine] name = \"numpy\")")
+        if protocol.engine.variant == "spiking":
+            try:
+                steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
+            except ValueError as err:
+                raise ProtocolError(protocol.source, "stimulus.glimpse_ms", f"= {protocol.stimulus.glimpse_ms}: {err}")
+        if running and protocol.engine.device == "cuda" and not gpu_available():
+            raise DeviceError("no GPU found (nvidia-smi -L lists none): the 'cuda' device can only compile here. "
+                              "Use --build-only to generate and compile the CUDA project, or --device cpp.")
+        if protocol.rule.optimizer != "sgd":
+            raise ProtocolError(protocol.source, "rule.optimizer",
+                                f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
+                                "event, i.e. plain SGD; set [rule] optimizer = \"sgd\"")
+
+    def init(self, protocol, prepared, rng) -> Model:
+        session = _Session(protocol, prepared, rng)
+        return Model(session.params, len(session.sizes) - 1, net=session, steps=1, unit="epoch",
+                     summary={"device": protocol.engine.device})
+
+    def epoch(self, model, epoch, rng, tick) -> EpochResult:
+        s, p = model.net, model.net.protocol
+        stream = saccade_stream(s.train_idx, s.n_positions, s.length, p.stimulus.saccade_prob, rng)
+        x = stream.glimpses(s.patches)
+        bnet = s.simulate(x, stream.y, model.params, p.rule.lr)
+        model.params.update(bnet.weights())
+        arrays = {}
+        if s.spiking:
             modulation = [(u, stream.y) for u in bnet.scores()]
-            if epoch == tr.epochs:
-                run.save_arrays("brian_monitors", _spiking_monitor_arrays(bnet, stream, x))
-                run.save_arrays("brian_spikes", bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES))
+            if epoch == p.train.epochs:
+                arrays = {"brian_monitors": _spiking_monitor_arrays(bnet, stream, x),
+                          "brian_spikes": bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES)}
         else:
             modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
-            if epoch == tr.epochs:
-                run.save_arrays("brian_monitors", _monitor_arrays(bnet, stream, x))
-        sim.release(bnet)
-        stats = [loss_and_modulation(u, y) for u, y in modulation]
-        for l, (loss, modulated) in enumerate(stats):
-            rows.append(dict(epoch=epoch, stage="train", layer=l + 1, name="loss", value=loss))
-            rows.append(dict(epoch=epoch, stage="train", layer=l + 1, name="modulated", value=modulated))
-        losses = [s[0] for s in stats]
-        if not (np.all(np.isfinite(losses)) and all(np.all(np.isfinite(v)) for v in net.params.values())):
-            raise_diverged(protocol, run, epoch, losses, net.params)
-        if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
-            save_training_state(run, epoch, net.params, rng, rows)
-    bar.close()
+            if epoch == p.train.epochs:
+                arrays = {"brian_monitors": _monitor_arrays(bnet, stream, x)}
+        s.sim.release(bnet)
+        means = {}
+        for l, (u, y) in enumerate(modulation):
+            means[(l + 1, "loss")], means[(l + 1, "modulated")] = loss_and_modulation(u, y)
+        tick()
+        return EpochResult(means, arrays)
 
-    if spiking:
-        # The probe reads the spiking network itself: every image's glimpses in order, no learning.
-        features = _spiking_features(simulate, sim, patches, net.params)
-        random_features = _spiking_features(simulate, sim, patches, initial) if protocol.evaluate.baseline \
-            else features
-    else:
-        # The rate neuron's output is rho(W x): the probe reads it with the numpy forward pass of the
+    def features(self, model, params, probe) -> list:
+        s = model.net
+        if s.spiking:
+            # The probe reads the spiking network itself: every image's glimpses in order, no learning.
+            return _spiking_features(s.simulate, s.sim, s.patches, params)
+        # The rate neuron's output is rho(W x): the probe reads it with the rules' forward pass of the
         # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
-        features = net.features(patches)
-        random_features = ClappStack(sizes, rule, initial).features(patches)
-    probe_rows, summary = probe_encoder(protocol, features, random_features, ds.labels, train_idx, test_idx,
-                                        run=run)
-    rows += probe_rows
-    run.write_metrics(rows)
-    summary["device"] = protocol.engine.device
-    return summary
+        out, x = [], s.patches
+        for l in range(len(s.sizes) - 1):
+            x = forward(params[f"{l}/W"], x).z
+            out.append(x)
+        return out
+
+    def build(self, protocol, prepared=None):
+        """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory."""
+        self.check(protocol, running=False)
+        if protocol.engine.device == "runtime":
+            raise ProtocolError(protocol.source, "engine.device", "= 'runtime': nothing to build; --build-only "
+                                "needs a standalone device, 'cpp' or 'cuda'")
+        prepared = prepared if prepared is not None else prepare(protocol, running=False)
+        rng = np.random.default_rng(seed_sequence(protocol, 0))
+        return _Session(protocol, prepared, rng).build()
+
+
+#: The Brian2 engine, as the registry finds it.
+ENGINE = BrianEngine()
+
 
 
 def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """A stack of dense CLAPP layers: the numpy reference network.
 
-Every layer learns only from its own loss (SCIENCE.md §1); its input is the
+Every layer learns only from its own loss (science page of the docs, CLAPP); its input is the
 previous layer's rate, treated as data (no error crosses layers). Parameters
 live in one flat dict (``"0/W"``, ``"0/W_pred"``, ``"1/W"``, ...) so optimisers
 and checkpoints handle them uniformly.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..rules import RULES, Rule, clapp_sequences, forward
+from ...rules import RULES, Rule, clapp_sequences, forward, init_dense_params
 
 __all__ = ["ClappStack", "BatchStats"]
 
@@ -48,13 +48,8 @@ class ClappStack:
              init_scale=1.0, pred_init_scale=0.1) -> "ClappStack":
         """He-normal feed-forward weights; small random prediction (and retrodiction) weights."""
         rule = RULES[rule] if isinstance(rule, str) else rule
-        params = {}
-        for l, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-            params[f"{l}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
-            params[f"{l}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
-            if rule.retro:
-                # CLAPP's W_retro starts as the transpose it learns to track.
-                params[f"{l}/W_retro"] = params[f"{l}/W_pred"].T.copy()
+        params = init_dense_params(sizes, rule.retro, rng, dtype=dtype, init_scale=init_scale,
+                                   pred_init_scale=pred_init_scale)
         return cls(sizes, rule, params)
 
     @property

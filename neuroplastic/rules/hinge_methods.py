@@ -1,6 +1,6 @@
 r"""How the hinge-loss error reaches each weight: end-to-end, layer-wise, or by target propagation.
 
-Every function takes the parameter dict of :class:`~neuroplastic.tang.network.ViewEncoder`
+Every function takes the parameter dict of :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`
 and two views ``x1, x2`` of the same images, and returns the hinge result and the
 *gradients* (or, for FA, RF and DTP, the pseudo-gradients) of the parameters it
 trains; an optimiser applies them. View 1 only provides the targets
@@ -52,8 +52,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..rules.hinge import HingeResult, hinge_views
-from .network import ACTIVATIONS, forward
+from .hinge import HingeResult, hinge_views
+from .hinge_layers import ACTIVATIONS, forward
 
 __all__ = ["HingeSettings", "DTPResult", "e2e_grads", "layer_grads", "dtp_targets", "inverse_grads", "dtp_grads"]
 

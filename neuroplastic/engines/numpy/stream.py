@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rules import LayerForward, clapp_pairs, forward
-from .network import ClappStack
+from ...rules import LayerForward, clapp_pairs, forward
+from .clapp_stack import ClappStack
 
 __all__ = ["train_stream"]
 

@@ -1,8 +1,8 @@
 r"""Convolutional encoders for two-view learning: conv layers, heads on spatial means, feedback kernels.
 
 Layer ``l`` (1-based in the equations, ``"{l-1}/..."`` in the parameter dict, as
-in :class:`~neuroplastic.tang.network.ViewEncoder`) is a 3x3 convolution with
-stride 1 and padding 1 (:mod:`neuroplastic.rate.conv`, channels-last maps), the
+in :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`) is a 3x3 convolution with
+stride 1 and padding 1 (:mod:`neuroplastic.rules.conv`, channels-last maps), the
 non-linearity and, if the architecture has ``"M"`` after it, a 2x2 max-pool:
 
 .. math::
@@ -17,7 +17,7 @@ sees every location alike whatever the size of the map:
 
     f_l = \frac{1}{S_l} \sum_s h_{l,s},\qquad e_l = H_l f_l
 
-The backward pass mirrors :mod:`~neuroplastic.tang.methods`. From ``G = dL/de``
+The backward pass mirrors :mod:`~neuroplastic.rules.hinge_methods`. From ``G = dL/de``
 at a head, ``delta f_l = G F_H``; the mean spreads it evenly over the ``S_l``
 locations, the pool routes it to each window's maximum, and
 
@@ -27,12 +27,12 @@ locations, the pool routes it to each window's maximum, and
     \frac{\partial L}{\partial W_l} = \sum_{n,s} \delta_{l,ns}\, \mathrm{window}_s(h_{l-1,n}),\qquad
     \delta h_{l-1} = \delta_l \star F_l
 
-(weight gradient and col2im of :mod:`neuroplastic.rate.conv`). End-to-end BP:
+(weight gradient and col2im of :mod:`neuroplastic.rules.conv`). End-to-end BP:
 ``F_H = H``, ``F_l = W_l``; FA: ``F_H = B_H`` and ``F_l = B_l``, a fixed random
 kernel. Layer-wise, layer ``l`` learns from its own head with its input as data,
 through ``H_l`` (BP), a fixed ``B_H`` (RF) or a ``B_H`` updated like ``H_l`` (URF).
 
-Parameters, one flat dict as :class:`~neuroplastic.tang.network.ViewEncoder`'s:
+Parameters, one flat dict as :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`'s:
 
 =============  ======================  =====================================================
 key            shape                   what
@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rate.conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
-from ..rate.conv_network import parse_architecture
-from ..rules.hinge import hinge_views
-from .network import ACTIVATIONS, gaussian, head_params
+from .architectures import parse_architecture
+from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
+from .hinge import hinge_views
+from .hinge_layers import ACTIVATIONS, gaussian, head_params
 
 __all__ = ["ConvViewEncoder"]
 
@@ -72,10 +72,10 @@ class ConvViewEncoder:
     Parameters
     ----------
     arch : str or list
-        A name in :data:`~neuroplastic.rate.conv_network.ARCHITECTURES` or a list such as
+        A name in :data:`~neuroplastic.engines.numpy.conv_stack.ARCHITECTURES` or a list such as
         ``[32, "M", 64, "M"]`` (channel counts; ``"M"``: 2x2 max-pool after the layer before it).
     activation : str
-        Key of :data:`~neuroplastic.tang.network.ACTIVATIONS`.
+        Key of :data:`~neuroplastic.rules.hinge_dense.ACTIVATIONS`.
     params : dict
         See the module docstring.
     in_channels : int
@@ -168,7 +168,7 @@ class ConvViewEncoder:
         """End-to-end BP (``feedback="bp"``) or feedback alignment (``"fa"``) through every layer.
 
         ``x1, x2``: two views (N, h, w) of the same images; ``hinge`` a
-        :class:`~neuroplastic.tang.methods.HingeSettings`. Returns ``(HingeResult, grads)`` with
+        :class:`~neuroplastic.rules.hinge_methods.HingeSettings`. Returns ``(HingeResult, grads)`` with
         gradients for every ``W`` and the top head ``H``.
         """
         if feedback not in ("bp", "fa"):

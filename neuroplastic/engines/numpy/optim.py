@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-__all__ = ["SGD", "Adam", "make_optimizer"]
+__all__ = ["SGD", "Adam", "GroupedOptimizer", "make_optimizer"]
 
 
 class SGD:
@@ -70,3 +70,37 @@ def make_optimizer(name: str, lr: float):
     if name == "sgd":
         return SGD(lr)
     raise ValueError(f"unknown optimizer {name!r}; known: 'adam', 'sgd'")
+
+
+class GroupedOptimizer:
+    """One optimiser per group of parameters (a layer with its head, all the inverses, ...).
+
+    Each group keeps its own Adam step count, as the authors keep one torch
+    optimiser per layer: a layer that starts learning late (GLL) starts Adam's
+    bias correction afresh. ``make(group)`` returns a new optimiser for a group.
+    """
+
+    def __init__(self, make):
+        self.make = make
+        self.groups: dict = {}
+
+    def _group(self, name: str):
+        if name not in self.groups:
+            self.groups[name] = self.make(name)
+        return self.groups[name]
+
+    def step(self, group: str, params: dict, grads: dict) -> None:
+        self._group(group).step(params, grads)
+
+    def state_dict(self) -> dict:
+        return {f"{g}/{k}": v for g, opt in self.groups.items() for k, v in opt.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        parts: dict = {}
+        for key, value in state.items():
+            if "/" in key:                            # "t" is the (unused) step count of save_training_state
+                group, rest = key.split("/", 1)
+                parts.setdefault(group, {})[rest] = value
+        self.groups = {}
+        for group, sub in parts.items():
+            self._group(group).load_state_dict(sub)

@@ -18,7 +18,7 @@ summed over every location that shares the kernel (weight sharing):
     \qquad \delta = \partial L / \partial a
 
 CLAPP layers treat their input as data, so no error crosses them; the
-end-to-end methods of :mod:`neuroplastic.tang` do send it down, through the
+end-to-end methods of :mod:`neuroplastic.rules.hinge_methods` do send it down, through the
 input gradient, the transpose of im2col (col2im): every window's share
 ``sum_o delta W_o`` is added back where the window was read,
 

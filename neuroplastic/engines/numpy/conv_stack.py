@@ -1,6 +1,6 @@
 """A stack of convolutional CLAPP layers: the deep encoder of the paper's vision experiments.
 
-Every conv layer is its own CLAPP learner (SCIENCE.md §1): a 3x3 convolution,
+Every conv layer is its own CLAPP learner (science page of the docs, CLAPP): a 3x3 convolution,
 ReLU and, if the architecture says ``"M"`` after it, a 2x2 max-pool; its loss
 (:func:`neuroplastic.rules.conv_clapp.conv_clapp_layer`) compares the encodings of
 patches ``k`` rows apart, and its input is the previous layer's output, treated
@@ -10,58 +10,15 @@ as data. Parameters live in one flat dict like :class:`ClappStack`'s:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..rules import RULES, Rule
-from ..rules.conv_clapp import conv_clapp_layer, conv_forward
-from .network import BatchStats
+from ...rules import RULES, Rule
+from ...rules.architectures import ARCHITECTURES, parse_architecture
+from ...rules.conv_clapp import conv_clapp_layer, conv_forward
+from .clapp_stack import BatchStats
 
-__all__ = ["VGG6", "SMALL", "ARCHITECTURES", "ConvLayerSpec", "ConvClappStack", "parse_architecture"]
-
-#: The paper's VGG-6 encoder (Illing et al. 2021; the authors' ``arch``): 6 conv layers, "M" = 2x2 max-pool.
-VGG6 = [128, 256, "M", 256, 512, "M", 1024, "M", 1024, "M"]
-#: A small encoder for built-in data (16 x 16 patches -> 8 x 8 -> 4 x 4 maps); trains in seconds on a CPU.
-SMALL = [32, "M", 64, "M"]
-#: Named architectures a protocol may choose.
-ARCHITECTURES = {"vgg6": VGG6, "small": SMALL}
-
-
-@dataclass(frozen=True)
-class ConvLayerSpec:
-    """One CLAPP layer: a 3x3 conv to ``channels`` maps, ReLU, then a 2x2 max-pool if ``pool``."""
-
-    channels: int
-    pool: bool
-
-
-def parse_architecture(arch) -> list[ConvLayerSpec]:
-    """``[128, 256, "M", ...]`` (or a name in :data:`ARCHITECTURES`) -> one spec per conv layer.
-
-    An ``"M"`` belongs to the conv layer before it, as in the authors' code (a
-    module = conv + ReLU + pool), so the pool is in the layer's output path.
-    """
-    if isinstance(arch, str):
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(map(repr, ARCHITECTURES))}")
-        arch = ARCHITECTURES[arch]
-    specs: list[ConvLayerSpec] = []
-    for item in arch:
-        if item == "M":
-            if not specs or specs[-1].pool:
-                raise ValueError(f"architecture {list(arch)!r}: 'M' must follow a conv layer (a channel count)")
-            specs[-1] = ConvLayerSpec(specs[-1].channels, True)
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item > 0:
-            specs.append(ConvLayerSpec(int(item), False))
-        else:
-            raise ValueError(f"architecture {list(arch)!r}: entries are channel counts (int > 0) or 'M', "
-                             f"got {item!r}")
-    if not specs:
-        raise ValueError("an architecture needs at least one conv layer")
-    return specs
-
+__all__ = ["ConvClappStack"]
 
 def _clapp_rule(rule) -> Rule:
     """The entry of RULES for ``rule``, which must be of the CLAPP family (glimpse pairs, a W_pred per layer)."""

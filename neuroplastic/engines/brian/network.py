@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import ModelError, ModelFile
+from ...errors import ModelError
+from ...models import ModelFile
 
 __all__ = ["INPUT_EQUATIONS", "BrianClapp", "build"]
 

@@ -1,6 +1,6 @@
 """Build a spiking CLAPP network in Brian2 from the model files' ``[spiking]`` tables.
 
-Same layout and interface as :mod:`neuroplastic.brian.network` (the rate builder)::
+Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate builder)::
 
     input         Bernoulli spikes at rate_in * x, x = stimulus(t, i) (one TimedArray row per glimpse)
     layer{l}      the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import ModelError, ModelFile
+from ...errors import ModelError
+from ...models import ModelFile
 from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
 
 __all__ = ["BrianSpikingClapp", "build", "constants", "steps_per_glimpse"]

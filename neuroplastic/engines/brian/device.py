@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import DeviceError
+from ...errors import DeviceError
 
 __all__ = ["DEVICES", "DeviceError", "Simulator", "build_cache_dir", "check_compiler", "gpu_available"]
 
@@ -145,7 +145,7 @@ def _run_lock(directory: Path, shared: bool, blocking: bool = True):
 
 
 def _builder_digest() -> str:
-    """Hash of the code that creates the Brian2 objects (``neuroplastic/brian/*.py``)."""
+    """Hash of the code that creates the Brian2 objects (``neuroplastic/engines/brian/*.py``)."""
     h = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         h.update(path.read_bytes())

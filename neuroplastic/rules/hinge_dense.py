@@ -1,7 +1,7 @@
 r"""Dense encoders for two-view learning: layers, linear heads, feedback matrices and inverses.
 
 Layer ``l`` (1-based in the equations, ``"{l-1}/..."`` in the parameter dict, as
-in :class:`neuroplastic.rate.network.ClappStack`) computes
+in :class:`neuroplastic.engines.numpy.clapp_stack.ClappStack`) computes
 
 .. math::
 
@@ -31,67 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .hinge_layers import ACTIVATIONS, forward, gaussian, head_params
+from .hinge_methods import e2e_grads, layer_grads
+
 __all__ = ["ACTIVATIONS", "ViewEncoder", "forward"]
-
-
-def _relu(a):
-    return np.maximum(a, 0.0)
-
-
-def _relu_prime(a):
-    return (a > 0).astype(a.dtype)
-
-
-def _hardtanh(a):
-    return np.clip(a, -1.0, 1.0)
-
-
-def _hardtanh_prime(a):
-    return (np.abs(a) < 1).astype(a.dtype)
-
-
-def _tanh_prime(a):
-    return (1 - np.tanh(a) ** 2).astype(a.dtype, copy=False)
-
-
-#: ``name -> (phi, phi')``; derivatives are 0 at the kinks, as autograd takes them.
-ACTIVATIONS = {
-    "relu": (_relu, _relu_prime),
-    "hardtanh": (_hardtanh, _hardtanh_prime),
-    "tanh": (np.tanh, _tanh_prime),
-}
-
-
-def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None = None):
-    """Drives ``a[l]`` and rates ``h[l + 1]`` of the first ``n_layers`` layers; ``h[0] = x``."""
-    phi = ACTIVATIONS[activation][0]
-    n_layers = sum(1 for k in params if k.endswith("/W")) if n_layers is None else n_layers
-    a, h = [], [x]
-    for l in range(n_layers):
-        a.append(h[-1] @ params[f"{l}/W"].T)
-        h.append(phi(a[-1]))
-    return a, h
-
-
-def gaussian(rng: np.random.Generator, dtype):
-    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the dense and conv Tang encoders' initialiser)."""
-    def normal(shape, var):
-        return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
-    return normal
-
-
-def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, head: int, normal) -> dict:
-    """Layer ``l``'s head ``H_l ~ N(0, 1/width)`` and, with random feedback, its ``B_H_l`` alike.
-
-    Layer-wise processes (GLL, RLL) put a head on every layer, end-to-end ones on the last only.
-    Shared by the dense and the conv encoders (:mod:`neuroplastic.tang.conv`).
-    """
-    params = {}
-    if process in ("gll", "rll") or last:
-        params[f"{l}/H"] = normal((head, width), 1.0 / width)
-        if feedback in ("rf", "urf", "fa"):
-            params[f"{l}/B_H"] = normal((head, width), 1.0 / width)
-    return params
 
 
 class ViewEncoder:
@@ -147,13 +90,9 @@ class ViewEncoder:
         return forward(self.params, x, self.activation, l)[1][l]
 
     def e2e_grads(self, x1, x2, hinge, feedback: str = "bp"):
-        """:func:`~neuroplastic.tang.methods.e2e_grads` of this encoder (the interface of the conv encoder)."""
-        from .methods import e2e_grads
-
+        """:func:`~neuroplastic.rules.hinge_methods.e2e_grads` of this encoder (the interface of the conv encoder)."""
         return e2e_grads(self.params, self.activation, x1, x2, hinge, feedback)
 
     def layer_grads(self, l: int, x1, x2, hinge, feedback: str = "bp"):
-        """:func:`~neuroplastic.tang.methods.layer_grads` of this encoder's layer ``l`` (0-based)."""
-        from .methods import layer_grads
-
+        """:func:`~neuroplastic.rules.hinge_methods.layer_grads` of this encoder's layer ``l`` (0-based)."""
         return layer_grads(self.params, self.activation, l, x1, x2, hinge, feedback)

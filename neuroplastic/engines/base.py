@@ -1,0 +1,216 @@
+"""The engine interface and the one training loop every engine runs through.
+
+An :class:`Engine` says what is particular to it -- which settings it can run (:meth:`~Engine.check`),
+its network with fresh weights (:meth:`~Engine.init`), one epoch of learning (:meth:`~Engine.epoch`)
+and the features the probe reads (:meth:`~Engine.features`) -- and :func:`train` does the rest, the
+same way for all: resume from the newest checkpoint, run the epochs, record the metrics, stop a run
+whose loss or weights are no longer finite, checkpoint, probe the trained and the random encoder.
+
+Randomness comes from three generators seeded by ``(seed, k)`` (:func:`~.prepare.seed_sequence`):
+the weights (k = 0, given to :meth:`Engine.init`), the training stream (k = 1: batches, saccades,
+negatives, augmentations) and the probe split (k = 2). The training generator's state is
+checkpointed with the weights and the optimiser, so a resumed run is bit-identical to an
+uninterrupted one.
+
+Layers are numbered from 1 in metrics, saved arrays and the probe table, and from 0 in parameter
+keys (``"0/W"`` is layer 1's), the index of the Python list that holds them.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ProtocolError, TrainingDiverged
+from ..protocol import SCHEMA
+from ..evaluate import chosen_layers, pool_glimpses, probe_layers
+from .prepare import Prepared, prepare, seed_sequence
+
+__all__ = ["Engine", "EpochResult", "Model", "probe_encoder", "require_defaults", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Model:
+    """An engine's network during a run, as the training loop sees it.
+
+    ``params`` (name -> array) and ``optimizer`` (``state_dict``/``load_state_dict``, or ``None``)
+    are what a checkpoint holds; ``n_layers`` the layers the metrics speak of; ``steps`` and
+    ``unit`` size the progress bar (per epoch). ``net`` is the engine's own object; ``summary``
+    is added to the run's summary.
+    """
+
+    params: dict
+    n_layers: int
+    net: object = None
+    optimizer: object = None
+    steps: int = 1
+    unit: str = "batch"
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class EpochResult:
+    """One epoch's mean metrics ``{(layer, name): value}`` (layer from 1) and arrays to save by name."""
+
+    means: dict
+    arrays: dict = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """What an engine must provide; :func:`train` runs every engine through the same loop."""
+
+    #: ``[engine] name`` of this engine.
+    name: str = ""
+
+    @abstractmethod
+    def check(self, protocol, running: bool = True) -> None:
+        """Refuse settings this engine cannot run, before any run directory exists.
+
+        Raise a :class:`~neuroplastic.errors.ProtocolError` (or ``DeviceError``); ``running=False``
+        checks for a build that will not run here (e.g. CUDA without a GPU).
+        """
+
+    @abstractmethod
+    def init(self, protocol, prepared: Prepared, rng: np.random.Generator) -> Model:
+        """The protocol's network with fresh weights drawn from ``rng`` (the weights stream)."""
+
+    @abstractmethod
+    def epoch(self, model: Model, epoch: int, rng: np.random.Generator, tick: Callable[[], None]) -> EpochResult:
+        """Learn for one epoch (``tick()`` after each of ``model.steps`` steps); return its mean metrics."""
+
+    @abstractmethod
+    def features(self, model: Model, params: dict, probe: Prepared) -> list:
+        """Features ``(n, glimpses, n_l)`` of every layer for the probe's data, with weights ``params``."""
+
+    def release(self, model: Model) -> None:
+        """Free what the model holds beyond its weights (compiled networks, files); optional."""
+
+    def build(self, protocol, prepared: Prepared):
+        """Generate and compile the network without running it (``--build-only``); return its directory."""
+        raise ProtocolError(protocol.source, "engine.name", f"= {protocol.engine.name!r}: --build-only compiles "
+                            "a Brian2 network; it needs [engine] name = \"brian\"")
+
+
+def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Prepared | None = None) -> dict:
+    """Train ``protocol`` with ``engine``, checkpoint, probe, and write everything into ``run``; return the summary.
+
+    ``prepared`` is :func:`~.prepare.prepare`'s result (computed here if not given).
+    """
+    engine.check(protocol)
+    prepared = prepared if prepared is not None else prepare(protocol)
+    model = engine.init(protocol, prepared, np.random.default_rng(seed_sequence(protocol, 0)))
+    initial = {k: np.array(v, copy=True) for k, v in model.params.items()}
+    rng = np.random.default_rng(seed_sequence(protocol, 1))
+    tr = protocol.train
+    start, rows = resume_training_state(run, model.params, rng, model.optimizer)
+    bar = tqdm(total=tr.epochs * model.steps, initial=start * model.steps, disable=not progress,
+               desc=protocol.name, unit=model.unit, leave=False)
+    try:
+        for epoch in range(start + 1, tr.epochs + 1):
+            result = engine.epoch(model, epoch, rng, bar.update)
+            rows += [dict(epoch=epoch, stage="train", layer=layer, name=name, value=float(v))
+                     for (layer, name), v in sorted(result.means.items())]
+            for name, arrays in result.arrays.items():
+                run.save_arrays(name, arrays)
+            if not (all(np.isfinite(v) for v in result.means.values())
+                    and all(np.all(np.isfinite(v)) for v in model.params.values())):
+                losses = [result.means.get((l, "loss"), 0.0) for l in range(1, model.n_layers + 1)]
+                raise_diverged(protocol, run, epoch, losses, model.params)
+            if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
+                save_training_state(run, epoch, model.params, rng, rows, model.optimizer)
+        bar.close()
+        probe = prepared.probe_set()
+        features = engine.features(model, model.params, probe)
+        random_features = engine.features(model, initial, probe) if protocol.evaluate.baseline else None
+    finally:
+        bar.close()
+        engine.release(model)
+    probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
+                                        probe.train_idx, probe.test_idx, run=run)
+    rows += probe_rows
+    run.write_metrics(rows)
+    summary.update(model.summary)
+    return summary
+
+
+def require_defaults(protocol, keys: list[str], why: str) -> None:
+    """Refuse settings an engine (or rule) does not use: each ``table.key`` must keep its default.
+
+    The error names the key, the value given, the allowed value and ``why``, so a protocol never
+    silently runs without a setting it asked for.
+    """
+    for dotted in keys:
+        table, key = dotted.split(".")
+        value, default = getattr(getattr(protocol, table), key), SCHEMA[table][key].default
+        if value != default:
+            raise ProtocolError(protocol.source, dotted, f"= {value!r}: {why}; allowed: {default!r}")
+
+
+def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],
+                        optimizer=None) -> None:
+    """Checkpoint everything a resumed run needs to continue bit-identically: weights, optimiser, RNG, metrics."""
+    opt_state = optimizer.state_dict() if optimizer is not None else {}
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({f"opt/{k}": v for k, v in opt_state.items() if k != "t"})
+    run.save_checkpoint(epoch, arrays, {"rng": rng.bit_generator.state, "opt_t": opt_state.get("t", 0),
+                                        "metrics": rows})
+    run.write_metrics(rows)
+
+
+def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer=None) -> tuple[int, list[dict]]:
+    """Restore the newest checkpoint into ``params``, ``rng`` and ``optimizer``; return (epoch, metrics rows).
+
+    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``.
+    """
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        save_training_state(run, 0, params, rng, [], optimizer)
+        return 0, []
+    epoch, arrays, state = ckpt
+    params.update({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+    if optimizer is not None:
+        optimizer.load_state_dict({**{k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")},
+                                   "t": state["opt_t"]})
+    rng.bit_generator.state = state["rng"]
+    log.info("resuming %s from epoch %d", run.directory, epoch)
+    return epoch, state["metrics"]
+
+
+def raise_diverged(protocol, run, epoch: int, losses, params: dict):
+    """Stop a run whose loss is no longer finite, naming the last good checkpoint and what to change."""
+    bad = [l + 1 for l, v in enumerate(losses) if not np.isfinite(v)] or \
+          [k for k, v in params.items() if not np.all(np.isfinite(v))]
+    last = run.latest_checkpoint()[0]
+    raise TrainingDiverged(
+        f"{protocol.name}: the loss became NaN or infinite in epoch {epoch} (layers/weights {bad}); "
+        f"the last good checkpoint (epoch {last}) is kept in {run.directory}. "
+        f"Lower [rule] lr (now {protocol.rule.lr:g}) or use optimizer = \"adam\".")
+
+
+def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None):
+    """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary).
+
+    With ``run``, the pooled features the probe saw are saved in ``features.npz`` (``layer<l>``, with
+    ``labels``), so comparisons between runs (CKA) need no recomputation.
+    """
+    ev = protocol.evaluate
+    layers = chosen_layers(ev.layers, len(features))
+    probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+    rows = [dict(epoch=protocol.train.epochs, stage="probe", layer=l, name="accuracy", value=a)
+            for l, a in probe.items()]
+    summary = {"probe": {str(l): a for l, a in probe.items()}}
+    if random_features is not None:
+        base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+        rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
+        summary["probe_random"] = {str(l): a for l, a in base.items()}
+    if run is not None:
+        saved = {f"layer{l}": pool_glimpses(np.asarray(features[l - 1]), ev.pooling).astype(np.float32)
+                 for l in layers}
+        run.save_arrays("features", {**saved, "labels": np.asarray(labels)})
+    return rows, summary

@@ -1,0 +1,92 @@
+"""The numpy engine: data -> glimpses, patch grids or two views -> explicit updates of rules/ -> probes.
+
+Every family of rule and encoder (:mod:`.learners`) goes through the same batches: each epoch is a
+random permutation of the training images, cut into ``[train] batch_size`` batches (a batch of one
+image is skipped: a saccade, or a negative, needs another image of the batch). An epoch's metrics
+are means over the images that learned, weighted by batch size.
+"""
+from __future__ import annotations
+
+import math
+
+from ...data import DATASETS
+from ...errors import ProtocolError
+from ...rules import RULES
+from ..base import Engine, EpochResult, Model, require_defaults
+from .learners import learner
+from .memory import retain_freed_memory
+
+__all__ = ["ENGINE", "NumpyEngine"]
+
+
+class NumpyEngine(Engine):
+    """The rate reference: CLAPP and CLAPP-s (dense and conv) and the two-view hinge rules."""
+
+    name = "numpy"
+
+    def check(self, protocol, running: bool = True) -> None:
+        """The rate neuron only; a hinge rule needs two views of images, a CLAPP rule glimpses."""
+        if protocol.engine.variant != "rate":
+            raise ProtocolError(protocol.source, "engine.variant",
+                                f"= {protocol.engine.variant!r}: the numpy engine is the rate reference; allowed: "
+                                "'rate' (the spiking variant needs [engine] name = \"brian\")")
+        rule, kind = RULES[protocol.rule.name], protocol.stimulus.kind
+        domain = DATASETS[protocol.data.source].domain
+        if rule.family == "views":
+            if kind != "views":
+                raise ProtocolError(protocol.source, "stimulus.kind",
+                                    f"= {kind!r}: rule {rule.name!r} learns from two augmented views of whole "
+                                    "images; allowed: 'views'")
+            if domain != "image":
+                raise ProtocolError(protocol.source, "data.source",
+                                    f"= {protocol.data.source!r}: rule {rule.name!r} augments grey images, and "
+                                    f"this source holds {domain}; choose an image source")
+            if rule.process == "dtp":
+                require_defaults(protocol, ["model.arch"], f"rule {rule.name!r} propagates targets through learned "
+                                 "inverses of dense layers (not implemented for conv encoders)")
+            return
+        if kind == "views":
+            views = ", ".join(repr(n) for n, r in RULES.items() if r.family == "views")
+            raise ProtocolError(protocol.source, "stimulus.kind",
+                                f"= 'views': rule {rule.name!r} learns from glimpse sequences (kind = 'glimpses'); "
+                                f"views are for the hinge rules ({views})")
+        if protocol.model.arch == "dense":
+            require_defaults(protocol, ["stimulus.crop"], "dense layers see every glimpse of the whole sample "
+                             "(crops are cut for the convolutional encoders, [model] arch)")
+            require_defaults(protocol, ["rule.offsets", "rule.score"], "dense layers predict the next glimpse "
+                             "of the sequence (row offsets and the score per location or patch are for the "
+                             "convolutional encoders, [model] arch)")
+        elif domain != "image":
+            raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: the convolutional "
+                                f"encoders cut patch grids from grey images, and {protocol.data.source!r} holds "
+                                f"{domain}; allowed here: 'dense'")
+
+    def init(self, protocol, prepared, rng) -> Model:
+        retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in
+        net = learner(protocol, prepared, rng)
+        net.train_idx, net.batch_size = prepared.train_idx, protocol.train.batch_size
+        steps = math.ceil(len(prepared.train_idx) / net.batch_size)
+        net.total = protocol.train.epochs * steps
+        return Model(net.params, net.n_layers, net=net, optimizer=net.optimizer, steps=steps)
+
+    def epoch(self, model, epoch, rng, tick) -> EpochResult:
+        net, B, n_batches = model.net, model.net.batch_size, model.steps
+        order = rng.permutation(net.train_idx)
+        sums: dict = {}                                # (layer, metric) -> [sum weighted by images, images]
+        for b in range(n_batches):
+            idx = order[b * B:(b + 1) * B]
+            if len(idx) >= 2:
+                for layer, metrics in net.step(idx, rng, (epoch - 1) * n_batches + b, net.total).items():
+                    for name, value in metrics.items():
+                        s = sums.setdefault((layer, name), [0.0, 0])
+                        s[0] += value * len(idx)
+                        s[1] += len(idx)
+            tick()
+        return EpochResult({key: s / n for key, (s, n) in sums.items()})
+
+    def features(self, model, params, probe) -> list:
+        return model.net.features(params, probe)
+
+
+#: The numpy engine, as the registry finds it.
+ENGINE = NumpyEngine()

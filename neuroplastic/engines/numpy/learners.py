@@ -1,0 +1,170 @@
+"""What the numpy engine trains, one kind per family of rule and encoder, behind one small interface.
+
+- :class:`DenseClapp`: a dense CLAPP stack on glimpse sequences ``(n, T, n_in)``, cut in advance;
+- :class:`ConvClapp`: a convolutional CLAPP stack on patch grids, cut (and cropped) batch by batch;
+- :class:`TwoViews`: an encoder learning from two augmented views of whole images with the
+  contrastive hinge loss (Tang, Yang & Amit 2022), by one of the methods of
+  :mod:`neuroplastic.rules.hinge_methods`.
+
+Each has ``params`` and ``optimizer`` (checkpointed), ``n_layers``, ``step(idx, rng, step, total)``
+(one update from the training images ``idx``; returns ``{layer (from 1): {metric: value}}``) and
+``features(params, probe)`` (what the probe reads). The engine (:mod:`.engine`) runs them all
+through the same batches.
+
+Greedy layer-wise learning (GLL) gives each of the ``L`` layers an equal share of the
+``[train] epochs`` budget, counted in batches: layer ``l`` learns during batches
+``[(l - 1) T / L, l T / L)`` of the ``T`` in the run and is frozen after. So every method sees the
+same images the same number of times, and one epoch of a two-layer GLL run still trains both layers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.augment import two_views
+from ...rules import RULES
+from ...rules.hinge_conv import ConvViewEncoder
+from ...rules.hinge_dense import ViewEncoder
+from ...rules.hinge_methods import HingeSettings, dtp_grads
+from .clapp_stack import ClappStack
+from .conv_stack import ConvClappStack
+from .optim import GroupedOptimizer, make_optimizer
+
+__all__ = ["ConvClapp", "DenseClapp", "TwoViews", "learner"]
+
+
+def learner(protocol, prepared, rng):
+    """The learner of ``protocol`` with fresh weights drawn from ``rng``."""
+    if RULES[protocol.rule.name].family == "views":
+        return TwoViews(protocol, prepared, rng)
+    return DenseClapp(protocol, prepared, rng) if protocol.model.arch == "dense" else ConvClapp(protocol, prepared, rng)
+
+
+def _layer_stats(stats) -> dict:
+    return {l + 1: {"loss": loss, "modulated": mod} for l, (loss, mod) in enumerate(zip(stats.loss, stats.modulated))}
+
+
+class DenseClapp:
+    """A dense CLAPP stack on glimpse sequences ``(n, T, n_in)``, cut in advance."""
+
+    def __init__(self, protocol, prepared, rng):
+        self.dtype, self.protocol = protocol.engine.dtype, protocol
+        self.patches = prepared.stimulus.patches.astype(self.dtype)
+        self.sizes = [self.patches.shape[-1], *protocol.model.layers]
+        self.net = ClappStack.init(self.sizes, protocol.rule.name, rng, dtype=self.dtype,
+                                   init_scale=protocol.model.init_scale,
+                                   pred_init_scale=protocol.model.pred_init_scale)
+        self.params, self.n_layers = self.net.params, self.net.n_layers
+        self.optimizer = make_optimizer(protocol.rule.optimizer, protocol.rule.lr)
+
+    def step(self, idx, rng, step: int, total: int) -> dict:
+        x = self.patches[idx]
+        r, st = self.protocol.rule, self.protocol.stimulus
+        shifts, weights = self.net.pair_sets(len(idx), x.shape[1], rng, r.negatives, st.saccade_prob)
+        return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
+
+    def features(self, params, probe) -> list:
+        return ClappStack(self.sizes, self.net.rule, params).features(probe.stimulus.patches.astype(self.dtype))
+
+
+class ConvClapp:
+    """A convolutional CLAPP stack on patch grids, cut (and cropped) batch by batch."""
+
+    def __init__(self, protocol, prepared, rng):
+        m, r = protocol.model, protocol.rule
+        self.protocol, self.grids = protocol, prepared.stimulus
+        self.kwargs = dict(offsets=r.offsets, score=r.score)
+        self.net = ConvClappStack.init(m.arch, 1, r.name, rng, dtype=protocol.engine.dtype, init_scale=m.init_scale,
+                                       pred_init_scale=m.pred_init_scale, **self.kwargs)
+        self.params, self.n_layers = self.net.params, self.net.n_layers
+        self.optimizer = make_optimizer(r.optimizer, r.lr)
+
+    def step(self, idx, rng, step: int, total: int) -> dict:
+        x = self.grids.batch(idx, rng)
+        r, st = self.protocol.rule, self.protocol.stimulus
+        shifts, weights = self.net.pair_sets(len(idx), *self.grids.grid_shape, rng, r.negatives, st.saccade_prob)
+        return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
+
+    def features(self, params, probe) -> list:
+        """Per-patch features (n, G_r G_c, C_l), or with mean pooling their mean (n, 1, C_l): the same
+        probe input, without holding every patch of every layer in memory."""
+        net = ConvClappStack(self.net.arch, 1, self.net.rule, params, **self.kwargs)
+        pool = self.protocol.evaluate.pooling == "mean"
+        out = [[] for _ in range(net.n_layers)]
+        for x in probe.stimulus.chunks():
+            for l, f in enumerate(net.features(x)):
+                out[l].append(f.mean(axis=1, keepdims=True) if pool else f)
+        return [np.concatenate(o) for o in out]
+
+
+class TwoViews:
+    """A dense or conv encoder learning from two augmented views of whole images (the hinge rules).
+
+    ``[model] arch = "dense"`` trains a :class:`~neuroplastic.rules.hinge_dense.ViewEncoder` on
+    flattened images; a named convolutional architecture a
+    :class:`~neuroplastic.rules.hinge_conv.ConvViewEncoder` on the images as maps (end-to-end and
+    layer-wise methods; DTP is dense only). An in-memory data set is converted once; a lazily read
+    one (STL-10 unlabeled) reads each batch.
+    """
+
+    def __init__(self, protocol, prepared, rng):
+        m, r, st = protocol.model, protocol.rule, protocol.stimulus
+        self.protocol, self.rule, self.dtype = protocol, RULES[r.name], protocol.engine.dtype
+        ds = prepared.dataset
+        self.images = np.asarray(ds.samples, dtype=self.dtype) if isinstance(ds.samples, np.ndarray) else ds.samples
+        settings = dict(dtype=self.dtype, init_scale=m.init_scale)
+        if m.arch == "dense":
+            n_in = int(np.prod(self.images.shape[1:]))
+            self.net = ViewEncoder.init([n_in, *m.layers], m.activation, self.rule.process, self.rule.feedback,
+                                        r.head, rng, **settings)
+        else:
+            self.net = ConvViewEncoder.init(m.arch, m.activation, self.rule.process, self.rule.feedback, r.head, rng,
+                                            **settings)
+        self.params, self.n_layers = self.net.params, self.net.n_layers
+        self.optimizer = GroupedOptimizer(lambda g: make_optimizer(r.optimizer, r.inverse_lr if g == "inverse"
+                                                                   else r.lr))
+        self.hinge = HingeSettings(r.tau, r.delta, r.negatives)
+        self.views = dict(crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter, blur_sigma=st.blur)
+
+    def _input(self, images):
+        """Images ``(N, h, w)`` as the encoder reads them: flattened (dense) or as one-channel maps (conv)."""
+        return images if isinstance(self.net, ConvViewEncoder) else images.reshape(len(images), -1)
+
+    def step(self, idx, rng, step: int, total: int) -> dict:
+        v1, v2 = two_views(np.asarray(self.images[idx], dtype=self.dtype), rng, **self.views)
+        x1, x2 = self._input(v1), self._input(v2)
+        net, opt, rule, params, L = self.net, self.optimizer, self.rule, self.net.params, self.net.n_layers
+        if rule.process == "e2e":
+            res, grads = net.e2e_grads(x1, x2, self.hinge, rule.feedback)
+            opt.step("all", params, grads)
+            return {L: {"loss": res.loss, "modulated": res.active}}
+        if rule.process in ("gll", "rll"):
+            l = step * L // total if rule.process == "gll" else int(rng.integers(L))
+            h1 = net.layer_input(x1, l)                    # the frozen layers below give this layer its input
+            h2 = net.layer_input(x2, l)
+            res, grads = net.layer_grads(l, h1, h2, self.hinge, rule.feedback)
+            opt.step(f"layer{l + 1}", params, grads)
+            return {l + 1: {"loss": res.loss, "modulated": res.active}}
+        if rule.process != "dtp":
+            raise ValueError(f"rule {rule.name!r}: unknown process {rule.process!r}; known: 'e2e', 'gll', 'rll', 'dtp'")
+        r = self.protocol.rule
+        noise = {l: (r.inverse_noise * rng.standard_normal((2 * len(x1), net.sizes[l]))).astype(x1.dtype)
+                 for l in range(1, L)}
+        res, grads = dtp_grads(params, net.activation, x1, x2, self.hinge, r.target_step, noise)
+        inverse = {k: v for k, v in grads.items() if k.endswith(("/V", "/c"))}
+        opt.step("forward", params, {k: v for k, v in grads.items() if k not in inverse})
+        if inverse:
+            opt.step("inverse", params, inverse)
+        out = {l + 1: {"target_loss": res.layer_losses[l]} for l in range(L)}
+        for l in range(1, L):
+            out[l + 1]["inverse_loss"] = res.inverse_losses[l - 1]
+        out[L].update(loss=res.hinge.loss, modulated=res.hinge.active)
+        return out
+
+    def features(self, params, probe) -> list:
+        """Each layer's rates for every image, as one "glimpse": (n, 1, n_l)."""
+        if isinstance(self.net, ConvViewEncoder):
+            net = ConvViewEncoder(self.net.arch, self.net.activation, params, self.net.in_channels)
+        else:
+            net = ViewEncoder(self.net.sizes, self.net.activation, params)
+        x = self._input(np.asarray(probe.dataset.samples, dtype=self.dtype))
+        return [f[:, None, :] for f in net.features(x)]

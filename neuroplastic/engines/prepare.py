@@ -1,0 +1,112 @@
+"""What every engine needs before training, prepared before a run directory exists.
+
+The data, its stimulus (glimpse sequences, patch grids or none for the two-view rules), the
+train/test split of the probe and, if the probe has its own data, that too. Nothing here knows
+an engine's insides: the chosen engine only checks the protocol first.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import data as datasets
+from ..errors import ProtocolError, SettingError
+from ..evaluate import stratified_split
+from ..models import load_model
+from ..stimuli import PatchGrids, glimpse_sequences
+from .registry import get_engine
+
+__all__ = ["Prepared", "make_stimulus", "prepare", "seed_sequence"]
+
+
+def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
+    """Independent random stream ``stream`` of a protocol's seed: 0 weights, 1 training, 2 probe split."""
+    return np.random.SeedSequence([protocol.seed, stream])
+
+
+class Prepared(NamedTuple):
+    """What every engine needs before training: the data, its stimulus, the split, and the probe's data.
+
+    ``stimulus`` is a :class:`~neuroplastic.stimuli.GlimpseGrid` (dense glimpse sequences), a
+    :class:`~neuroplastic.stimuli.PatchGrids` (conv CLAPP, cut batch by batch) or ``None`` (hinge
+    rules, which see whole images). ``probe`` is ``None`` when the probe is trained and tested on
+    held-out parts of the training data (``train_idx``/``test_idx``); otherwise the probe has its own
+    data (``[evaluate] source/split``), and the encoder trains on every sample of ``dataset``.
+    """
+
+    dataset: object
+    stimulus: object
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    probe: "Prepared | None" = None
+
+    def probe_set(self) -> "Prepared":
+        """The data the probe is trained and tested on (``self`` unless the probe has its own)."""
+        return self.probe if self.probe is not None else self
+
+
+def prepare(protocol, running: bool = True) -> Prepared:
+    """Load the data, make its stimulus and split train/test: what every engine needs before training.
+
+    The command line calls this before it creates the run directory, so input errors that only
+    show with the data (e.g. a patch larger than the images) raise :class:`ProtocolError` and
+    leave nothing behind; pass the result to the engine's ``train`` as ``prepared``.
+    ``running=False`` prepares a build that will not run here (e.g. CUDA without a GPU).
+    """
+    get_engine(protocol.engine.name).check(protocol, running=running)
+    load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
+    d, ev = protocol.data, protocol.evaluate
+    own_probe = bool(ev.source or ev.split)
+    try:
+        ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
+        stimulus = make_stimulus(protocol, ds)
+        if not own_probe:
+            _check_labelled(protocol, ds, "data.split", d.split)
+            return Prepared(ds, stimulus, *_split(protocol, ds.labels))
+        source, path = ev.source or d.source, ev.path or d.path
+        label = d.label if not ev.source else ""
+        fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
+        if tuple(fit.samples.shape[1:]) != tuple(ds.samples.shape[1:]):
+            raise ProtocolError(str(protocol.source), "evaluate.source",
+                                f"= {source!r}: its samples have shape {tuple(fit.samples.shape[1:])}, the training "
+                                f"data's {tuple(ds.samples.shape[1:])}; the probe needs the same kind of sample")
+        _check_labelled(protocol, fit, "evaluate.split", ev.split)
+        if ev.test_split:
+            test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
+            both = datasets.Dataset(fit.name, np.concatenate([np.asarray(fit.samples), np.asarray(test.samples)]),
+                                    np.concatenate([fit.labels, test.labels]), fit.classes, fit.domain, fit.rate)
+            probe = Prepared(both, make_stimulus(protocol, both), np.arange(len(fit)),
+                             np.arange(len(fit), len(both)))
+        else:
+            probe = Prepared(fit, make_stimulus(protocol, fit), *_split(protocol, fit.labels))
+    except SettingError as err:          # a setting that does not fit the data (e.g. a patch too large)
+        raise ProtocolError(str(protocol.source), err.key, str(err)) from None
+    return Prepared(ds, stimulus, np.arange(len(ds)), np.arange(0), probe)
+
+
+def make_stimulus(protocol, dataset):
+    """A data set's stimulus under ``[stimulus]`` and ``[model] arch`` (see :class:`Prepared`)."""
+    st = protocol.stimulus
+    if st.kind == "views":
+        return None
+    if protocol.model.arch == "dense":
+        return glimpse_sequences(dataset, st)
+    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype)
+    rows, offsets = grids.grid_shape[0], protocol.rule.offsets
+    if max(offsets) >= rows:
+        raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
+                            f"patch can predict at most {rows - 1} rows below it")
+    return grids
+
+
+def _check_labelled(protocol, ds, key: str, split: str) -> None:
+    if len(np.unique(ds.labels[ds.labels >= 0])) < 2:
+        hint = "; or probe on a labelled split with [evaluate] split" if key == "data.split" else ""
+        raise ProtocolError(str(protocol.source), key, f"= {ds.name} {split or 'default'!r}: fewer than "
+                            "two labelled classes, so the linear probe has nothing to decode; use a labelled "
+                            f"split (see `neuroplastic list`){hint}")
+
+
+def _split(protocol, labels) -> tuple[np.ndarray, np.ndarray]:
+    return stratified_split(labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))

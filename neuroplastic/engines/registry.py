@@ -1,0 +1,57 @@
+"""The engines a protocol may choose (``[engine] name``), found by name and imported only when used.
+
+Choosing the numpy engine never imports Brian2. Every entry is a module whose ``ENGINE`` is an
+:class:`~neuroplastic.engines.base.Engine`; engines never import each other.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["ENGINES", "RULE_KEYS", "SETTINGS", "get_engine"]
+
+#: ``[engine] name`` -> module holding its ``ENGINE``.
+ENGINES = {
+    "numpy": "neuroplastic.engines.numpy.engine",
+    "brian": "neuroplastic.engines.brian.engine",
+}
+
+#: The protocol keys each engine reads beyond the common ones, as ``table.key -> declaration`` (type
+#: ``kind``, ``default``, allowed ``choices`` or bounds, ``doc``). Declared here, not in the engines'
+#: modules, so that the protocol schema is built without importing an engine (or Brian2). A key
+#: that only the other variant of the same engine reads (``dt_ms`` on a rate network) is accepted.
+SETTINGS: dict[str, dict[str, dict]] = {
+    "numpy": {
+        "engine.dtype": dict(kind="str", default="float32", choices=("float32", "float64"),
+                             doc="Floating-point type of the numpy engine."),
+        "train.batch_size": dict(kind="int", default=64, low=2, doc="Images per update; >= 2, as a saccade "
+                                 "(or a negative) goes to another image of the batch."),
+    },
+    "brian": {
+        "engine.device": dict(kind="str", default="cpp", choices=("runtime", "cpp", "cuda"), doc="Brian2 device: "
+                              "'runtime' (numpy code generation, no compiler), 'cpp' (compiled once with "
+                              "cpp_standalone, then re-run) or 'cuda' (brian2cuda, nvcc)."),
+        "engine.cuda_arch": dict(kind="float", default=9.0, low=5.0,
+                                 doc="CUDA compute capability the 'cuda' device compiles for."),
+        "engine.dt_ms": dict(kind="float", default=0.1, low=0, low_open=True,
+                             doc="Simulation time step of the spiking variant, in ms."),
+        "stimulus.glimpse_ms": dict(kind="float", default=50.0, low=0, low_open=True,
+                                    doc="Duration of one glimpse in simulated time, in ms."),
+        "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="Probability that a step of "
+                                      "the saccade stream is a saccade (y = -1) rather than a fixation (y = +1)."),
+        "model.synapses": dict(kind="path", default="clapp_synapses", doc="Synapse model file: a path (relative "
+                               "to the protocol file) or the name of a file in models/."),
+    },
+}
+
+#: The keys of a rule (``neuroplastic.rules.RULES[name].keys``) each engine honours; ``None``: all.
+#: The Brian2 network learns one pair per glimpse with the layer's own W_pred^T retrodiction, so
+#: the rules' negatives, conv settings and hinge settings are not its keys.
+RULE_KEYS: dict[str, frozenset | None] = {
+    "numpy": None,
+    "brian": frozenset({"stimulus.saccade_prob", "model.pred_init_scale"}),
+}
+
+
+def get_engine(name: str):
+    """The :class:`~neuroplastic.engines.base.Engine` called ``name`` (a name the protocol schema allows)."""
+    return importlib.import_module(ENGINES[name]).ENGINE

@@ -1,0 +1,70 @@
+"""The pieces the dense and conv hinge encoders share: activations, the dense forward pass, initialisers.
+
+Kept apart from the encoders so that the methods (:mod:`.hinge_methods`) and both encoders
+(:mod:`.hinge_dense`, :mod:`.hinge_conv`) import them one way, without a cycle.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "forward", "gaussian", "head_params"]
+
+
+def _relu(a):
+    return np.maximum(a, 0.0)
+
+
+def _relu_prime(a):
+    return (a > 0).astype(a.dtype)
+
+
+def _hardtanh(a):
+    return np.clip(a, -1.0, 1.0)
+
+
+def _hardtanh_prime(a):
+    return (np.abs(a) < 1).astype(a.dtype)
+
+
+def _tanh_prime(a):
+    return (1 - np.tanh(a) ** 2).astype(a.dtype, copy=False)
+
+
+#: ``name -> (phi, phi')``; derivatives are 0 at the kinks, as autograd takes them.
+ACTIVATIONS = {
+    "relu": (_relu, _relu_prime),
+    "hardtanh": (_hardtanh, _hardtanh_prime),
+    "tanh": (np.tanh, _tanh_prime),
+}
+
+
+def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None = None):
+    """Drives ``a[l]`` and rates ``h[l + 1]`` of the first ``n_layers`` layers; ``h[0] = x``."""
+    phi = ACTIVATIONS[activation][0]
+    n_layers = sum(1 for k in params if k.endswith("/W")) if n_layers is None else n_layers
+    a, h = [], [x]
+    for l in range(n_layers):
+        a.append(h[-1] @ params[f"{l}/W"].T)
+        h.append(phi(a[-1]))
+    return a, h
+
+
+def gaussian(rng: np.random.Generator, dtype):
+    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the dense and conv Tang encoders' initialiser)."""
+    def normal(shape, var):
+        return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
+    return normal
+
+
+def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, head: int, normal) -> dict:
+    """Layer ``l``'s head ``H_l ~ N(0, 1/width)`` and, with random feedback, its ``B_H_l`` alike.
+
+    Layer-wise processes (GLL, RLL) put a head on every layer, end-to-end ones on the last only.
+    Shared by the dense and the conv encoders (:mod:`neuroplastic.rules.hinge_conv`).
+    """
+    params = {}
+    if process in ("gll", "rll") or last:
+        params[f"{l}/H"] = normal((head, width), 1.0 / width)
+        if feedback in ("rf", "urf", "fa"):
+            params[f"{l}/B_H"] = normal((head, width), 1.0 / width)
+    return params
