@@ -30,7 +30,7 @@ from ..protocol import SCHEMA
 from ..evaluate import chosen_layers, pool_glimpses, probe_layers
 from .prepare import Prepared, prepare, seed_sequence
 
-__all__ = ["Engine", "EpochResult", "Model", "probe_encoder", "require_defaults", "train"]
+__all__ = ["Engine", "EpochResult", "Model", "probe_encoder", "require", "require_defaults", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,14 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
     return summary
 
 
+def require(protocol, dotted: str, allowed: tuple, why: str) -> None:
+    """Refuse a value of ``table.key`` this engine cannot run: the error names the key, the value, ``why`` and what is allowed."""
+    table, key = dotted.split(".")
+    value = getattr(getattr(protocol, table), key)
+    if value not in allowed:
+        raise ProtocolError(protocol.source, dotted, f"= {value!r}: {why}; allowed: {', '.join(map(repr, allowed))}")
+
+
 def require_defaults(protocol, keys: list[str], why: str) -> None:
     """Refuse settings an engine (or rule) does not use: each ``table.key`` must keep its default.
 
@@ -147,9 +155,7 @@ def require_defaults(protocol, keys: list[str], why: str) -> None:
     """
     for dotted in keys:
         table, key = dotted.split(".")
-        value, default = getattr(getattr(protocol, table), key), SCHEMA[table][key].default
-        if value != default:
-            raise ProtocolError(protocol.source, dotted, f"= {value!r}: {why}; allowed: {default!r}")
+        require(protocol, dotted, (SCHEMA[table][key].default,), why)
 
 
 def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],

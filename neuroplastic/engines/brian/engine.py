@@ -29,7 +29,7 @@ from ...errors import DeviceError, ModelError, ProtocolError
 from ...models import load_model
 from ...rules import RULES, forward, init_dense_params
 from ...stimuli import saccade_stream
-from ..base import Engine, EpochResult, Model, require_defaults
+from ..base import Engine, EpochResult, Model, require, require_defaults
 from ..prepare import prepare, seed_sequence
 from .device import Simulator, gpu_available
 from .network import build, describe_build_error
@@ -150,10 +150,8 @@ class BrianEngine(Engine):
         if running and protocol.engine.device == "cuda" and not gpu_available():
             raise DeviceError("no GPU found (nvidia-smi -L lists none): the 'cuda' device can only compile here. "
                               "Use --build-only to generate and compile the CUDA project, or --device cpp.")
-        if protocol.rule.optimizer != "sgd":
-            raise ProtocolError(protocol.source, "rule.optimizer",
-                                f"= {protocol.rule.optimizer!r}: the Brian2 engine learns online at each saccade "
-                                "event, i.e. plain SGD; set [rule] optimizer = \"sgd\"")
+        require(protocol, "rule.optimizer", ("sgd",), "the Brian2 engine learns online at each saccade event, "
+                "i.e. plain SGD")
 
     def init(self, protocol, prepared, rng) -> Model:
         session = _Session(protocol, prepared, rng)

@@ -12,7 +12,7 @@ import math
 from ...data import DATASETS
 from ...errors import ProtocolError
 from ...rules import RULES
-from ..base import Engine, EpochResult, Model, require_defaults
+from ..base import Engine, EpochResult, Model, require, require_defaults
 from .learners import learner
 from .memory import retain_freed_memory
 
@@ -26,10 +26,8 @@ class NumpyEngine(Engine):
 
     def check(self, protocol, running: bool = True) -> None:
         """The rate neuron only; a hinge rule needs two views of images, a CLAPP rule glimpses."""
-        if protocol.engine.variant != "rate":
-            raise ProtocolError(protocol.source, "engine.variant",
-                                f"= {protocol.engine.variant!r}: the numpy engine is the rate reference; allowed: "
-                                "'rate' (the spiking variant needs [engine] name = \"brian\")")
+        require(protocol, "engine.variant", ("rate",), "the numpy engine is the rate reference (the spiking "
+                "variant needs [engine] name = \"brian\")")
         rule, kind = RULES[protocol.rule.name], protocol.stimulus.kind
         domain = DATASETS[protocol.data.source].domain
         if rule.family == "views":
