@@ -46,8 +46,7 @@ class ProtocolError(NeuroplasticError, ValueError):
         if len(problems) == 1:
             return cls(source, *problems[0])
         lines = "\n".join(f"  {_where(k, m)}" if k else f"  {m}" for k, m in problems)
-        err = cls(source, "", f"{len(problems)} problems:\n{lines}", problems=problems)
-        return err
+        return cls(source, "", f"{len(problems)} problems:\n{lines}", problems=problems)
 
 
 def _where(key: str, message: str) -> str:

@@ -124,7 +124,6 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
                 raise_diverged(protocol, run, epoch, losses, model.params)
             if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
                 save_training_state(run, epoch, model.params, rng, rows, model.optimizer)
-        bar.close()
         probe = prepared.probe_set()
         features = engine.features(model, model.params, probe)
         random_features = engine.features(model, initial, probe) if protocol.evaluate.baseline else None
