@@ -318,9 +318,7 @@ class Protocol:
 
     def model_files(self) -> dict[str, Path]:
         """The model files this protocol's network is built from, by key."""
-        files = {"model.file": self.model_path}
-        if "synapses" in self.sections["model"].as_dict():
-            files["model.synapses"] = self.synapses_path
+        files = {"model.file": self.model_path, "model.synapses": self.synapses_path}
         return {k: v for k, v in files.items() if v is not None}
 
     def identity(self) -> dict[str, Any]:
@@ -469,21 +467,19 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
                 check()
             except ProtocolError as err:
                 problems.extend(err.problems)
-    model_path = synapses_path = None
-    for key, table_key in (("model.file", "file"), ("model.synapses", "synapses")):
-        if table_key in resolved["model"]:
+    paths: dict[str, Path] = {}                 # "file", and "synapses" where the engine reads one
+    for key in ("file", "synapses"):
+        if key in resolved["model"]:
             try:
-                path = resolve_model(resolved["model"][table_key], base_dir, source, key=key)
+                paths[key] = resolve_model(resolved["model"][key], base_dir, source, key=f"model.{key}")
             except ProtocolError as err:
                 problems.extend(err.problems)
-                continue
-            model_path, synapses_path = (path, synapses_path) if table_key == "file" else (model_path, path)
     if problems:
         raise ProtocolError.collect(source, problems)
     top = resolved.pop("")
     sections = {t: Section(t, v) for t, v in resolved.items()}
-    return Protocol(top["name"], top["description"], top["seed"], sections, source, model_path, synapses_path,
-                    given=copy.deepcopy(raw))
+    return Protocol(top["name"], top["description"], top["seed"], sections, source, paths.get("file"),
+                    paths.get("synapses"), given=copy.deepcopy(raw))
 
 
 def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:

@@ -100,9 +100,9 @@ class Engine(ABC):
 def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Prepared | None = None) -> dict:
     """Train ``protocol`` with ``engine``, checkpoint, probe, and write everything into ``run``; return the summary.
 
-    ``prepared`` is :func:`~.prepare.prepare`'s result (computed here if not given).
+    ``prepared`` is :func:`~.prepare.prepare`'s result (computed here if not given), which has
+    checked the protocol with the engine.
     """
-    engine.check(protocol)
     prepared = prepared if prepared is not None else prepare(protocol)
     model = engine.init(protocol, prepared, np.random.default_rng(seed_sequence(protocol, 0)))
     initial = {k: np.array(v, copy=True) for k, v in model.params.items()}

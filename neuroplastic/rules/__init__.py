@@ -13,11 +13,12 @@ nothing else of neuroplastic, so engines, tests and benchmarks all check the sam
 from dataclasses import dataclass
 
 from .clapp import (ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forward, init_dense_params, relu,
-                    relu_prime)
+                    relu_prime, stack_rates)
 from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores
 
 __all__ = ["RULES", "SETTINGS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
-           "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime"]
+           "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime",
+           "stack_rates"]
 
 
 @dataclass(frozen=True)

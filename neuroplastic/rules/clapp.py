@@ -33,7 +33,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 __all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences",
-           "init_dense_params"]
+           "init_dense_params", "stack_rates"]
 
 
 def relu(a):
@@ -78,6 +78,15 @@ class ClappGrads(NamedTuple):
     W_pred: object
     W_retro: object
     z: object
+
+
+def stack_rates(params: dict, x) -> list:
+    """Rates of every layer of a dense stack (``params`` as :func:`init_dense_params` names them) for inputs ``x``."""
+    out = []
+    for l in range(sum(1 for k in params if k.endswith("/W"))):
+        x = forward(params[f"{l}/W"], x).z
+        out.append(x)
+    return out
 
 
 def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,

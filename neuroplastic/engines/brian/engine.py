@@ -27,10 +27,10 @@ import numpy as np
 
 from ...errors import DeviceError, ModelError, ProtocolError
 from ...models import load_model
-from ...rules import RULES, forward, init_dense_params
+from ...rules import RULES, init_dense_params, stack_rates
 from ...stimuli import saccade_stream
 from ..base import Engine, EpochResult, Model, require, require_defaults
-from ..prepare import prepare, seed_sequence
+from ..prepare import seed_sequence
 from .device import Simulator, gpu_available
 from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
@@ -58,7 +58,7 @@ class _Session:
     def __init__(self, protocol, prepared, rng):
         import brian2 as b2
 
-        self.ds, self.train_idx, self.test_idx = prepared.dataset, prepared.train_idx, prepared.test_idx
+        self.train_idx = prepared.train_idx
         self.patches = prepared.stimulus.patches.astype("float64")
         self.n_positions = self.patches.shape[1]
         self.sizes = [self.patches.shape[-1], *protocol.model.layers]
@@ -188,26 +188,22 @@ class BrianEngine(Engine):
             return _spiking_features(s.simulate, s.sim, s.patches, params)
         # The rate neuron's output is rho(W x): the probe reads it with the rules' forward pass of the
         # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
-        out, x = [], s.patches
-        for l in range(len(s.sizes) - 1):
-            x = forward(params[f"{l}/W"], x).z
-            out.append(x)
-        return out
+        return stack_rates(params, s.patches)
 
-    def build(self, protocol, prepared=None):
-        """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory."""
-        self.check(protocol, running=False)
+    def build(self, protocol, prepared):
+        """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory.
+
+        ``prepared`` is :func:`~neuroplastic.engines.prepare.prepare` with ``running=False`` (which checked the
+        protocol for a build that need not run here).
+        """
         if protocol.engine.device == "runtime":
             raise ProtocolError(protocol.source, "engine.device", "= 'runtime': nothing to build; --build-only "
                                 "needs a standalone device, 'cpp' or 'cuda'")
-        prepared = prepared if prepared is not None else prepare(protocol, running=False)
-        rng = np.random.default_rng(seed_sequence(protocol, 0))
-        return _Session(protocol, prepared, rng).build()
+        return _Session(protocol, prepared, np.random.default_rng(seed_sequence(protocol, 0))).build()
 
 
 #: The Brian2 engine, as the registry finds it.
 ENGINE = BrianEngine()
-
 
 
 def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:

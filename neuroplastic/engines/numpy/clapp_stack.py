@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
-from ...rules import RULES, Rule, clapp_sequences, forward, init_dense_params
+from ...rules import RULES, Rule, clapp_sequences, init_dense_params, stack_rates
 
 __all__ = ["ClappStack", "BatchStats"]
 
@@ -58,11 +58,7 @@ class ClappStack:
 
     def features(self, x) -> list:
         """Rates of every layer for glimpses ``x`` (..., n_in)."""
-        out = []
-        for l in range(self.n_layers):
-            x = forward(self.params[f"{l}/W"], x).z
-            out.append(x)
-        return out
+        return stack_rates(self.params, x)
 
     def pair_sets(self, B: int, T: int, rng: np.random.Generator, negatives: int, saccade_prob: float):
         """Draw which pairs each layer learns from in one batch: shifts and weights (see clapp_sequences).

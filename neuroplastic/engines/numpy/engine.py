@@ -8,6 +8,9 @@ are means over the images that learned, weighted by batch size.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
+
+import numpy as np
 
 from ...data import DATASETS
 from ...errors import ProtocolError
@@ -62,19 +65,18 @@ class NumpyEngine(Engine):
     def init(self, protocol, prepared, rng) -> Model:
         retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in
         net = learner(protocol, prepared, rng)
-        net.train_idx, net.batch_size = prepared.train_idx, protocol.train.batch_size
-        steps = math.ceil(len(prepared.train_idx) / net.batch_size)
-        net.total = protocol.train.epochs * steps
-        return Model(net.params, net.n_layers, net=net, optimizer=net.optimizer, steps=steps)
+        batches = _Batches(net, prepared.train_idx, protocol.train.batch_size, protocol.train.epochs)
+        return Model(net.params, net.n_layers, net=batches, optimizer=net.optimizer, steps=batches.per_epoch)
 
     def epoch(self, model, epoch, rng, tick) -> EpochResult:
-        net, B, n_batches = model.net, model.net.batch_size, model.steps
-        order = rng.permutation(net.train_idx)
+        batches, n_batches = model.net, model.steps
+        net, B, total = batches.learner, batches.size, n_batches * batches.epochs
+        order = rng.permutation(batches.train_idx)
         sums: dict = {}                                # (layer, metric) -> [sum weighted by images, images]
         for b in range(n_batches):
             idx = order[b * B:(b + 1) * B]
             if len(idx) >= 2:
-                for layer, metrics in net.step(idx, rng, (epoch - 1) * n_batches + b, net.total).items():
+                for layer, metrics in net.step(idx, rng, (epoch - 1) * n_batches + b, total).items():
                     for name, value in metrics.items():
                         s = sums.setdefault((layer, name), [0.0, 0])
                         s[0] += value * len(idx)
@@ -83,7 +85,20 @@ class NumpyEngine(Engine):
         return EpochResult({key: s / n for key, (s, n) in sums.items()})
 
     def features(self, model, params, probe) -> list:
-        return model.net.features(params, probe)
+        return model.net.learner.features(params, probe)
+
+
+class _Batches(NamedTuple):
+    """A learner and how its training images are cut: ``per_epoch`` batches of ``size`` for ``epochs``."""
+
+    learner: object
+    train_idx: np.ndarray
+    size: int
+    epochs: int
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(len(self.train_idx) / self.size)
 
 
 #: The numpy engine, as the registry finds it.
