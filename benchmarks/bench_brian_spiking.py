@@ -57,19 +57,19 @@ def build_plain(neuron, sizes, x, params, glimpse, dt):
     objs, pre, pre_rate = [inp], inp, "rate_in"
     for l, n in enumerate(sizes[1:]):
         lay = b2.NeuronGroup(n, PLAIN_LAYER, threshold=neuron.get("spiking.layer.threshold"), reset="nz += 1",
-                             clock=clock, name=f"layer{l}", namespace=ns, method="exact")
-        mod = b2.NeuronGroup(1, "u : 1", clock=clock, name=f"modulator{l}", namespace=ns)
+                             clock=clock, name=f"layer{l + 1}", namespace=ns, method="exact")
+        mod = b2.NeuronGroup(1, "u : 1", clock=clock, name=f"modulator{l + 1}", namespace=ns)
         ff = b2.Synapses(pre, lay, "w : 1", on_pre=f"Is_post += w / ({pre_rate} * tau_s)", clock=clock,
-                         name=f"ff{l}", namespace=ns)
+                         name=f"ff{l + 1}", namespace=ns)
         post, p = _all_to_all(n, pre.N)
         ff.connect(i=p, j=post)
-        ff.w = params[f"{l}/W"][post, p]
+        ff.w = params[f"{l + 1}/W"][post, p]
         pred = b2.Synapses(lay, lay, "w : 1", on_pre="d_post += w / (rate_out * tau_s)", clock=clock,
-                           name=f"pred{l}", namespace=ns)
+                           name=f"pred{l + 1}", namespace=ns)
         post, p = _all_to_all(n, n)
         pred.connect(i=p, j=post)
-        pred.w = params[f"{l}/W_pred"][post, p]
-        score = b2.Synapses(lay, mod, on_pre="u_post += 1", clock=clock, name=f"score{l}", namespace=ns)
+        pred.w = params[f"{l + 1}/W_pred"][post, p]
+        score = b2.Synapses(lay, mod, on_pre="u_post += 1", clock=clock, name=f"score{l + 1}", namespace=ns)
         score.connect()
         objs += [lay, mod, ff, pred, score]
         pre, pre_rate = lay, "rate_out"

@@ -115,7 +115,7 @@ class TorchEngine:
         """Loss of layer ``l`` from its (detached) input maps h (B G G, C_in, P, P); returns (loss, output)."""
         torch, F, net = self.torch, self.torch.nn.functional, self.net
         B, Gr, Gc = weights.shape[2:]
-        z = torch.relu(F.conv2d(h.detach(), self.p[f"{l}/W"], stride=net.stride, padding=net.padding))
+        z = torch.relu(F.conv2d(h.detach(), self.p[f"{l + 1}/W"], stride=net.stride, padding=net.padding))
         if net.layers[l].pool:
             z = F.max_pool2d(z, 2)
         q = z.mean(dim=(2, 3), keepdim=True) if net.score == "patch" else z
@@ -125,7 +125,7 @@ class TorchEngine:
         loss = 0.0
         for kappa, k in enumerate(net.offsets):
             R = Gr - k
-            d = qT[:R] @ self.p[f"{l}/W_pred"][kappa].T                      # dendritic prediction
+            d = qT[:R] @ self.p[f"{l + 1}/W_pred"][kappa].T                      # dendritic prediction
             U = qT[k:] @ d.transpose(-1, -2)                                 # all scores of a location
             w = weights[kappa][:, :, :R, :].permute(0, 2, 3, 1)[:, :, :, None, :] / n_l
             for s, shift in enumerate(shifts):
@@ -210,12 +210,12 @@ def worker_check(args) -> dict:
             torch.stack(layer_losses).sum().backward()
         h = x[..., None]
         for l in range(net_n.n_layers):
-            g = conv_clapp_layer(p0[f"{l}/W"], p0[f"{l}/W_pred"], h, net_n.offsets, shifts, w, score=net_n.score,
+            g = conv_clapp_layer(p0[f"{l + 1}/W"], p0[f"{l + 1}/W_pred"], h, net_n.offsets, shifts, w, score=net_n.score,
                            pool=net_n.layers[l].pool)
             for name, gn in (("W", g.W), ("W_pred", g.W_pred)):
-                gt = te2.p[f"{l}/{name}"].grad.numpy()
+                gt = te2.p[f"{l + 1}/{name}"].grad.numpy()
                 gt = gt.transpose(0, 2, 3, 1) if name == "W" else gt
-                res["params"][f"{l}/{name}"]["grad_rel_diff"] = float(np.abs(gn - gt).max() / np.abs(gt).max())
+                res["params"][f"{l + 1}/{name}"]["grad_rel_diff"] = float(np.abs(gn - gt).max() / np.abs(gt).max())
             h = g.z
         out[dtype] = res
     return out

@@ -97,7 +97,7 @@ class TorchEngine:
         B = x.shape[0]
         out, h = [], x
         for l in range(self.n_layers):
-            W, Wp = self.p[f"{l}/W"], self.p[f"{l}/W_pred"]
+            W, Wp = self.p[f"{l + 1}/W"], self.p[f"{l + 1}/W_pred"]
             h = h.detach()                                   # layer-local: no error crosses layers
             z = torch.relu(h @ W.T)                          # rates of all B*T glimpses, once
             d = z[:, :-1] @ Wp.T                             # dendritic prediction from the previous glimpse
@@ -172,10 +172,10 @@ def worker_check(args) -> dict:
         torch.stack(te2.losses(torch.from_numpy(x), shifts, torch.from_numpy(weights))).sum().backward()
         h = x
         for l in range(len(args.layers)):
-            g = clapp_sequences(p0[f"{l}/W"], p0[f"{l}/W_pred"], h, shifts, weights)
+            g = clapp_sequences(p0[f"{l + 1}/W"], p0[f"{l + 1}/W_pred"], h, shifts, weights)
             for name, gn in (("W", g.W), ("W_pred", g.W_pred)):
-                gt = te2.p[f"{l}/{name}"].grad.numpy()
-                res["params"][f"{l}/{name}"]["grad_rel_diff"] = float(np.abs(gn - gt).max() / np.abs(gt).max())
+                gt = te2.p[f"{l + 1}/{name}"].grad.numpy()
+                res["params"][f"{l + 1}/{name}"]["grad_rel_diff"] = float(np.abs(gn - gt).max() / np.abs(gt).max())
             h = g.z
         out[dtype] = res
     return out

@@ -102,7 +102,7 @@ def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
         weights, feats = _final_weights(run), _features(run)
         p = run.manifest["protocol"]
         for layer in sorted(map(int, summary.get("probe", {})), key=int):
-            key = f"{layer - 1}/W"           # parameters are numbered from 0, layers from 1
+            key = f"{layer}/W"
             fkey = f"layer{layer}"
             same_w = key in weights and key in ref_w and weights[key].shape == ref_w[key].shape
             same_f = fkey in feats and fkey in ref_f and len(feats[fkey]) == len(ref_f[fkey])

@@ -223,7 +223,7 @@ def rate_vs_spiking(runs: dict, title: str = ""):
     n_layers = len(rate.manifest["protocol"]["model"]["layers"])
     corr = []
     for l in range(n_layers):
-        key = f"{l}/W"
+        key = f"{l + 1}/W"
         if not np.array_equal(w0_r[key], w0_s[key]):
             raise ValueError("the rate and spiking runs did not start from the same weights; use the same seed")
         dr, ds = w_r[f"param/{key}"] - w0_r[key], w_s[f"param/{key}"] - w0_s[key]

@@ -50,7 +50,7 @@ def random_problem(sizes: list[int], length: int, rule: str = "clapp_s", seed: i
     rng = np.random.default_rng(seed)
     params = ClappStack.init(sizes, rule, rng, dtype="float64", pred_init_scale=pred_init_scale).params
     for l in range(len(sizes) - 1):
-        params[f"{l}/W"] = params[f"{l}/W"] + offset / sizes[l]
+        params[f"{l + 1}/W"] = params[f"{l + 1}/W"] + offset / sizes[l]
     x = rng.random((length, sizes[0]))
     y = np.where(rng.random(length) < 0.5, -1.0, 1.0)
     y[0] = 0.0

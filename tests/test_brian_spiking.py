@@ -42,7 +42,7 @@ def test_runtime_spiking_network_structure():
     assert all(m.num_spikes > 100 for m in net.monitors["spikes"])
     (z,) = net.rates()
     assert z.shape == (T, 8)
-    expected = np.maximum(x @ params["0/W"].T, 0)
+    expected = np.maximum(x @ params["1/W"].T, 0)
     # A glimpse of 100 ms at ~250 Hz has ~25 spikes: Poisson noise ~20 %, plus the 15 ms membrane
     # transient after each change of x. Loose tolerances: mean over all glimpses within 15 %,
     # per-glimpse correlation > 0.8.
@@ -54,10 +54,10 @@ def test_runtime_spiking_network_structure():
     learn = y != 0
     assert np.any(M[learn] != 0) and np.any(M[learn] == 0)    # both gate states occur
     # u is the score sum_j z_j d_j, d = W_pred zprev (read with the rates of the spike counts).
-    d = np.vstack([np.zeros(8), z[:-1] @ params["0/W_pred"].T])
+    d = np.vstack([np.zeros(8), z[:-1] @ params["1/W_pred"].T])
     np.testing.assert_allclose(u, np.sum(z * d, axis=1), atol=1e-9)
     # With eta = 0 the weights did not move.
-    np.testing.assert_array_equal(net.weights()["0/W"], params["0/W"])
+    np.testing.assert_array_equal(net.weights()["1/W"], params["1/W"])
 
 
 @pytest.mark.slow

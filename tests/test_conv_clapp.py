@@ -278,15 +278,15 @@ def test_architectures_and_pair_sets():
     with pytest.raises(ValueError, match="not a CLAPP rule|unknown rule"):
         ConvClappStack.init(SMALL, 1, "hinge_e2e_bp", rng)       # Tang's rules train whole images, not patch pairs
     net = ConvClappStack.init(SMALL, 1, "clapp_s", rng, offsets=(2, 3))
-    assert net.params["1/W"].shape == (64, 3, 3, 32) and net.params["1/W_pred"].shape == (2, 64, 64)
-    assert net.params["0/W"].dtype == np.float32
+    assert net.params["2/W"].shape == (64, 3, 3, 32) and net.params["2/W_pred"].shape == (2, 64, 64)
+    assert net.params["1/W"].dtype == np.float32
     shifts, w = net.pair_sets(8, 5, 4, rng, negatives=4, saccade_prob=0.5)
     assert shifts[0] == 0 and all(0 < s < 8 for s in shifts[1:]) and w.shape == (2, 5, 8, 5, 4)
     assert (w[0, :, :, 3:] == 0).all() and (w[1, :, :, 2:] == 0).all()          # rows without a partner
     np.testing.assert_allclose(w[:, 0].sum(), 1.0)                              # positives: mean over offsets
     np.testing.assert_allclose(w[:, 1:].sum(), 1.0)                             # as much as all negatives
     clapp = ConvClappStack.init(SMALL, 1, "clapp", rng, offsets=(1,))
-    np.testing.assert_array_equal(clapp.params["0/W_retro"], clapp.params["0/W_pred"].transpose(0, 2, 1))
+    np.testing.assert_array_equal(clapp.params["1/W_retro"], clapp.params["1/W_pred"].transpose(0, 2, 1))
     shifts, w = clapp.pair_sets(8, 5, 4, rng, negatives=1, saccade_prob=0.5)
     assert len(shifts) == 2 and ((w[0, :, :, :4] > 0).sum(axis=0) == 1).all()  # one set per pair
 
@@ -300,7 +300,7 @@ def test_patch_grid_and_features():
     net = ConvClappStack.init([4, "M", 6, "M"], 1, "clapp_s", rng)
     feats = net.features(grid[..., 0], chunk=2)                 # grey patches: channel axis added
     assert [f.shape for f in feats] == [(5, 4, 4), (5, 4, 6)] and feats[0].dtype == np.float32
-    z = np.maximum(conv2d(grid.reshape(-1, 8, 8, 1), net.params["0/W"]), 0)
+    z = np.maximum(conv2d(grid.reshape(-1, 8, 8, 1), net.params["1/W"]), 0)
     np.testing.assert_allclose(feats[0], maxpool2(z).mean(axis=(1, 2)).reshape(5, 4, 4), rtol=1e-5)
 
 
@@ -334,9 +334,9 @@ def test_clapp_stack_trains_w_retro():
     shifts, w = net.pair_sets(5, 4, 3, rng, negatives=1, saccade_prob=0.5)
     rec = _Recorder()
     net.train_batch(x, rec, shifts, w)
-    assert set(rec.grads) == {f"{l}/{n}" for l in (0, 1) for n in ("W", "W_pred", "W_retro")}
+    assert set(rec.grads) == {f"{l + 1}/{n}" for l in (0, 1) for n in ("W", "W_pred", "W_retro")}
     for l in (0, 1):
-        np.testing.assert_allclose(rec.grads[f"{l}/W_retro"], rec.grads[f"{l}/W_pred"].transpose(0, 2, 1))
+        np.testing.assert_allclose(rec.grads[f"{l + 1}/W_retro"], rec.grads[f"{l + 1}/W_pred"].transpose(0, 2, 1))
 
 
 def _torch_stack_losses(torch, params, x, net, shifts, weights, detach=True):
@@ -347,7 +347,7 @@ def _torch_stack_losses(torch, params, x, net, shifts, weights, detach=True):
     losses = []
     for l, spec in enumerate(net.layers):
         h = h.detach() if detach else h
-        z = torch.relu(F.conv2d(h, params[f"{l}/W"].permute(0, 3, 1, 2), stride=net.stride, padding=net.padding))
+        z = torch.relu(F.conv2d(h, params[f"{l + 1}/W"].permute(0, 3, 1, 2), stride=net.stride, padding=net.padding))
         if spec.pool:
             z = F.max_pool2d(z, 2)
         q = z.mean(dim=(2, 3), keepdim=True) if net.score == "patch" else z
@@ -355,7 +355,7 @@ def _torch_stack_losses(torch, params, x, net, shifts, weights, detach=True):
         q = q.reshape(B, Gr, Gc, q.shape[1], n_l).transpose(-1, -2)       # B, Gr, Gc, n_l, C
         loss = 0.0
         for kappa, k in enumerate(net.offsets):
-            d = q[:, :Gr - k] @ params[f"{l}/W_pred"][kappa].T
+            d = q[:, :Gr - k] @ params[f"{l + 1}/W_pred"][kappa].T
             for s, shift in enumerate(shifts):
                 y = 1.0 if shift % B == 0 else -1.0
                 u = (torch.roll(q[:, k:], shift, dims=0) * d).sum(-1)
@@ -390,7 +390,7 @@ def test_two_layer_stack_matches_torch_autograd(score, offsets, pred_scale):
     # the detach matters: layer 1's kernel gets a gradient from layer 2's loss, which we leave out
     tp2 = {k: torch.tensor(v, requires_grad=True) for k, v in params0.items()}
     l2 = _torch_stack_losses(torch, tp2, torch.tensor(x), net, shifts, torch.tensor(weights), detach=False)[1]
-    assert torch.autograd.grad(l2, tp2["0/W"])[0].abs().max() > 1e-6
+    assert torch.autograd.grad(l2, tp2["1/W"])[0].abs().max() > 1e-6
 
 
 def test_import_order():

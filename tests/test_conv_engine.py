@@ -96,8 +96,8 @@ def test_conv_protocol_runs_probes_every_layer_and_resumes_bit_identically(tmp_p
     assert set(summary["probe"]) == set(summary["probe_random"]) == {"1", "2"}
     with np.load(directory / "checkpoints" / "epoch_0000.npz") as first, \
             np.load(directory / "checkpoints" / "epoch_0003.npz") as last:
-        assert first["param/0/W"].shape == (32, 3, 3, 1) and first["param/1/W"].shape == (64, 3, 3, 32)
-        assert not np.array_equal(first["param/0/W"], last["param/0/W"])
+        assert first["param/1/W"].shape == (32, 3, 3, 1) and first["param/2/W"].shape == (64, 3, 3, 32)
+        assert not np.array_equal(first["param/1/W"], last["param/1/W"])
     with np.load(directory / "features.npz") as f:
         assert f["layer1"].shape == (len(f["labels"]), 32) and f["layer2"].shape[1] == 64
 

@@ -201,7 +201,7 @@ def test_divergence_after_some_epochs_keeps_that_epochs_checkpoint(tmp_path, cap
     def train_batch(self, *args, **kwargs):
         stats = original_train(self, *args, **kwargs)
         if saved and saved[-1] == 2:
-            self.params["0/W"][0, 0] = np.nan
+            self.params["1/W"][0, 0] = np.nan
         return stats
 
     monkeypatch.setattr(Run, "save_checkpoint", save)

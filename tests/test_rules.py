@@ -223,7 +223,7 @@ def _torch_layer_losses(torch, params, x, shifts, weights, n_layers, detach=True
     B = x.shape[0]
     losses, h = [], x
     for l in range(n_layers):
-        W, Wp = params[f"{l}/W"], params[f"{l}/W_pred"]
+        W, Wp = params[f"{l + 1}/W"], params[f"{l + 1}/W_pred"]
         h = h.detach() if detach else h
         z = torch.relu(h @ W.T)
         d = z[:, :-1] @ Wp.T
@@ -260,7 +260,7 @@ def test_two_layer_stack_matches_torch_autograd():
     # the detach matters: layer 1's gradient from layer 2's loss is non-zero, and we do not include it
     tp2 = {k: torch.tensor(v, requires_grad=True) for k, v in params0.items()}
     l2 = _torch_layer_losses(torch, tp2, torch.tensor(x), shifts, torch.tensor(weights), 2, detach=False)[1]
-    g_cross = torch.autograd.grad(l2, tp2["0/W"])[0]
+    g_cross = torch.autograd.grad(l2, tp2["1/W"])[0]
     assert g_cross.abs().max() > 1e-3
 
     # Adam: three steps on different gradients (bias correction over t) equal torch.optim.Adam

@@ -162,13 +162,13 @@ def test_e2e_bp_equals_autograd(activation):
     def enc(x):
         h = torch.tensor(x)
         for l in range(len(SIZES) - 1):
-            h = phi(h @ P[f"{l}/W"].T)
-        return h @ P["1/H"].T
+            h = phi(h @ P[f"{l + 1}/W"].T)
+        return h @ P["2/H"].T
 
     loss = torch_hinge(torch, enc(x1), enc(x2), HINGE)
     loss.backward()
     assert res.loss == pytest.approx(loss.item(), rel=1e-12)
-    assert sorted(grads) == ["0/W", "1/H", "1/W"]
+    assert sorted(grads) == ["1/W", "2/H", "2/W"]
     for k, g in grads.items():
         assert np.abs(P[k].grad.numpy()).max() > 0
         assert np.allclose(g, P[k].grad.numpy(), rtol=1e-10, atol=1e-14), k
@@ -178,22 +178,22 @@ def test_e2e_bp_equals_autograd(activation):
 def test_e2e_fa_uses_the_fixed_feedback_matrices_and_is_not_bp():
     torch = pytest.importorskip("torch")
     params, x1, x2 = net_and_views("e2e", "fa")
-    assert {"1/B", "1/B_H"} <= set(params) and "0/B" not in params
+    assert {"2/B", "2/B_H"} <= set(params) and "1/B" not in params
     res, grads = e2e_grads(params, "tanh", x1, x2, HINGE, feedback="fa")
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
 
     def enc(x, fa):
         h = torch.tensor(x)
-        h = torch.tanh(h @ P["0/W"].T)
-        h = torch.tanh(aligned(torch, h, P["1/W"], P["1/B"]) if fa else h @ P["1/W"].T)
-        return aligned(torch, h, P["1/H"], P["1/B_H"]) if fa else h @ P["1/H"].T
+        h = torch.tanh(h @ P["1/W"].T)
+        h = torch.tanh(aligned(torch, h, P["2/W"], P["2/B"]) if fa else h @ P["2/W"].T)
+        return aligned(torch, h, P["2/H"], P["2/B_H"]) if fa else h @ P["2/H"].T
 
     torch_hinge(torch, enc(x1, True), enc(x2, True), HINGE).backward()
     for k, g in grads.items():
         assert np.allclose(g, P[k].grad.numpy(), rtol=1e-10, atol=1e-14), k
     bp = e2e_grads(params, "tanh", x1, x2, HINGE, feedback="bp")[1]
-    assert np.allclose(grads["1/H"], bp["1/H"]), "the top weights get their true gradient"
-    assert rel_err(grads["0/W"], bp["0/W"]) > 0.1 and rel_err(grads["1/W"], bp["1/W"]) > 0.1
+    assert np.allclose(grads["2/H"], bp["2/H"]), "the top weights get their true gradient"
+    assert rel_err(grads["1/W"], bp["1/W"]) > 0.1 and rel_err(grads["2/W"], bp["2/W"]) > 0.1
 
 
 @pytest.mark.torch
@@ -211,11 +211,11 @@ def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(l
     def enc(x):                                       # every layer in torch; the input of `layer` detached
         h = torch.tensor(x)
         for l in range(layer + 1):
-            h = phi((h.detach() if l == layer else h) @ P[f"{l}/W"].T)
-        return h @ P[f"{layer}/H"].T
+            h = phi((h.detach() if l == layer else h) @ P[f"{l + 1}/W"].T)
+        return h @ P[f"{layer + 1}/H"].T
 
     torch_hinge(torch, enc(x1), enc(x2), HINGE).backward()
-    assert sorted(grads) == [f"{layer}/H", f"{layer}/W"]
+    assert sorted(grads) == [f"{layer + 1}/H", f"{layer + 1}/W"]
     for k, g in grads.items():
         assert np.allclose(g, P[k].grad.numpy(), rtol=1e-10, atol=1e-14), k
     for k in set(P) - set(grads):
@@ -226,32 +226,32 @@ def test_rf_uses_the_fixed_random_matrix_and_is_not_bp():
     params, x1, x2 = net_and_views("gll", "rf")
     res, grads = layer_grads(params, "tanh", 0, x1, x2, HINGE, "rf")
     G = res.grad
-    a2 = x2 @ params["0/W"].T
-    expected = ((G @ params["0/B_H"]) * (1 - np.tanh(a2) ** 2)).T @ x2       # dW = ((G B) * phi'(a))^T x
-    assert np.allclose(grads["0/W"], expected, rtol=1e-12)
-    assert np.allclose(grads["0/H"], G.T @ np.tanh(a2), rtol=1e-12)
-    assert "0/B_H" not in grads, "RF's feedback matrix stays fixed"
+    a2 = x2 @ params["1/W"].T
+    expected = ((G @ params["1/B_H"]) * (1 - np.tanh(a2) ** 2)).T @ x2       # dW = ((G B) * phi'(a))^T x
+    assert np.allclose(grads["1/W"], expected, rtol=1e-12)
+    assert np.allclose(grads["1/H"], G.T @ np.tanh(a2), rtol=1e-12)
+    assert "1/B_H" not in grads, "RF's feedback matrix stays fixed"
     bp = layer_grads(params, "tanh", 0, x1, x2, HINGE, "bp")[1]
-    assert np.allclose(grads["0/H"], bp["0/H"])
-    assert rel_err(grads["0/W"], bp["0/W"]) > 0.1
+    assert np.allclose(grads["1/H"], bp["1/H"])
+    assert rel_err(grads["1/W"], bp["1/W"]) > 0.1
 
 
 def test_urf_feedback_gets_the_heads_update_and_keeps_its_offset():
     params, x1, x2 = net_and_views("gll", "urf")
     res, grads = layer_grads(params, "tanh", 0, x1, x2, HINGE, "urf")
-    h2 = np.tanh(x2 @ params["0/W"].T)
-    assert np.allclose(grads["0/B_H"], res.grad.T @ h2, rtol=1e-12)        # dB = G^T h = dH
-    assert np.array_equal(grads["0/B_H"], grads["0/H"])
+    h2 = np.tanh(x2 @ params["1/W"].T)
+    assert np.allclose(grads["1/B_H"], res.grad.T @ h2, rtol=1e-12)        # dB = G^T h = dH
+    assert np.array_equal(grads["1/B_H"], grads["1/H"])
     rf = layer_grads(params, "tanh", 0, x1, x2, HINGE, "rf")[1]
-    assert np.allclose(grads["0/W"], rf["0/W"]), "the error reaches W through B, as in RF"
-    offset = params["0/B_H"] - params["0/H"]
-    H0 = params["0/H"].copy()
+    assert np.allclose(grads["1/W"], rf["1/W"]), "the error reaches W through B, as in RF"
+    offset = params["1/B_H"] - params["1/H"]
+    H0 = params["1/H"].copy()
     opt = GroupedOptimizer(lambda g: Adam(1e-2))
     for _ in range(3):                     # Adam sees the same gradients for B and H: the same steps
         res, grads = layer_grads(params, "tanh", 0, x1, x2, HINGE, "urf")
         opt.step("layer1", params, grads)
-    assert not np.allclose(params["0/H"], H0)
-    assert np.allclose(params["0/B_H"] - params["0/H"], offset, rtol=0, atol=1e-12)
+    assert not np.allclose(params["1/H"], H0)
+    assert np.allclose(params["1/B_H"] - params["1/H"], offset, rtol=0, atol=1e-12)
 
 
 def dtp_case(activation="tanh", seed=0):
@@ -266,7 +266,7 @@ def test_dtp_targets_follow_the_difference_correction():
     h = forward(params, x2, "tanh")[1]
     top = h[2] + np.random.default_rng(3).standard_normal(h[2].shape) * 0.1
     t1, t2 = dtp_targets(params, "tanh", h, top)
-    g = lambda v: np.tanh(v @ params["1/V"].T + params["1/c"])                # noqa: E731
+    g = lambda v: np.tanh(v @ params["2/V"].T + params["2/c"])                # noqa: E731
     assert np.array_equal(t2, top)
     assert np.allclose(t1, h[1] - g(h[2]) + g(top), rtol=1e-12)
     same = dtp_targets(params, "tanh", h, h[2].copy())                         # no error, no change,
@@ -275,17 +275,17 @@ def test_dtp_targets_follow_the_difference_correction():
     alpha = 0.3
     res, grads = dtp_grads(params, "tanh", x1, x2, HINGE, alpha, noise)
     N = len(x2)
-    top = h[2] - alpha * N * res.hinge.grad @ params["1/H"]
+    top = h[2] - alpha * N * res.hinge.grad @ params["2/H"]
     t1, t2 = dtp_targets(params, "tanh", h, top)
     a = forward(params, x2, "tanh")[0]
     for l, t in ((0, t1), (1, t2)):                                            # dL_l/dW_l, targets constant
         expected = ((2 / N) * (h[l + 1] - t) * (1 - np.tanh(a[l]) ** 2)).T @ h[l]
-        assert np.allclose(grads[f"{l}/W"], expected, rtol=1e-10)
+        assert np.allclose(grads[f"{l + 1}/W"], expected, rtol=1e-10)
         assert res.layer_losses[l] == pytest.approx(np.sum((h[l + 1] - t) ** 2) / N)
     bp = e2e_grads(params, "tanh", x1, x2, HINGE)[1]
-    assert np.allclose(grads["1/H"], bp["1/H"]), "the head learns from the hinge loss directly"
+    assert np.allclose(grads["2/H"], bp["2/H"]), "the head learns from the hinge loss directly"
     # the top layer's target step is alpha * N times its BP gradient, so its update is 2 alpha N / N times BP's
-    assert np.allclose(grads["1/W"], 2 * alpha * bp["1/W"], rtol=1e-10)
+    assert np.allclose(grads["2/W"], 2 * alpha * bp["2/W"], rtol=1e-10)
 
 
 def test_dtp_inverse_gradient_matches_finite_differences():
@@ -294,16 +294,16 @@ def test_dtp_inverse_gradient_matches_finite_differences():
     loss, grads = inverse_grads(params, "tanh", 1, h_in, noise[1])
 
     def f(V=None, c=None):
-        p = dict(params, **({"1/V": V} if V is not None else {}), **({"1/c": c} if c is not None else {}))
+        p = dict(params, **({"2/V": V} if V is not None else {}), **({"2/c": c} if c is not None else {}))
         return inverse_grads(p, "tanh", 1, h_in, noise[1])[0]
 
     noisy = h_in + noise[1]
-    rec = np.tanh(np.tanh(noisy @ params["1/W"].T) @ params["1/V"].T + params["1/c"])
+    rec = np.tanh(np.tanh(noisy @ params["2/W"].T) @ params["2/V"].T + params["2/c"])
     assert loss == pytest.approx(np.sum((rec - noisy) ** 2) / len(h_in), rel=1e-12)
-    assert rel_err(grads["1/V"], fd_grad(lambda V: f(V=V), params["1/V"].copy())) < 1e-6
-    assert rel_err(grads["1/c"], fd_grad(lambda c: f(c=c), params["1/c"].copy())) < 1e-6
+    assert rel_err(grads["2/V"], fd_grad(lambda V: f(V=V), params["2/V"].copy())) < 1e-6
+    assert rel_err(grads["2/c"], fd_grad(lambda c: f(c=c), params["2/c"].copy())) < 1e-6
     res, all_grads = dtp_grads(params, "tanh", x1, x2, HINGE, 0.05, noise)
-    assert np.allclose(all_grads["1/V"], grads["1/V"]) and res.inverse_losses == [pytest.approx(loss)]
+    assert np.allclose(all_grads["2/V"], grads["2/V"]) and res.inverse_losses == [pytest.approx(loss)]
 
 
 def test_the_encoder_is_the_same_for_every_method():
@@ -312,7 +312,7 @@ def test_the_encoder_is_the_same_for_every_method():
     for name in METHODS:
         rule = RULES["hinge_" + name]
         p = ViewEncoder.init(SIZES, "relu", rule.process, rule.feedback, 6, np.random.default_rng(5)).params
-        Ws.append([p[f"{l}/W"] for l in range(len(SIZES) - 1)])
+        Ws.append([p[f"{l + 1}/W"] for l in range(len(SIZES) - 1)])
     assert all(np.array_equal(a, b) for W in Ws[1:] for a, b in zip(W, Ws[0]))
 
 

@@ -84,7 +84,7 @@ def encoder(process, feedback, activation="tanh", arch=ARCH, seed=0, N=8, side=8
 
 def thresholds(net, l, x1, x2, negatives=3):
     """tau, delta with the hinge's margins at the median positive and negative distances at layer l's head."""
-    H = net.params[f"{l}/H"]
+    H = net.params[f"{l + 1}/H"]
     e1, e2 = (net.features(x)[l] @ H.T for x in (x1, x2))
     D = np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)
     N = len(D)
@@ -101,22 +101,22 @@ def test_init_conventions():
             params[name] = ConvViewEncoder.init(ARCH, "relu", rule.process, rule.feedback, 5,
                                                 np.random.default_rng(3)).params
     ref = params["hinge_e2e_bp"]
-    assert sorted(ref) == ["0/W", "1/H", "1/W"]
-    assert ref["0/W"].shape == (3, 3, 3, 1) and ref["1/W"].shape == (4, 3, 3, 3) and ref["1/H"].shape == (5, 4)
-    assert ref["0/W"].dtype == np.float32
-    assert sorted(params["hinge_e2e_fa"]) == ["0/W", "1/B", "1/B_H", "1/H", "1/W"]
-    assert sorted(params["hinge_gll_bp"]) == ["0/H", "0/W", "1/H", "1/W"]
-    assert sorted(params["hinge_gll_urf"]) == ["0/B_H", "0/H", "0/W", "1/B_H", "1/H", "1/W"]
-    assert params["hinge_e2e_fa"]["1/B"].shape == ref["1/W"].shape
+    assert sorted(ref) == ["1/W", "2/H", "2/W"]
+    assert ref["1/W"].shape == (3, 3, 3, 1) and ref["2/W"].shape == (4, 3, 3, 3) and ref["2/H"].shape == (5, 4)
+    assert ref["1/W"].dtype == np.float32
+    assert sorted(params["hinge_e2e_fa"]) == ["1/W", "2/B", "2/B_H", "2/H", "2/W"]
+    assert sorted(params["hinge_gll_bp"]) == ["1/H", "1/W", "2/H", "2/W"]
+    assert sorted(params["hinge_gll_urf"]) == ["1/B_H", "1/H", "1/W", "2/B_H", "2/H", "2/W"]
+    assert params["hinge_e2e_fa"]["2/B"].shape == ref["2/W"].shape
     for p in params.values():                    # one seed, one random encoder for every method
-        assert np.array_equal(p["0/W"], ref["0/W"]) and np.array_equal(p["1/W"], ref["1/W"])
+        assert np.array_equal(p["1/W"], ref["1/W"]) and np.array_equal(p["2/W"], ref["2/W"])
     # He-normal kernels (fan-in 9 C_in), heads N(0, 1 / C)
     big = ConvViewEncoder.init([64, 48], "relu", "gll", "rf", 40, np.random.default_rng(0), in_channels=16,
                                init_scale=0.5).params
-    assert np.var(big["0/W"]) == pytest.approx(0.25 * 2 / (9 * 16), rel=0.05)
-    assert np.var(big["1/W"]) == pytest.approx(0.25 * 2 / (9 * 64), rel=0.05)
-    assert np.var(big["1/H"]) == pytest.approx(1 / 48, rel=0.1)
-    assert np.var(big["1/B_H"]) == pytest.approx(1 / 48, rel=0.1)
+    assert np.var(big["1/W"]) == pytest.approx(0.25 * 2 / (9 * 16), rel=0.05)
+    assert np.var(big["2/W"]) == pytest.approx(0.25 * 2 / (9 * 64), rel=0.05)
+    assert np.var(big["2/H"]) == pytest.approx(1 / 48, rel=0.1)
+    assert np.var(big["2/B_H"]) == pytest.approx(1 / 48, rel=0.1)
     with pytest.raises(ValueError, match="'dtp' is not implemented for conv encoders"):
         ConvViewEncoder.init(ARCH, "relu", "dtp", "", 5, np.random.default_rng(0))
 
@@ -160,15 +160,15 @@ def torch_encoder(torch, net, P, x, top, *, detach=None, fa=False, head_fb=None)
     phi = torch_act(torch, net.activation)
     h = torch.tensor(x)[:, None]
     for l in range(top + 1):
-        W = P[f"{l}/W"].permute(0, 3, 1, 2)
+        W = P[f"{l + 1}/W"].permute(0, 3, 1, 2)
         h = h.detach() if l == detach else h
-        a = (aligned(h, W, P[f"{l}/B"].permute(0, 3, 1, 2), torch) if fa and l > 0
+        a = (aligned(h, W, P[f"{l + 1}/B"].permute(0, 3, 1, 2), torch) if fa and l > 0
              else torch.nn.functional.conv2d(h, W, padding=1))
         h = phi(a)
         if net.specs[l].pool:
             h = torch.nn.functional.max_pool2d(h, 2)
     f = h.mean(dim=(2, 3))
-    H = P[f"{top}/H"]
+    H = P[f"{top + 1}/H"]
     if head_fb is None:
         return f @ H.T
     return f.detach() @ H.T + f @ P[head_fb].T - (f @ P[head_fb].T).detach()
@@ -185,7 +185,7 @@ def test_e2e_bp_equals_autograd(activation, arch):
     torch = pytest.importorskip("torch")
     net, x1, x2 = encoder("e2e", "bp", activation, arch)
     if activation == "hardtanh":                              # drives beyond +-1, so saturation shows
-        net.params["0/W"] *= 4
+        net.params["1/W"] *= 4
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge)
     P = torch_params(torch, net.params)
@@ -193,7 +193,7 @@ def test_e2e_bp_equals_autograd(activation, arch):
     loss.backward()
     assert res.loss == pytest.approx(loss.item(), rel=1e-12)
     assert 0 < res.active < 1
-    assert sorted(grads) == ["0/W", "1/H", "1/W"]
+    assert sorted(grads) == ["1/W", "2/H", "2/W"]
     for k, g in grads.items():
         ref = P[k].grad.numpy()
         assert np.abs(ref).max() > 0 and rel_err(g, ref) < TOL, k
@@ -204,11 +204,11 @@ def test_e2e_bp_matches_finite_differences():
     net, x1, x2 = encoder("e2e", "bp", "tanh")
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge)
-    e1 = net.features(x1)[1] @ net.params["1/H"].T
-    for k in ("0/W", "1/W", "1/H"):
+    e1 = net.features(x1)[1] @ net.params["2/H"].T
+    for k in ("1/W", "2/W", "2/H"):
         def loss(P, k=k):
             moved = ConvViewEncoder(ARCH, "tanh", {**net.params, k: P})
-            return hinge_views(e1, moved.features(x2)[1] @ moved.params["1/H"].T, *hinge).loss
+            return hinge_views(e1, moved.features(x2)[1] @ moved.params["2/H"].T, *hinge).loss
         assert rel_err(grads[k], fd_grad(loss, net.params[k].copy())) < 1e-6, k
 
 
@@ -219,14 +219,14 @@ def test_e2e_fa_uses_the_fixed_feedback_kernels_and_is_not_bp():
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge, feedback="fa")
     P = torch_params(torch, net.params)
-    e1, e2 = (torch_encoder(torch, net, P, x, 1, fa=True, head_fb="1/B_H") for x in (x1, x2))
+    e1, e2 = (torch_encoder(torch, net, P, x, 1, fa=True, head_fb="2/B_H") for x in (x1, x2))
     torch_hinge(torch, e1, e2, hinge).backward()
-    assert sorted(grads) == ["0/W", "1/H", "1/W"], "the feedback kernels stay fixed"
+    assert sorted(grads) == ["1/W", "2/H", "2/W"], "the feedback kernels stay fixed"
     for k, g in grads.items():
         assert rel_err(g, P[k].grad.numpy()) < TOL, k
     bp = net.e2e_grads(x1, x2, hinge, feedback="bp")[1]
-    np.testing.assert_allclose(grads["1/H"], bp["1/H"], rtol=1e-12)       # the head gets its true gradient
-    assert rel_err(grads["0/W"], bp["0/W"]) > 0.1 and rel_err(grads["1/W"], bp["1/W"]) > 0.1
+    np.testing.assert_allclose(grads["2/H"], bp["2/H"], rtol=1e-12)       # the head gets its true gradient
+    assert rel_err(grads["1/W"], bp["1/W"]) > 0.1 and rel_err(grads["2/W"], bp["2/W"]) > 0.1
 
 
 @pytest.mark.torch
@@ -242,7 +242,7 @@ def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(l
     loss = torch_hinge(torch, e1, e2, hinge)
     loss.backward()
     assert res.loss == pytest.approx(loss.item(), rel=1e-12)
-    assert sorted(grads) == [f"{layer}/H", f"{layer}/W"]
+    assert sorted(grads) == [f"{layer + 1}/H", f"{layer + 1}/W"]
     for k, g in grads.items():
         assert rel_err(g, P[k].grad.numpy()) < TOL, k
     for k in set(P) - set(grads):
@@ -257,14 +257,14 @@ def test_rf_reaches_the_layer_through_the_fixed_random_matrix_and_is_not_bp():
     h1, h2 = net.layer_input(x1, 1), net.layer_input(x2, 1)
     res, grads = net.layer_grads(1, h1, h2, hinge, "rf")
     P = torch_params(torch, net.params)
-    e1, e2 = (torch_encoder(torch, net, P, x, 1, detach=1, head_fb="1/B_H") for x in (x1, x2))
+    e1, e2 = (torch_encoder(torch, net, P, x, 1, detach=1, head_fb="2/B_H") for x in (x1, x2))
     torch_hinge(torch, e1, e2, hinge).backward()            # dW = pool^T(G B_H / S) * phi'(a), windowed
-    assert sorted(grads) == ["1/H", "1/W"], "RF's feedback matrix stays fixed"
+    assert sorted(grads) == ["2/H", "2/W"], "RF's feedback matrix stays fixed"
     for k, g in grads.items():
         assert rel_err(g, P[k].grad.numpy()) < TOL, k
     bp = net.layer_grads(1, h1, h2, hinge, "bp")[1]
-    np.testing.assert_allclose(grads["1/H"], bp["1/H"], rtol=1e-12)
-    assert rel_err(grads["1/W"], bp["1/W"]) > 0.1
+    np.testing.assert_allclose(grads["2/H"], bp["2/H"], rtol=1e-12)
+    assert rel_err(grads["2/W"], bp["2/W"]) > 0.1
 
 
 def test_urf_feedback_gets_the_heads_update():
@@ -272,10 +272,10 @@ def test_urf_feedback_gets_the_heads_update():
     hinge = thresholds(net, 0, x1, x2)
     res, grads = net.layer_grads(0, x1, x2, hinge, "urf")
     f2 = net.features(x2)[0]
-    np.testing.assert_allclose(grads["0/H"], res.grad.T @ f2, rtol=1e-12)     # dH = G^T f
-    assert np.array_equal(grads["0/B_H"], grads["0/H"])
+    np.testing.assert_allclose(grads["1/H"], res.grad.T @ f2, rtol=1e-12)     # dH = G^T f
+    assert np.array_equal(grads["1/B_H"], grads["1/H"])
     rf = net.layer_grads(0, x1, x2, hinge, "rf")[1]
-    assert np.array_equal(grads["0/W"], rf["0/W"]), "the error reaches W through B_H, as in RF"
+    assert np.array_equal(grads["1/W"], rf["1/W"]), "the error reaches W through B_H, as in RF"
 
 
 def test_feedback_a_method_does_not_have_is_refused():
@@ -314,4 +314,4 @@ def test_conv_method_runs_through_the_cli_and_resumes_bit_identically(tmp_path):
     with np.load(directory / "features.npz") as f:
         assert f["layer1"].shape[1] == 32 and f["layer2"].shape[1] == 64       # spatial means of the maps
     with np.load(directory / "checkpoints" / "epoch_0003.npz") as a:
-        assert a["param/1/W"].shape == (64, 3, 3, 32)
+        assert a["param/2/W"].shape == (64, 3, 3, 32)

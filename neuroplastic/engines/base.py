@@ -12,8 +12,8 @@ negatives, augmentations) and the probe split (k = 2). The training generator's 
 checkpointed with the weights and the optimiser, so a resumed run is bit-identical to an
 uninterrupted one.
 
-Layers are numbered from 1 in metrics, saved arrays and the probe table, and from 0 in parameter
-keys (``"0/W"`` is layer 1's), the index of the Python list that holds them.
+Layers are numbered from 1 everywhere a layer is named: metrics, saved arrays, the probe table,
+``[evaluate] layers``, parameter keys (``"1/W"`` is layer 1's weights) and Brian2 objects (``layer1``).
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def stack_rates(params: dict, x) -> list:
     """Rates of every layer of a dense stack (``params`` as :func:`init_dense_params` names them) for inputs ``x``."""
     out = []
     for l in range(sum(1 for k in params if k.endswith("/W"))):
-        x = forward(params[f"{l}/W"], x).z
+        x = forward(params[f"{l + 1}/W"], x).z
         out.append(x)
     return out
 
@@ -224,13 +224,13 @@ def init_dense_params(sizes, retro: bool, rng: np.random.Generator, *, dtype="fl
     He-normal feed-forward weights ``W ~ N(0, init_scale^2 * 2 / n_in)``; small random prediction
     weights ``W_pred ~ N(0, pred_init_scale^2 / n)``; with ``retro`` (CLAPP), ``W_retro`` starts as
     the transpose of ``W_pred`` it learns to track. Keys ``"{l}/W"``, ``"{l}/W_pred"``, ``"{l}/W_retro"``
-    with ``l`` counted from 0 (layer ``l + 1`` in metrics and saved arrays). The draws come in this
+    with layers ``l`` counted from 1, as in metrics and saved arrays. The draws come in this
     order from ``rng``, so one seed gives one network on every engine.
     """
     params = {}
     for l, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-        params[f"{l}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
-        params[f"{l}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
+        params[f"{l + 1}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
+        params[f"{l + 1}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
         if retro:
-            params[f"{l}/W_retro"] = params[f"{l}/W_pred"].T.copy()
+            params[f"{l + 1}/W_retro"] = params[f"{l + 1}/W_pred"].T.copy()
     return params

@@ -1,6 +1,6 @@
 r"""Convolutional encoders for two-view learning: conv layers, heads on spatial means, feedback kernels.
 
-Layer ``l`` (1-based in the equations, ``"{l-1}/..."`` in the parameter dict, as
+Layer ``l`` (1-based, in the equations and in the parameter dict: ``"{l}/..."``, as
 in :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`) is a 3x3 convolution with
 stride 1 and padding 1 (:mod:`neuroplastic.rules.conv`, channels-last maps), the
 non-linearity and, if the architecture has ``"M"`` after it, a 2x2 max-pool:
@@ -110,20 +110,20 @@ class ConvViewEncoder:
         params = {}
         for l in range(L):
             fan_in = KERNEL * KERNEL * channels[l]
-            params[f"{l}/W"] = normal((channels[l + 1], KERNEL, KERNEL, channels[l]), init_scale ** 2 * 2.0 / fan_in)
+            params[f"{l + 1}/W"] = normal((channels[l + 1], KERNEL, KERNEL, channels[l]), init_scale ** 2 * 2.0 / fan_in)
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
             params |= head_params(l, C, last=l == L - 1, process=process, feedback=feedback, head=head,
                                   normal=normal)
             if feedback == "fa" and l >= 1:
-                params[f"{l}/B"] = normal((C, KERNEL, KERNEL, C_in), init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
+                params[f"{l + 1}/B"] = normal((C, KERNEL, KERNEL, C_in), init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
         return cls(arch, activation, params, in_channels)
 
     # -- forward -----------------------------------------------------------------------------------
 
     def _up(self, l: int, x):
         """Layer ``l`` (0-based) on its input maps ``x``: drive ``a``, rates ``z = phi(a)``, output ``h``."""
-        a = conv2d(x, self.params[f"{l}/W"], STRIDE, PADDING)
+        a = conv2d(x, self.params[f"{l + 1}/W"], STRIDE, PADDING)
         z = ACTIVATIONS[self.activation][0](a)
         return a, z, (maxpool2(z) if self.specs[l].pool else z)
 
@@ -174,7 +174,7 @@ class ConvViewEncoder:
         if feedback not in ("bp", "fa"):
             raise ValueError(f"end-to-end feedback {feedback!r}; allowed: 'bp', 'fa'")
         L, p = self.n_layers, self.params
-        top = f"{L - 1}/"
+        top = f"{L}/"
         H = p[top + "H"]
         e1 = self.layer_input(x1, L).mean(axis=(1, 2)) @ H.T
         xs, caches = [_maps(x2)], []
@@ -188,14 +188,14 @@ class ConvViewEncoder:
         df = G @ (H if feedback == "bp" else p[top + "B_H"])
         grads[top + "W"], dh = self._down(L - 1, xs[L - 1], *caches[L - 1], df, self._feedback(L - 1, feedback))
         for l in range(L - 2, -1, -1):
-            grads[f"{l}/W"], dh = self._down_maps(l, xs[l], *caches[l], dh, self._feedback(l, feedback))
+            grads[f"{l + 1}/W"], dh = self._down_maps(l, xs[l], *caches[l], dh, self._feedback(l, feedback))
         return res, grads
 
     def _feedback(self, l: int, feedback: str):
         """Kernel carrying the error from layer ``l`` down: ``W_l`` (BP), ``B_l`` (FA); none below the first."""
         if l == 0:
             return None
-        return self.params[f"{l}/" + ("W" if feedback == "bp" else "B")]
+        return self.params[f"{l + 1}/" + ("W" if feedback == "bp" else "B")]
 
     def layer_grads(self, l: int, x1, x2, hinge, feedback: str = "bp"):
         """Layer ``l`` (0-based) learning from its own head; ``x1, x2`` are its inputs (:meth:`layer_input`).
@@ -205,7 +205,7 @@ class ConvViewEncoder:
         """
         if feedback not in ("bp", "rf", "urf"):
             raise ValueError(f"layer-wise feedback {feedback!r}; allowed: 'bp', 'rf', 'urf'")
-        pre = f"{l}/"
+        pre = f"{l + 1}/"
         H = self.params[pre + "H"]
         x2 = _maps(x2)
         e1 = self._up(l, _maps(x1))[2].mean(axis=(1, 2)) @ H.T

@@ -1,6 +1,6 @@
 r"""Dense encoders for two-view learning: layers, linear heads, feedback matrices and inverses.
 
-Layer ``l`` (1-based in the equations, ``"{l-1}/..."`` in the parameter dict, as
+Layer ``l`` (1-based, in the equations and in the parameter dict: ``"{l}/..."``, as
 in :class:`neuroplastic.engines.numpy.clapp_stack.ClappStack`) computes
 
 .. math::
@@ -69,16 +69,16 @@ class ViewEncoder:
         L = len(sizes) - 1
         params = {}
         for l in range(L):             # the encoder first: one seed, one random encoder for every method
-            params[f"{l}/W"] = normal((sizes[l + 1], sizes[l]), init_scale ** 2 * 2.0 / sizes[l])
+            params[f"{l + 1}/W"] = normal((sizes[l + 1], sizes[l]), init_scale ** 2 * 2.0 / sizes[l])
         for l in range(L):
             n_in, n = sizes[l], sizes[l + 1]
             params |= head_params(l, n, last=l == L - 1, process=process, feedback=feedback, head=head,
                                   normal=normal)
             if feedback == "fa" and l >= 1:
-                params[f"{l}/B"] = normal((n, n_in), init_scale ** 2 * 2.0 / n_in)
+                params[f"{l + 1}/B"] = normal((n, n_in), init_scale ** 2 * 2.0 / n_in)
             if process == "dtp" and l >= 1:
-                params[f"{l}/V"] = normal((n_in, n), 1.0 / n)
-                params[f"{l}/c"] = np.zeros(n_in, dtype=dtype)
+                params[f"{l + 1}/V"] = normal((n_in, n), 1.0 / n)
+                params[f"{l + 1}/c"] = np.zeros(n_in, dtype=dtype)
         return cls(sizes, activation, params)
 
     def features(self, x: np.ndarray) -> list[np.ndarray]:

@@ -44,7 +44,7 @@ def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None =
     n_layers = sum(1 for k in params if k.endswith("/W")) if n_layers is None else n_layers
     a, h = [], [x]
     for l in range(n_layers):
-        a.append(h[-1] @ params[f"{l}/W"].T)
+        a.append(h[-1] @ params[f"{l + 1}/W"].T)
         h.append(phi(a[-1]))
     return a, h
 
@@ -64,7 +64,7 @@ def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, 
     """
     params = {}
     if process in ("gll", "rll") or last:
-        params[f"{l}/H"] = normal((head, width), 1.0 / width)
+        params[f"{l + 1}/H"] = normal((head, width), 1.0 / width)
         if feedback in ("rf", "urf", "fa"):
-            params[f"{l}/B_H"] = normal((head, width), 1.0 / width)
+            params[f"{l + 1}/B_H"] = normal((head, width), 1.0 / width)
     return params

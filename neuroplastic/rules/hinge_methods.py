@@ -77,7 +77,7 @@ def e2e_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, feedb
     """
     phi_prime = ACTIVATIONS[activation][1]
     L = sum(1 for k in params if k.endswith("/W"))
-    top = f"{L - 1}/"
+    top = f"{L}/"
     h1 = forward(params, x1, activation, L)[1]
     a2, h2 = forward(params, x2, activation, L)
     res = _hinge(h1[L] @ params[top + "H"].T, h2[L] @ params[top + "H"].T, hinge)
@@ -86,9 +86,9 @@ def e2e_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, feedb
     dh = G @ params[top + ("H" if feedback == "bp" else "B_H")]
     for l in range(L - 1, -1, -1):
         delta = dh * phi_prime(a2[l])
-        grads[f"{l}/W"] = delta.T @ h2[l]
+        grads[f"{l + 1}/W"] = delta.T @ h2[l]
         if l > 0:
-            dh = delta @ params[f"{l}/" + ("W" if feedback == "bp" else "B")]
+            dh = delta @ params[f"{l + 1}/" + ("W" if feedback == "bp" else "B")]
     return res, grads
 
 
@@ -99,7 +99,7 @@ def layer_grads(params: dict, activation: str, l: int, x1, x2, hinge: HingeSetti
     also gets the head's gradient). Returns ``(HingeResult, grads)``.
     """
     phi, phi_prime = ACTIVATIONS[activation]
-    p = f"{l}/"
+    p = f"{l + 1}/"
     W, H = params[p + "W"], params[p + "H"]
     a2 = x2 @ W.T
     h2 = phi(a2)
@@ -115,7 +115,7 @@ def layer_grads(params: dict, activation: str, l: int, x1, x2, hinge: HingeSetti
 
 def _inverse(params: dict, l: int, h, phi):
     """``g_l(h) = phi(V_l h + c_l)``: drive and output of layer ``l``'s (0-based) inverse."""
-    u = h @ params[f"{l}/V"].T + params[f"{l}/c"]
+    u = h @ params[f"{l + 1}/V"].T + params[f"{l + 1}/c"]
     return u, phi(u)
 
 
@@ -142,13 +142,13 @@ def inverse_grads(params: dict, activation: str, l: int, h_in, noise):
     """
     phi, phi_prime = ACTIVATIONS[activation]
     noisy = h_in + noise
-    y = phi(noisy @ params[f"{l}/W"].T)               # f_l(h~), held constant: only g_l learns here
+    y = phi(noisy @ params[f"{l + 1}/W"].T)               # f_l(h~), held constant: only g_l learns here
     u, rec = _inverse(params, l, y, phi)
     r = rec - noisy
     M = len(h_in)
     delta = (2.0 / M) * r * phi_prime(u)
     loss = float(np.sum(r.astype(np.float64) ** 2)) / M
-    return loss, {f"{l}/V": delta.T @ y, f"{l}/c": delta.sum(axis=0)}
+    return loss, {f"{l + 1}/V": delta.T @ y, f"{l + 1}/c": delta.sum(axis=0)}
 
 
 class DTPResult(NamedTuple):
@@ -168,7 +168,7 @@ def dtp_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, alpha
     """
     phi_prime = ACTIVATIONS[activation][1]
     L = sum(1 for k in params if k.endswith("/W"))
-    top = f"{L - 1}/"
+    top = f"{L}/"
     H = params[top + "H"]
     h1 = forward(params, x1, activation, L)[1]
     a2, h2 = forward(params, x2, activation, L)
@@ -181,7 +181,7 @@ def dtp_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, alpha
     for l in range(L):
         diff = h2[l + 1] - targets[l]
         layer_losses.append(float(np.sum(diff.astype(np.float64) ** 2)) / N)
-        grads[f"{l}/W"] = ((2.0 / N) * diff * phi_prime(a2[l])).T @ h2[l]
+        grads[f"{l + 1}/W"] = ((2.0 / N) * diff * phi_prime(a2[l])).T @ h2[l]
     inverse_losses = []
     for l in range(1, L):
         loss, g = inverse_grads(params, activation, l, np.concatenate([h2[l], h1[l]]), noise[l])

@@ -1,6 +1,6 @@
 """Build a CLAPP network in Brian2 from the model files: two-compartment layers, plastic synapses, modulators.
 
-Layout, per layer ``l`` (all names lower case, so they are safe as ``run_args`` keys)::
+Layout, per layer ``l = 1, 2, ...`` (all names lower case, so they are safe as ``run_args`` keys)::
 
     input         x = stimulus(t, i)             the glimpse stream, a TimedArray (one row per glimpse)
     layer{l}      the neuron of models/<file>.toml [rate]  + the rule's [modulation] layer lines
@@ -60,10 +60,10 @@ class BrianClapp:
     labels: object
     layers: list
     modulators: list
-    synapses: dict          # "0/W" -> Synapses (plastic ones), like the numpy engine's parameter keys
+    synapses: dict          # "1/W" -> Synapses (plastic ones), like the numpy engine's parameter keys
     eta_group: list
     monitors: dict
-    shapes: dict            # "0/W" -> (n_post, n_pre)
+    shapes: dict            # "1/W" -> (n_post, n_pre)
     duration: object
 
     def weights(self) -> dict[str, np.ndarray]:
@@ -110,7 +110,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     """Create the Brian2 network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     ``retro`` selects CLAPP's W_retro pathway; ``params`` uses the numpy engine's keys
-    (``"0/W"``, ``"0/W_pred"``, ``"0/W_retro"``); ``record`` neurons of each layer get
+    (``"1/W"``, ``"1/W_pred"``, ``"1/W_retro"`` for layer 1); ``record`` neurons of each layer get
     a StateMonitor of ``a``, ``z``, ``d`` once per glimpse (0: none).
     """
     import brian2 as b2
@@ -139,8 +139,8 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
-        layer = group(n, neuron_eqs + "\n" + layer_eqs, f"layer{l}", rate.get("on_glimpse_end", ""))
-        mod = group(1, mod_eqs, f"modulator{l}")
+        layer = group(n, neuron_eqs + "\n" + layer_eqs, f"layer{l + 1}", rate.get("on_glimpse_end", ""))
+        mod = group(1, mod_eqs, f"modulator{l + 1}")
         layer.u = b2.linked_var(mod, "u")        # no index: a size-1 source stays visible to the synapses
         layer.eta = eta
         base = -300 + 30 * l
@@ -155,21 +155,21 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             plastic[key], shapes[key] = s, (target.N, source.N)
             return s
 
-        ff = synapse(f"{l}/W", pre_group, layer, syn["feedforward"]["model"],
-                     syn["feedforward"]["on_glimpse_end"], f"ff{l}")
+        ff = synapse(f"{l + 1}/W", pre_group, layer, syn["feedforward"]["model"],
+                     syn["feedforward"]["on_glimpse_end"], f"ff{l + 1}")
         pred_model = syn["prediction"]["model"]
         if not retro:
             pred_model += "\n" + syn["retrodiction_transpose"]["prediction_model"]
-        pred = synapse(f"{l}/W_pred", layer, layer, pred_model, syn["prediction"]["on_glimpse_end"], f"pred{l}")
+        pred = synapse(f"{l + 1}/W_pred", layer, layer, pred_model, syn["prediction"]["on_glimpse_end"], f"pred{l + 1}")
         check_summed_units(syn["modulation"]["score"], layer, mod, synapses)
-        score = b2.Synapses(layer, mod, syn["modulation"]["score"], clock=clock, name=f"score{l}", namespace=ns)
+        score = b2.Synapses(layer, mod, syn["modulation"]["score"], clock=clock, name=f"score{l + 1}", namespace=ns)
         score.connect()
         ff.summed_updaters["a_post"].order = base
         pred.summed_updaters["d_post"].order = base + 10
         new = [layer, mod, ff, pred, score]
         if retro:
-            back = synapse(f"{l}/W_retro", layer, layer, syn["retrodiction"]["model"],
-                           syn["retrodiction"]["on_glimpse_end"], f"retro{l}")
+            back = synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
+                           syn["retrodiction"]["on_glimpse_end"], f"retro{l + 1}")
             back.summed_updaters["r_post"].order = base + 10
             new.append(back)
         else:
@@ -181,10 +181,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         pre_group = layer
 
     monitors = {"modulation": [b2.StateMonitor(m, ["u", "y"], record=0, when="before_synapses",
-                                                name=f"modulation{l}") for l, m in enumerate(modulators)]}
+                                                name=f"modulation{l + 1}") for l, m in enumerate(modulators)]}
     if record:
         monitors["traces"] = [b2.StateMonitor(g, ["a", "z", "d"], record=np.arange(min(record, g.N)),
-                                              when="before_synapses", name=f"traces{l}")
+                                              when="before_synapses", name=f"traces{l + 1}")
                               for l, g in enumerate(layers)]
     for mons in monitors.values():
         objects += mons
@@ -219,7 +219,7 @@ def describe_build_error(err: Exception, files: list[ModelFile], variant: str = 
     """Turn a Brian2 error raised while building or running into a ModelError naming a model-file line.
 
     Brian wraps the cause (e.g. "The identifier 'b' could not be resolved") in an error about the
-    object ('pred0', ...). The innermost message is shown; the line named is the one, in the
+    object ('pred1', ...). The innermost message is shown; the line named is the one, in the
     object's table where known, that shares the most identifiers with the messages.
     """
     import re

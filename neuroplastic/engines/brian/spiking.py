@@ -3,7 +3,7 @@
 Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate builder)::
 
     input         Bernoulli spikes at rate_in * x, x = stimulus(t, i) (one TimedArray row per glimpse)
-    layer{l}      the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
+    layer{l}      (l = 1, 2, ...) the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
     modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
     ff{l}         W       previous group's spikes -> layer{l}   (current + eligibility per spike)
     pred{l}       W_pred  layer{l} -> layer{l}
@@ -150,9 +150,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     counts, spikes, modmons, traces = [], [], [], []
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
-        layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l}", threshold=spk["layer"]["threshold"],
+        layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l + 1}", threshold=spk["layer"]["threshold"],
                       reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""))
-        mod = group(1, mod_eqs, f"modulator{l}", latch=syn["modulation"].get("modulator_on_glimpse_end", ""))
+        mod = group(1, mod_eqs, f"modulator{l + 1}", latch=syn["modulation"].get("modulator_on_glimpse_end", ""))
         layer.u = b2.linked_var(mod, "u")
         layer.eta = eta
 
@@ -170,37 +170,37 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             plastic[key], shapes[key] = s, (target.N, source.N)
             return s
 
-        ff = synapse(f"{l}/W", pre_group, layer, syn["feedforward"]["model"],
+        ff = synapse(f"{l + 1}/W", pre_group, layer, syn["feedforward"]["model"],
                      {"spike": (syn["feedforward"]["on_spike"], "spike", 0),
-                      "learn": (syn["feedforward"]["on_glimpse_end"], SACCADE, 10)}, f"ff{l}")
+                      "learn": (syn["feedforward"]["on_glimpse_end"], SACCADE, 10)}, f"ff{l + 1}")
         pred_paths = {"learn": (syn["prediction"]["on_glimpse_end"], SACCADE, 10)}
         if not retro:
             pred_paths["score"] = (syn["retrodiction_transpose"]["prediction_score"], SACCADE, -10)
-        pred = synapse(f"{l}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l}")
+        pred = synapse(f"{l + 1}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l + 1}")
         score = b2.Synapses(layer, mod, on_pre={"score": syn["modulation"]["score"]},
-                            on_event={"score": SACCADE}, clock=clock, name=f"score{l}", namespace=ns)
+                            on_event={"score": SACCADE}, clock=clock, name=f"score{l + 1}", namespace=ns)
         score.connect()
         score.score.order = -20
         new = [layer, mod, ff, pred, score]
         if retro:
-            new.append(synapse(f"{l}/W_retro", layer, layer, syn["retrodiction"]["model"],
+            new.append(synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                                {"score": (syn["retrodiction"]["score"], SACCADE, -10),
-                                "learn": (syn["retrodiction"]["on_glimpse_end"], SACCADE, 10)}, f"retro{l}"))
+                                "learn": (syn["retrodiction"]["on_glimpse_end"], SACCADE, 10)}, f"retro{l + 1}"))
         if monitors:
             # Recorded at the glimpse end after the synapses, before the latches reset the count.
             counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
-                                          name=f"counts{l}"))
+                                          name=f"counts{l + 1}"))
             # Only u: brian2cuda 1.0a7 cannot record a TimedArray subexpression (y) in an EventMonitor.
             modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"], when="after_synapses",
-                                           name=f"modulation{l}"))
+                                           name=f"modulation{l + 1}"))
             # Soma and dendrite of the layer's first neuron, sampled about 30 times per glimpse.
             traces.append(b2.StateMonitor(layer, ["v", "d"], record=[0], dt=max(1, k // 30) * dt,
-                                          name=f"traces{l}"))
+                                          name=f"traces{l + 1}"))
             new += [counts[-1], modmons[-1], traces[-1]]
             if record_spikes:
                 k_rec = n if record_spikes is True else min(int(record_spikes), n)
                 source = layer if k_rec == n else layer[:k_rec]     # the monitor keeps the subgroup alive
-                spikes.append(b2.SpikeMonitor(source, name=f"spikes{l}"))
+                spikes.append(b2.SpikeMonitor(source, name=f"spikes{l + 1}"))
                 new.append(spikes[-1])
         objects += new
         layers.append(layer)

@@ -2,7 +2,7 @@
 
 Every layer learns only from its own loss (science page of the docs, CLAPP); its input is the
 previous layer's rate, treated as data (no error crosses layers). Parameters
-live in one flat dict (``"0/W"``, ``"0/W_pred"``, ``"1/W"``, ...) so optimisers
+live in one flat dict (``"1/W"``, ``"1/W_pred"``, ``"2/W"``, ...; layers from 1) so optimisers
 and checkpoints handle them uniformly.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ClappStack:
     rule : Rule or str
         Entry of :data:`neuroplastic.rules.RULES`.
     params : dict
-        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l``.
+        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l = 1, 2, ...``.
     """
 
     def __init__(self, sizes: list[int], rule: Rule | str, params: dict):
@@ -89,7 +89,7 @@ class ClappStack:
         active = weights > 0
         n_active = float(xp.sum(xp.astype(active, x.dtype)))
         for l in range(self.n_layers):
-            p = f"{l}/"
+            p = f"{l + 1}/"
             g = clapp_sequences(self.params[p + "W"], self.params[p + "W_pred"], x, shifts, weights,
                                 W_retro=self.params.get(p + "W_retro"))
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred

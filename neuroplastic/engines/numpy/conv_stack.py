@@ -45,7 +45,7 @@ class ConvClappStack:
     rule : Rule or str
         Entry of :data:`neuroplastic.rules.RULES`.
     params : dict
-        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l``.
+        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l = 1, 2, ...``.
     offsets : sequence of int
         Row offsets ``k`` each layer predicts (one ``W_pred`` each); the paper uses 2, 3, 4, 5, 6.
     score : {"location", "patch"}
@@ -77,11 +77,11 @@ class ConvClappStack:
         params, c_in = {}, in_channels
         for l, spec in enumerate(parse_architecture(arch)):
             C, fan_in = spec.channels, 9 * c_in
-            params[f"{l}/W"] = (rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)).astype(dtype)
-            params[f"{l}/W_pred"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
+            params[f"{l + 1}/W"] = (rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)).astype(dtype)
+            params[f"{l + 1}/W_pred"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
             if rule.retro:
                 # CLAPP's W_retro starts as the transpose it learns to track.
-                params[f"{l}/W_retro"] = np.ascontiguousarray(params[f"{l}/W_pred"].transpose(0, 2, 1))
+                params[f"{l + 1}/W_retro"] = np.ascontiguousarray(params[f"{l + 1}/W_pred"].transpose(0, 2, 1))
             c_in = C
         return cls(arch, in_channels, rule, params, offsets=offsets, **kwargs)
 
@@ -111,7 +111,7 @@ class ConvClappStack:
         for i in range(0, n, chunk):
             h = x[i:i + chunk]
             for l in range(self.n_layers):
-                h = conv_forward(self.params[f"{l}/W"], h, **self._layer_kwargs(l))
+                h = conv_forward(self.params[f"{l + 1}/W"], h, **self._layer_kwargs(l))
                 out[l].append(xp.reshape(xp.mean(h, axis=(-3, -2)), (h.shape[0], -1, h.shape[-1])))
         return [xp.concat(o, axis=0) for o in out]
 
@@ -158,7 +158,7 @@ class ConvClappStack:
         weights = xp.asarray(weights, dtype=x.dtype)
         grads, losses, modulated = {}, [], []
         for l in range(self.n_layers):
-            p = f"{l}/"
+            p = f"{l + 1}/"
             g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets, shifts, weights,
                            W_retro=self.params.get(p + "W_retro"), score=self.score, **self._layer_kwargs(l))
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred

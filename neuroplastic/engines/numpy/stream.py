@@ -34,12 +34,12 @@ def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> di
         inp = x[k][None, :]
         now = []
         for l in range(n_layers):
-            now.append((inp, forward(net.params[f"{l}/W"], inp)))
+            now.append((inp, forward(net.params[f"{l + 1}/W"], inp)))
             inp = now[-1][1].z
         if y[k] != 0:
             updates = {}
             for l, (inp_l, cur) in enumerate(now):
-                p = f"{l}/"
+                p = f"{l + 1}/"
                 g = clapp_pairs(net.params[p + "W"], net.params[p + "W_pred"], inp_l, inputs_prev[l],
                                 np.array([y[k]], dtype=inp_l.dtype), cur=cur, prev=latched[l],
                                 W_retro=net.params.get(p + "W_retro"))
