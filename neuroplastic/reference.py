@@ -74,22 +74,25 @@ def protocol_reference() -> str:
         reStructuredText with one section per table (``[table]``; the top level first) and one row
         per key: name, type, default, allowed values and doc.
     """
-    from .protocol import SCHEMA
+    from .protocol import READERS, SCHEMA
 
     lines = _page("Protocol reference", "protocol-reference", "neuroplastic.protocol.SCHEMA")
     lines += ["A protocol is a TOML file with the top-level keys below and one table per section. Every key "
               "may be left out except those marked *required*; ``neuroplastic validate FILE`` checks a file, and "
-              "``--set table.key=value`` overrides a key on the command line. This page is generated from "
-              ":data:`neuroplastic.protocol.SCHEMA`, the declaration validation uses.", ""]
+              "``--set table.key=value`` overrides a key on the command line. A key that only some rules or "
+              "engines read (*read by*) is refused when the protocol's rule and engine do not read it. This page "
+              "is generated from :data:`neuroplastic.protocol.SCHEMA`, the declaration validation uses.", ""]
     for table, keys in SCHEMA.items():
         lines += [f".. _protocol-{table or 'top-level'}:", ""]
         lines += _heading("Top level" if not table else f"[{table}]", "-")
         rows = []
         for name, key in keys.items():
             default = "*required*" if key.required else f"``{_toml(key.default)}``"
+            readers = READERS.get(f"{table}.{name}")
             rows.append([f"``{name}``", KIND_NAMES.get(key.kind, key.kind), default, _rst(key.allowed()),
-                         _rst(key.doc)])
-        lines += _table(rows, ["key", "type", "default", "allowed values", "description"], "14 10 12 22 42")
+                         _rst(", ".join(readers)) if readers else "every protocol", _rst(key.doc)])
+        lines += _table(rows, ["key", "type", "default", "allowed values", "read by", "description"],
+                        "12 8 10 18 16 36")
     return "\n".join(lines)
 
 

@@ -52,6 +52,14 @@ def test_protocol_reference_shows_type_default_and_allowed_values():
     assert "*required*" in text.split("   * - ``name``\n", 1)[1].split("   * - ", 1)[0]
 
 
+def test_protocol_reference_says_which_rule_or_engine_reads_a_key():
+    text = protocol_reference()
+    row = lambda key: text.split(f"   * - ``{key}``\n", 1)[1].split("   * - ", 1)[0]   # noqa: E731
+    assert "rule hinge\\_e2e\\_bp" in row("tau") and "clapp" not in row("tau")
+    assert "engine brian" in row("glimpse_ms") and "engine numpy" not in row("glimpse_ms")
+    assert "every protocol" in row("lr")
+
+
 def test_model_reference_lists_every_format_key_and_no_other():
     text = model_reference()
     kinds = {f'{"Neuron" if k == "neuron" else "Synapse"} files (kind = "{k}")': k for k in FORMAT}
