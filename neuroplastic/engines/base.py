@@ -6,7 +6,7 @@ and the features the probe reads (:meth:`~Engine.features`) -- and :func:`train`
 same way for all: resume from the newest checkpoint, run the epochs, record the metrics, stop a run
 whose loss or weights are no longer finite, checkpoint, probe the trained and the random encoder.
 
-Randomness comes from three generators seeded by ``(seed, k)`` (:func:`~.prepare.seed_sequence`):
+Randomness comes from three generators seeded by ``(seed, k)`` (:func:`~neuroplastic.engines.prepare.seed_sequence`):
 the weights (k = 0, given to :meth:`Engine.init`), the training stream (k = 1: batches, saccades,
 negatives, augmentations) and the probe split (k = 2). The training generator's state is
 checkpointed with the weights and the optimiser, so a resumed run is bit-identical to an
@@ -100,7 +100,7 @@ class Engine(ABC):
 def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Prepared | None = None) -> dict:
     """Train ``protocol`` with ``engine``, checkpoint, probe, and write everything into ``run``; return the summary.
 
-    ``prepared`` is :func:`~.prepare.prepare`'s result (computed here if not given), which has
+    ``prepared`` is :func:`~neuroplastic.engines.prepare.prepare`'s result (computed here if not given), which has
     checked the protocol with the engine.
     """
     prepared = prepared if prepared is not None else prepare(protocol)

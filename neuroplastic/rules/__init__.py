@@ -1,10 +1,10 @@
 """All learning math, as plain functions on arrays: the single source of truth every engine uses.
 
-- :mod:`.clapp`: dense CLAPP and CLAPP-s (one layer's loss and its Hebbian gradient), initial weights;
-- :mod:`.conv`, :mod:`.conv_clapp`, :mod:`.architectures`: conv/pool primitives (im2col), conv CLAPP
+- :mod:`~neuroplastic.rules.clapp`: dense CLAPP and CLAPP-s (one layer's loss and its Hebbian gradient), initial weights;
+- :mod:`~neuroplastic.rules.conv`, :mod:`~neuroplastic.rules.conv_clapp`, :mod:`~neuroplastic.rules.architectures`: conv/pool primitives (im2col), conv CLAPP
   per location or per patch, the named conv encoders;
-- :mod:`.hinge`: the contrastive L1 hinge loss of two views (Tang, Yang & Amit 2022);
-  :mod:`.hinge_methods`, :mod:`.hinge_dense`, :mod:`.hinge_conv`: how its gradient reaches the
+- :mod:`~neuroplastic.rules.hinge`: the contrastive L1 hinge loss of two views (Tang, Yang & Amit 2022);
+  :mod:`~neuroplastic.rules.hinge_methods`, :mod:`~neuroplastic.rules.hinge_dense`, :mod:`~neuroplastic.rules.hinge_conv`: how its gradient reaches the
   layers (end-to-end BP or FA, layer-wise through heads with BP, RF or URF feedback, DTP).
 
 :data:`RULES` names every rule a protocol may choose (``[rule] name``). This package imports
@@ -33,7 +33,7 @@ class Rule:
 
     ``family``: ``"clapp"`` (glimpse sequences, the rules above) or ``"views"``
     (two augmented views of whole images, the contrastive hinge rules of Tang et
-    al. 2022, :mod:`.hinge_methods`). For ``"views"``, ``process``
+    al. 2022, :mod:`~neuroplastic.rules.hinge_methods`). For ``"views"``, ``process``
     says which layers learn at a step (``"e2e"`` all, ``"gll"`` one after the
     other, ``"rll"`` one at random, ``"dtp"`` all from propagated targets) and
     ``feedback`` how the error reaches a layer (``"bp"``, ``"fa"``, ``"rf"``, ``"urf"``).

@@ -1,7 +1,7 @@
 """The pieces the dense and conv hinge encoders share: activations, the dense forward pass, initialisers.
 
-Kept apart from the encoders so that the methods (:mod:`.hinge_methods`) and both encoders
-(:mod:`.hinge_dense`, :mod:`.hinge_conv`) import them one way, without a cycle.
+Kept apart from the encoders so that the methods (:mod:`~neuroplastic.rules.hinge_methods`) and both encoders
+(:mod:`~neuroplastic.rules.hinge_dense`, :mod:`~neuroplastic.rules.hinge_conv`) import them one way, without a cycle.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The numpy engine: data -> glimpses, patch grids or two views -> explicit updates of rules/ -> probes.
 
-Every family of rule and encoder (:mod:`.learners`) goes through the same batches: each epoch is a
+Every family of rule and encoder (:mod:`~neuroplastic.engines.numpy.learners`) goes through the same batches: each epoch is a
 random permutation of the training images, cut into ``[train] batch_size`` batches (a batch of one
 image is skipped: a saccade, or a negative, needs another image of the batch). An epoch's metrics
 are means over the images that learned, weighted by batch size.

@@ -8,7 +8,7 @@
 
 Each has ``params`` and ``optimizer`` (checkpointed), ``n_layers``, ``step(idx, rng, step, total)``
 (one update from the training images ``idx``; returns ``{layer (from 1): {metric: value}}``) and
-``features(params, probe)`` (what the probe reads). The engine (:mod:`.engine`) runs them all
+``features(params, probe)`` (what the probe reads). The engine (:mod:`~neuroplastic.engines.numpy.engine`) runs them all
 through the same batches.
 
 Greedy layer-wise learning (GLL) gives each of the ``L`` layers an equal share of the
