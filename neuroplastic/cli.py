@@ -1,8 +1,9 @@
 """The ``neuroplastic`` command: run, validate and list protocols.
 
 Exit codes: 0 success; 1 the run (or a sweep point) failed (e.g. diverged; its
-checkpoints are kept); 2 bad input (protocol, model file, run directory), with one message that
-names the file, the key and what is allowed.
+checkpoints are kept) or the machine refused a file (a full disk, a read-only file system);
+2 bad input (protocol, model file, data, run directory), with one message that names the file,
+the key and what is allowed; 130 interrupted (Ctrl-C), with the command that continues.
 """
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ import tomllib
 from pathlib import Path
 
 from . import __version__
-from .engines import get_engine
-from .engines.prepare import prepare
-from .errors import FigureError, NeuroplasticError, RunError
-from .models import load_model
-from .protocol import load
-from .resources import find_protocol, models, protocols
-from .runner import run_protocol
+from .errors import FigureError, NeuroplasticError, RunError, storage_error
+
+# The rest of the package (numpy, scikit-learn, Brian2) is imported by the commands that need it,
+# inside main(): Ctrl-C while it loads is then an interrupt like any other, not a traceback.
 
 __all__ = ["main"]
 
@@ -54,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("protocols", type=Path, nargs="+", metavar="PROTOCOL",
                    help="protocol files, or names of shipped protocols (see neuroplastic list)")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    v.add_argument("--skip-data", action="store_true",
+                   help="check everything but the data set (e.g. before the data are on this machine)")
 
     sub.add_parser("list", help="list the shipped protocols (run or validate them by name), models and data sources")
 
@@ -86,18 +86,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
-    args.argv = argv
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
+        args = _parser().parse_args(argv)
+        args.argv = argv
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         return {"run": _run, "validate": _validate, "list": _list, "compare": _compare, "figures": _figures, "bench": _bench,
                 "sweep": _sweep}[args.command](args)
     except NeuroplasticError as err:       # bad input: one line; anything else is a bug and shows its traceback
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:              # before or after a run (a run itself records it and says how to resume)
+        print("\nneuroplastic: interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:                 # the machine refused a file: a full disk, a read-only --out, a dead mount
+        error = storage_error(err, "read or write")
+        print(f"neuroplastic: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 def _run(args) -> int:
+    from .engines import get_engine
+    from .protocol import load
+    from .resources import find_protocol
+    from .runner import run_protocol
+
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else []) \
         + ([f'engine.device="{args.device}"'] if args.device else []) \
         + ([f"engine.cuda_arch={args.cuda_arch}"] if args.cuda_arch is not None else [])
@@ -124,6 +136,8 @@ def _run(args) -> int:
 
 def _build_only(protocol, engine) -> int:
     """Compile the protocol's Brian2 network and say where the binary is."""
+    from .engines.prepare import prepare
+
     directory = engine.build(protocol, prepare(protocol, running=False))
     print(f"built: {directory / 'main'} ({protocol.engine.device} device)")
     if protocol.engine.device == "cuda":
@@ -145,14 +159,18 @@ def _probe_table(summary: dict) -> str:
 
 
 def _validate(args) -> int:
+    """Every check ``run`` makes before it creates a run directory: the protocol, the engine, the model
+    files, the data and the size of the network (the data are loaded, nothing is trained or written).
+    ``--skip-data`` leaves out the data and what depends on them."""
+    from .engines.prepare import check, prepare
+    from .protocol import load
+    from .resources import find_protocol
+
     failed = 0
     for path in args.protocols:
         try:
             p = load(find_protocol(path), args.overrides)
-            get_engine(p.engine.name).check(p, running=False)
-            load_model(p.model_path, kind="neuron").variant(p.engine.variant)
-            if p.synapses_path is not None:
-                load_model(p.synapses_path, kind="synapses")
+            check(p, running=False) if args.skip_data else prepare(p, running=False)
             print(f"ok      {path}  ({p.name}, hash {p.digest()[:10]})")
         except NeuroplasticError as err:
             print(f"invalid {err}", file=sys.stderr)
@@ -208,6 +226,8 @@ def _compare(args) -> int:
 
 
 def _list(args) -> int:
+    from .resources import models, protocols
+
     print("protocols:")
     for name, path in protocols().items():
         print(f"  {name:<28} {_describe(path, 'description')}")

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 __all__ = ["BenchError", "DataError", "DeviceError", "FigureError", "ModelError", "NeuroplasticError", "ProtocolError",
-           "RunError", "SettingError", "SweepError", "TrainingDiverged"]
+           "RunBusy", "RunError", "SettingError", "StorageError", "SweepError", "TrainingDiverged", "storage_error"]
 
 
 class NeuroplasticError(Exception):
@@ -90,6 +90,10 @@ class RunError(NeuroplasticError, RuntimeError):
     """A run directory that cannot be used as asked (finished, unfinished, or corrupt)."""
 
 
+class RunBusy(RunError):
+    """A run directory another process is using (its lock is held): the message names that process."""
+
+
 class FigureError(NeuroplasticError, ValueError):
     """A figure recipe that cannot be used: names the file, the key and what is allowed."""
 
@@ -100,6 +104,28 @@ class BenchError(NeuroplasticError, RuntimeError):
 
 class SweepError(NeuroplasticError, RuntimeError):
     """A sweep that cannot start as asked (dask missing, scheduler unreachable, conflicting options)."""
+
+
+class StorageError(NeuroplasticError, RuntimeError):
+    """The machine refused to read or write a file the run needs (a full disk, a read-only file system,
+    permissions): not the input's fault, so ``neuroplastic`` exits with 1. The message names the path.
+    """
+
+    exit_code = 1
+
+
+def storage_error(err: OSError, doing: str = "write") -> StorageError:
+    """A :class:`StorageError` for ``err`` that names its path and what to do about it."""
+    import errno
+
+    advice = {errno.ENOSPC: "free space on that file system, or choose another --out",
+              errno.EDQUOT: "free space within your quota, or choose another --out",
+              errno.EROFS: "the file system is read-only; choose another --out",
+              errno.EACCES: "check its permissions, or choose another --out",
+              errno.EPERM: "check its permissions, or choose another --out",
+              errno.ENAMETOOLONG: "use a shorter name or --out"}.get(err.errno, "check the path and the file system")
+    where = err.filename if err.filename is not None else "a file"
+    return StorageError(f"cannot {doing} {where}: {err.strerror or err}; {advice}")
 
 
 class TrainingDiverged(NeuroplasticError, RuntimeError):

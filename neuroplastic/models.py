@@ -23,6 +23,7 @@ Examples
 """
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -45,13 +46,15 @@ class Entry:
     ``"equations"`` (Brian2 equations, one per line, a unit on each),
     ``"code"`` (Brian2 statements run on an event), ``"condition"`` (a Brian2
     boolean expression) or ``"quantity"`` (a number and a Brian2 unit, ``"5 ms"``).
-    ``optional`` keys may be left out.
+    ``optional`` keys may be left out. ``defines`` names the variables equations must define
+    because an engine reads them (a ``_post``/``_pre`` one must be a summed variable).
     """
 
     kind: str
     doc: str
     optional: bool = False
     choices: tuple[str, ...] | None = None
+    defines: tuple[str, ...] = ()
 
     def allowed(self) -> str:
         """Describe the allowed values in words (used in the reference)."""
@@ -86,7 +89,9 @@ FORMAT: dict[str, dict[str, Table]] = {
                                   choices=NONLINEARITIES),
             "equations": Entry("equations", "The neuron: it must define the soma `a`, rate `z`, `rho_prime`, "
                                "dendrite `d`, retrodiction `r`, context `zprev`, `aprev`, `rho_prime_prev`, "
-                               "and `x`, `xprev` (what the next layer receives now and one glimpse back)."),
+                               "and `x`, `xprev` (what the next layer receives now and one glimpse back).",
+                               defines=("a", "z", "rho_prime", "d", "r", "zprev", "aprev", "rho_prime_prev", "x",
+                                        "xprev")),
             "on_glimpse_end": Entry("code", _LATCH, optional=True),
         }),
         "spiking": Table("Spiking neuron, simulated with the time step [engine] dt_ms; the builder provides "
@@ -100,13 +105,14 @@ FORMAT: dict[str, dict[str, Table]] = {
         }),
         "spiking.input": Table("The input neurons: one per pixel (sample, frame pixel) of a glimpse.", {
             "equations": Entry("equations", "Must define `x = stimulus(t, i)` (the glimpse, a TimedArray) and "
-                               "`x_rate`, the spike rate that codes x = 1."),
+                               "`x_rate`, the spike rate that codes x = 1.", defines=("x", "x_rate")),
             "threshold": Entry("condition", "When an input neuron spikes, e.g. `rand() < x_rate * x * dt`."),
         }),
         "spiking.layer": Table("The neurons of every layer.", {
-            "equations": Entry("equations", "Must define the spike count `nz`, its rate readout `z`, the "
-                               "surrogate derivative `psi`, dendrite `d`, `dnew`, retrodiction `r`, context "
-                               "`zprev` and `x_rate`."),
+            "equations": Entry("equations", "Must define the soma potential `v` (recorded), the spike count "
+                               "`nz`, its rate readout `z`, the surrogate derivative `psi`, dendrite `d`, `dnew`, "
+                               "retrodiction `r`, context `zprev` and `x_rate`.",
+                               defines=("v", "nz", "z", "psi", "d", "dnew", "r", "zprev", "x_rate")),
             "threshold": Entry("condition", "When a layer neuron spikes."),
             "reset": Entry("code", "Run at every spike (e.g. count it: `nz += 1`)."),
             "on_glimpse_end": Entry("code", _LATCH, optional=True),
@@ -123,17 +129,20 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
     spiking = variant == "spiking"
     modulation = {
         "layer": Entry("equations", "Added to each layer's neurons: the linked score `u`, `M = y Theta(1 - y u)` "
-                       "and the shared learning rate `eta`."),
-        "modulator": Entry("equations", "The layer's modulator neuron (one per layer): `u`, `y`, `M`."),
+                       "and the shared learning rate `eta`.", defines=("u", "M", "eta")),
+        "modulator": Entry("equations", "The layer's modulator neuron (one per layer): `u`, `y`, `M`.",
+                           defines=("u", "y", "M")),
         "score": Entry("code", "Layer -> modulator, at the glimpse end before any learning: accumulate "
                        "`u = sum_j z_j d_j`.") if spiking else
-        Entry("equations", "Layer -> modulator: the score `u = sum_j z_j d_j`, a summed variable."),
+        Entry("equations", "Layer -> modulator: the score `u = sum_j z_j d_j`, a summed variable.",
+              defines=("u_post",)),
     }
     if spiking:
         modulation["modulator_on_glimpse_end"] = Entry("code", "Run by the modulator at the end of every "
                                                        "glimpse (reset the accumulated score).", optional=True)
     feedforward = {"model": Entry("equations", "The synapse: the weight `w` and " + (
-        "its eligibility traces." if spiking else "the soma `a_post` it sums."))}
+        "its eligibility traces." if spiking else "the soma `a_post` it sums."),
+        defines=("w",) if spiking else ("w", "a_post"))}
     if spiking:
         feedforward["on_spike"] = Entry("code", "Run at every presynaptic spike: drive the soma, accumulate the "
                                         "eligibility.")
@@ -141,9 +150,11 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
                                           "`w += eta M (Hebbian term)`.")
     transpose = (Entry("code", "Run by the prediction synapses at the glimpse end, before learning: "
                        "`r_pre += w * z_post`.") if spiking else
-                 Entry("equations", "Added to the prediction synapses' model: `r_pre = w * z_post`, summed."))
+                 Entry("equations", "Added to the prediction synapses' model: `r_pre = w * z_post`, summed.",
+                       defines=("r_pre",)))
     retro = {"model": Entry("equations", "The synapse: `w`" + ("." if spiking else
-                                                              " and the retrodiction `r_post` it sums."))}
+                                                              " and the retrodiction `r_post` it sums."),
+                            defines=("w",) if spiking else ("w", "r_post"))}
     if spiking:
         retro["score"] = Entry("code", "Sum the retrodiction `r` at the glimpse end, before learning.")
     retro["on_glimpse_end"] = Entry("code", "The learning step, `w += eta M zprev_post z_pre`.")
@@ -152,7 +163,9 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
                                        modulation),
         f"{variant}.feedforward": Table(f"W: input (or previous layer) -> layer ({variant} variant).", feedforward),
         f"{variant}.prediction": Table(f"W_pred: layer (context) -> layer (dendrite) ({variant} variant).", {
-            "model": Entry("equations", "The synapse: `w`" + ("." if spiking else " and the dendrite `d_post` it sums.")),
+            "model": Entry("equations", "The synapse: `w`" + ("." if spiking else
+                                                              " and the dendrite `d_post` it sums."),
+                           defines=("w",) if spiking else ("w", "d_post")),
             "on_glimpse_end": Entry("code", "The learning step, `w += eta M z_post zprev_pre`" + (
                 ", then sum the next glimpse's dendrite." if spiking else ".")),
         }),
@@ -169,24 +182,49 @@ FORMAT["synapses"].update(_synapse_tables("spiking"))
 _KINDS = tuple(FORMAT)
 
 
-
-
 @dataclass(frozen=True)
 class ModelFile:
-    """A parsed model file: its tables, and where each string value starts in the file."""
+    """A parsed model file: its tables, and where each string value starts in the file.
+
+    ``lines`` maps every string value (``table.key``) to the line where its text starts;
+    ``positions`` maps every key and table, whatever its value, to its line.
+    """
 
     path: Path
     kind: str
     description: str
     data: dict[str, Any] = field(repr=False)
     lines: dict[str, int] = field(repr=False)
+    positions: dict[str, int] = field(default_factory=dict, repr=False)
 
     def variant(self, name: str) -> dict[str, Any]:
-        """The table of variant ``name`` (``"rate"`` or ``"spiking"``)."""
-        if name not in self.data:
+        """The table of variant ``name`` (``"rate"`` or ``"spiking"``), with every key :data:`FORMAT` requires."""
+        if name not in self.data or not isinstance(self.data[name], dict):
             have = [k for k, v in self.data.items() if isinstance(v, dict)]
-            raise ModelError(f"{self.path}: has no [{name}] variant (it defines: {', '.join(have) or 'none'})")
+            needs = [f"[{t}]" for t in _variant_tables(self.kind, name) if _required(self.kind, t)]
+            raise ModelError(f"{self.path}: has no [{name}] variant (it defines: {', '.join(have) or 'none'})" + (
+                             f"; a {self.kind} file of the {name} variant needs {', '.join(needs)}" if needs else ""))
+        for table in _variant_tables(self.kind, name):
+            required = _required(self.kind, table)
+            if not required:
+                continue
+            node = self._node(table)
+            if node is None:
+                raise ModelError(f"{self.path}: [{table}] is missing: {FORMAT[self.kind][table].doc} It needs "
+                                 f"the key{'s' if len(required) > 1 else ''} {', '.join(required)} (see the "
+                                 "model-file reference)")
+            for key in required:
+                if key not in node:
+                    entry = FORMAT[self.kind][table].keys[key]
+                    raise ModelError(f"{self.where(table)}: [{table}] {key} is missing: {entry.allowed()}. "
+                                     f"{entry.doc}")
         return self.data[name]
+
+    def _node(self, dotted: str) -> dict | None:
+        node: Any = self.data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else None
 
     def get(self, dotted: str) -> str:
         """The string at ``table.key`` (e.g. ``"rate.feedforward.model"``), or a ModelError naming it."""
@@ -196,12 +234,12 @@ class ModelFile:
                 raise ModelError(f"{self.path}: key {dotted!r} is missing")
             node = node[part]
         if not isinstance(node, str):
-            raise ModelError(f"{self.where(dotted)}: {dotted} must be a string, got {node!r}")
+            raise ModelError(f"{self.where(dotted)}: {_label(dotted)} = {_show(node)}: must be a string")
         return node
 
     def where(self, dotted: str, offset: int = 0) -> str:
         """``file:line`` of the value at ``dotted`` (plus ``offset`` lines into a multi-line string)."""
-        line = self.lines.get(dotted)
+        line = self.lines.get(dotted) or self.positions.get(dotted)
         return f"{self.path}:{line + offset}" if line else str(self.path)
 
     def check_equations(self, dotted: str) -> str:
@@ -216,17 +254,124 @@ class ModelFile:
             try:
                 Equations(code)
             except Exception as err:  # Brian raises several types (EquationError, SyntaxError, ...)
-                raise ModelError(f"{self.where(dotted, k)}: [{dotted.rsplit('.', 1)[0]}] "
-                                 f"{dotted.rsplit('.', 1)[1]}: cannot parse {code!r}: {_first_line(err)}") from None
+                raise ModelError(f"{self.where(dotted, k)}: {_label(dotted)}: cannot parse {code!r}: "
+                                 f"{_first_line(err)}") from None
+        try:
+            equations = Equations(text)
+        except Exception as err:    # each line parses: a problem of the whole, e.g. a variable defined twice
+            raise ModelError(f"{self.where(dotted)}: {_label(dotted)}: {_first_line(err)}") from None
+        entry = _entry(self.kind, dotted)
+        if entry is not None:
+            missing = [v for v in entry.defines if v not in equations]
+            if missing:
+                raise ModelError(f"{self.where(dotted)}: {_label(dotted)} must define "
+                                 f"{', '.join(repr(v) for v in missing)} (an engine reads "
+                                 f"{'it' if len(missing) == 1 else 'them'}): {entry.doc}")
+            for v in entry.defines:
+                if v.endswith(("_post", "_pre")) and "summed" not in equations[v].flags:
+                    raise ModelError(f"{self.where(dotted)}: {_label(dotted)}: {v!r} must be a summed "
+                                     f"variable, e.g. '{v} = ... : 1 (summed)'")
         return text
+
+    def check_code(self, dotted: str) -> str:
+        """Parse the Brian2 statements at ``dotted`` (``var = expr``, ``var += expr``, ...) line by line."""
+        import ast
+
+        from brian2.parsing.statements import parse_statement
+
+        text = self.get(dotted)
+        for k, line in enumerate(text.split("\n")):
+            code = line.split("#", 1)[0].strip()
+            if not code:
+                continue
+            try:
+                ast.parse(parse_statement(code)[2], mode="eval")
+            except (ValueError, SyntaxError):
+                raise ModelError(f"{self.where(dotted, k)}: {_label(dotted)}: cannot parse {code!r}: write one "
+                                 "Brian2 statement per line, 'variable = expression' (or +=, -=, *=, /=)") from None
+        return text
+
+    def check_condition(self, dotted: str) -> str:
+        """Parse the Brian2 boolean expression at ``dotted``."""
+        import ast
+
+        text = self.get(dotted)
+        try:
+            ast.parse(" ".join(line.split("#", 1)[0] for line in text.split("\n")).strip(), mode="eval")
+        except SyntaxError as err:
+            raise ModelError(f"{self.where(dotted)}: {_label(dotted)} = {text!r}: cannot parse it as a Brian2 "
+                             f"boolean expression: {err.msg}") from None
+        return text
+
+    def check_quantity(self, dotted: str):
+        """The Brian2 quantity at ``dotted`` (``"5 ms"`` -> 5 * ms)."""
+        import brian2.units as units
+
+        text = self.get(dotted)
+        m = _QUANTITY.match(text)
+        unit = getattr(units, m.group(2), None) if m and m.group(2) else 1
+        if m is None or unit is None or not isinstance(unit, (int, units.Unit)):
+            raise ModelError(f"{self.where(dotted)}: {_label(dotted)} = {text!r}: write a number and a Brian2 "
+                             "unit, e.g. \"5 ms\"")
+        try:
+            return float(m.group(1)) * unit
+        except ValueError:
+            raise ModelError(f"{self.where(dotted)}: {_label(dotted)} = {text!r}: {m.group(1)!r} is not a "
+                             "number; write a number and a Brian2 unit, e.g. \"5 ms\"") from None
+
+    def check_brian(self, variant: str) -> None:
+        """Parse every value of ``variant`` with Brian2: equations (and the variables they must define), code,
+        conditions and quantities. Whether the names resolve and the units agree shows only when Brian2 builds
+        the network (the engine's ``check`` does that for one neuron per group)."""
+        self.variant(variant)
+        for table in _variant_tables(self.kind, variant):
+            node = self._node(table)
+            for key, value in (node or {}).items():
+                entry = FORMAT[self.kind][table].keys.get(key) or FORMAT[self.kind][table].keys.get("<name>")
+                if entry is None or isinstance(value, dict):
+                    continue
+                check = {"equations": self.check_equations, "code": self.check_code,
+                         "condition": self.check_condition, "quantity": self.check_quantity}.get(entry.kind)
+                if check is not None:
+                    check(f"{table}.{key}")
 
     def equation_lines(self):
         """Every code line of every string value: ``(table.key, line offset, code without comment)``."""
         for dotted in self.lines:
-            for k, line in enumerate(self.get(dotted).split("\n")):
+            value = self.get(dotted)
+            for k, line in enumerate(value.split("\n")):
                 code = line.split("#", 1)[0].strip()
                 if code:
                     yield dotted, k, code
+
+
+_QUANTITY = re.compile(r"^\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
+
+
+def _variant_tables(kind: str, variant: str) -> list[str]:
+    """The tables of ``variant`` in a ``kind`` file, in :data:`FORMAT` order."""
+    return [t for t in FORMAT[kind] if t == variant or t.startswith(variant + ".")]
+
+
+def _required(kind: str, table: str) -> list[str]:
+    return [k for k, e in FORMAT[kind][table].keys.items() if not e.optional and k != "<name>"]
+
+
+def _entry(kind: str, dotted: str) -> Entry | None:
+    table, _, key = dotted.rpartition(".")
+    spec = FORMAT.get(kind, {}).get(table)
+    return None if spec is None else spec.keys.get(key) or spec.keys.get("<name>")
+
+
+def _label(dotted: str) -> str:
+    """``[rate] equations`` for ``rate.equations``; a top-level key as itself."""
+    table, _, key = dotted.rpartition(".")
+    return f"[{table}] {key}" if table else key
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, dict) else "a table"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _first_line(err: Exception) -> str:
@@ -234,39 +379,110 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _string_lines(text: str) -> dict[str, int]:
-    """Line number where each ``key = <string>`` value's content starts, by dotted ``table.key``."""
-    out, table = {}, ""
+_TABLE = re.compile(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^([A-Za-z0-9_\-]+)\s*=\s*(.*)$")
+
+
+def _positions(text: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Line numbers by dotted ``table.key``: where each string value's content starts, and where every key
+    and table header is. The content of multi-line strings is skipped (it may look like a key)."""
+    strings, every, table, closing = {}, {}, "", None
     for n, line in enumerate(text.split("\n"), start=1):
+        if closing is not None:                     # inside a multi-line string
+            if closing in line:
+                closing = None
+            continue
         stripped = line.strip()
-        if m := re.match(r"^\[([A-Za-z0-9_.\-]+)\]\s*(#.*)?$", stripped):
+        if m := _TABLE.match(stripped):
             table = m.group(1)
-        elif m := re.match(r"^([A-Za-z0-9_\-]+)\s*=\s*('''|\"\"\"|'|\")(.*)$", stripped):
+            every.setdefault(table, n)
+        elif m := _KEY.match(stripped):
             key = f"{table}.{m.group(1)}" if table else m.group(1)
-            triple, rest = m.group(2) in ("'''", '"""'), m.group(3)
-            out[key] = n + 1 if triple and rest.strip() == "" else n   # content starts after ''' + newline
-    return out
+            every.setdefault(key, n)
+            value = m.group(2)
+            for quote in ("'''", '"""', "'", '"'):
+                if value.startswith(quote):
+                    triple, rest = len(quote) == 3, value[len(quote):]
+                    strings[key] = n + 1 if triple and rest.strip() == "" else n   # content after ''' + newline
+                    if triple and quote not in rest:
+                        closing = quote
+                    break
+    return strings, every
+
+
+def _check_format(model: ModelFile) -> None:
+    """Every key and table of the file is declared in :data:`FORMAT` and has a value of the declared type."""
+    tables = FORMAT[model.kind]
+
+    def children(table: str) -> set[str]:
+        prefix = f"{table}." if table else ""
+        return {t[len(prefix):].split(".")[0] for t in tables if t and t != table and t.startswith(prefix)}
+
+    def walk(node: dict, table: str) -> None:
+        spec, subtables = tables.get(table), children(table)
+        for key, value in node.items():
+            dotted = f"{table}.{key}" if table else key
+            if key in subtables:
+                if not isinstance(value, dict):
+                    inside = _required(model.kind, dotted) or sorted(children(dotted))
+                    raise ModelError(f"{model.where(dotted)}: {_label(dotted)} = {_show(value)}: must be a table, "
+                                     f"[{dotted}]" + (f" (with {', '.join(inside)})" if inside else ""))
+                walk(value, dotted)
+                continue
+            entry = None if spec is None else spec.keys.get(key) or spec.keys.get("<name>")
+            if entry is None:
+                allowed = ([k for k in spec.keys if k != "<name>"] if spec else []) + \
+                          [f"[{table + '.' if table else ''}{c}]" for c in sorted(subtables)]
+                near = difflib.get_close_matches(key, [a.strip("[]").rsplit(".", 1)[-1] for a in allowed], n=1)
+                what = "table" if isinstance(value, dict) else "key"
+                name = f"[{dotted}]" if isinstance(value, dict) else _label(dotted)
+                raise ModelError(f"{model.where(dotted)}: {name}: unknown {what} in a {model.kind} file"
+                                 + (f"; did you mean {near[0]!r}?" if near else "")
+                                 + f" (allowed{' in [' + table + ']' if table else ''}: "
+                                 f"{', '.join(allowed) or 'none'})")
+            if not isinstance(value, str):
+                raise ModelError(f"{model.where(dotted)}: {_label(dotted)} = {_show(value)}: must be "
+                                 f"{entry.allowed()}")
+            if entry.choices is not None and value not in entry.choices:
+                raise ModelError(f"{model.where(dotted)}: {_label(dotted)} = {value!r}: must be {entry.allowed()}")
+
+    walk(model.data, "")
 
 
 def load_model(path: str | Path, kind: str | None = None) -> ModelFile:
-    """Read a model file and check its kind (and, for neurons, the rate nonlinearity)."""
+    """Read a model file and check it against :data:`FORMAT`: its kind, and every key and table it has.
+
+    Required keys are checked by :meth:`ModelFile.variant`, as a file needs only the variants its
+    engines read; the Brian2 code by :meth:`ModelFile.check_brian`.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
-        data = tomllib.loads(text)
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ModelError(f"{path}: cannot read model file: it is a directory") from None
     except OSError as err:
-        raise ModelError(f"{path}: cannot read model file: {err.strerror}") from None
+        raise ModelError(f"{path}: cannot read model file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ModelError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}); a model file is TOML, "
+                         "which must be saved as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ModelError(f"{path}: not valid TOML: {err}") from None
+        m = re.search(r"at line (\d+)", str(err))
+        raise ModelError(f"{path}{':' + m.group(1) if m else ''}: not valid TOML: {err}") from None
+    strings, every = _positions(text)
     found = data.get("kind")
+    where = f"{path}:{every['kind']}" if "kind" in every else str(path)
+    if "kind" not in data:
+        raise ModelError(f"{path}: kind is missing: a model file starts with kind = "
+                         f"{' or '.join(map(repr, _KINDS))}")
     if found not in _KINDS:
-        raise ModelError(f"{path}: kind = {found!r}: must be one of {', '.join(map(repr, _KINDS))}")
+        raise ModelError(f"{where}: kind = {_show(found)}: must be one of {', '.join(map(repr, _KINDS))}")
     if kind is not None and found != kind:
-        raise ModelError(f"{path}: kind = {found!r}, but a {kind} model file is needed here")
-    model = ModelFile(path, found, str(data.get("description", "")), data, _string_lines(text))
-    if found == "neuron" and "rate" in data:
-        nl = data["rate"].get("nonlinearity")
-        if nl not in NONLINEARITIES:
-            raise ModelError(f"{model.where('rate.nonlinearity')}: [rate] nonlinearity = {nl!r}: "
-                             f"must be one of {', '.join(map(repr, NONLINEARITIES))}")
+        raise ModelError(f"{where}: kind = {found!r}, but a {kind} model file is needed here")
+    model = ModelFile(path, found, str(data.get("description", "")), data, strings, every)
+    _check_format(model)
     return model

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ProtocolError
+from .names import name_problem
 from .resources import models_dir, protocols_dir
 
 __all__ = ["SCHEMA", "Key", "Protocol", "ProtocolError", "load", "loads", "parse_override"]
@@ -41,6 +42,10 @@ MODELS_DIR = models_dir()
 PROTOCOLS_DIR = protocols_dir()
 
 _REQUIRED = object()
+
+#: Bounds of values that are absurd on any machine: ``[train] epochs`` and the number of dense layers.
+MAX_EPOCHS = 1_000_000
+MAX_LAYERS = 100
 
 
 
@@ -154,7 +159,8 @@ def _architectures() -> list[str]:
 #: The keys every protocol has, whatever its rule and engine. ``""`` is the top level.
 COMMON: dict[str, dict[str, Key]] = {
     "": {
-        "name": Key("str", doc="Name of the protocol; names its run directories."),
+        "name": Key("str", doc="Name of the protocol; names its run directories, so a plain file name: letters, "
+                    "digits and . _ + - (at most 100 characters)."),
         "description": Key("str", "", "Free text shown by `neuroplastic list`."),
         "seed": Key("int", 0, "Seed of every random draw (weights, batches, saccades, probe split).", low=0),
     },
@@ -200,8 +206,12 @@ COMMON: dict[str, dict[str, Key]] = {
         "variant": Key("str", "rate", "Neuron variant (Brian2 engine).", choices=("rate", "spiking")),
     },
     "train": {
-        "epochs": Key("int", 10, "Passes over the training images.", low=1),
+        "epochs": Key("int", 10, "Passes over the training images.", low=1, high=MAX_EPOCHS),
         "checkpoint_every": Key("int", 1, "Write a resumable checkpoint every this many epochs.", low=1),
+        "max_memory": Key("float", 0.0, "Memory a run may use, in GiB: a protocol whose estimated peak (weights, "
+                          "optimiser state, one batch's activations, stimulus, probe features) is larger is refused "
+                          "before it starts; 0 = the memory of the machine. Not part of the run's "
+                          "identity.", low=0),
     },
     "evaluate": {
         "probe": Key("str", "linear", "Read-out trained on frozen features.", choices=("linear",)),
@@ -328,6 +338,7 @@ class Protocol:
         wherever it lies on disk.
         """
         protocol = self.as_dict()
+        protocol["train"].pop("max_memory", None)       # a resource bound, not what the run computes
         for table in ("data", "evaluate"):
             if protocol[table].get("path"):
                 protocol[table]["path"] = Path(protocol[table]["path"]).name
@@ -357,8 +368,12 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         raise ProtocolError("--set", "", f"{item!r} must have the form table.key=value (e.g. rule.lr=1e-3)")
     path, text = (s.strip() for s in item.split("=", 1))
     table, _, key = path.rpartition(".")
+    if any(c in item for c in "\n\r\x00"):
+        raise ProtocolError("--set", path, f"= {text!r}: one --set is one value on one line (no line breaks "
+                            "or NUL); give each setting its own --set")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
+        value = parsed["v"] if list(parsed) == ["v"] else text
     except tomllib.TOMLDecodeError:
         value = text
     _check_names({table: {key: value}} if table else {key: value}, "--set")
@@ -373,11 +388,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Protocol:
         hint = f" (files there: {', '.join(near)})" if near else ""
         raise ProtocolError(str(path), "", f"no such protocol file{hint}")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ProtocolError(str(path), "", f"not valid TOML: {err}") from None
     except UnicodeDecodeError:
         raise ProtocolError(str(path), "", "not a text file (TOML must be UTF-8)") from None
+    except OSError as err:
+        raise ProtocolError(str(path), "", f"cannot read: {err.strerror or err}") from None
     protocol = _validate(raw, str(path), base_dir=path.parent)
     return protocol.with_overrides(overrides) if overrides else protocol
 
@@ -448,6 +465,8 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
     for table, keys in COMMON.items():
         for key, spec in keys.items():
             resolve(table, key, spec)
+    if isinstance(name := resolved[""].get("name"), str) and (problem := name_problem(name)) is not None:
+        problems.append(("name", f"= {_show(name)}: {problem} (it names the run directories)"))
     rule, engine = resolved["rule"].get("name"), resolved["engine"].get("name")
     if rule is not None and engine is not None:
         used = used_keys(rule, engine)
@@ -483,10 +502,13 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
 
 
 def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
-    """Cross-check: every probed layer must exist in the model."""
+    """Cross-check: at most :data:`MAX_LAYERS` dense layers, and every probed layer must exist in the model."""
     model = resolved["model"]
     if model["arch"] == "dense":
         n, given = len(model["layers"]), f"[model] layers = {_show(model['layers'])}"
+        if n > MAX_LAYERS:
+            raise ProtocolError(source, "model.layers", f"= [{model['layers'][0]}, ...] ({n} layers): at most "
+                                f"{MAX_LAYERS} layers are allowed")
     else:
         from .rules.architectures import parse_architecture
 

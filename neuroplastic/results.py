@@ -7,24 +7,36 @@ A run directory ``<root>/<name>-<hash>`` holds
 - ``metrics.csv``: tidy rows ``epoch, stage, layer, name, value``;
 - ``checkpoints/epoch_NNNN.npz``: arrays (weights, optimiser state) plus a JSON
   state (RNG, metrics so far) from which a run resumes bit-identically;
-- figures (``*.png``, ``*.pdf``) and ``summary.json``.
+- figures (``*.png``, ``*.pdf``) and ``summary.json``;
+- ``.lock``: held (``flock``) by the process that runs it, for as long as it runs.
 
-Every file is written atomically (a temporary file in the same directory, then
-``os.replace``), so a run killed at any instant leaves each file either old or
-new, never half-written.
+Every file is written atomically (a temporary file in the same directory, flushed to disk with
+``fsync``, then ``os.replace`` and an ``fsync`` of the directory), so a run killed at any instant,
+or a machine that loses power, leaves each file either old or new, never half-written. Temporary
+files left by a killed writer are removed when the run is next opened.
+
+**One process per run directory.** :meth:`Run.open` takes an exclusive lock on the directory's
+``.lock`` file and keeps it until :meth:`Run.close`; a second ``run``, ``--resume`` or ``--force``
+of the same directory (another shell, another sweep) is refused with :class:`~neuroplastic.errors.RunBusy`,
+naming the process that holds it. The kernel releases the lock when that process dies, however it
+dies, so a killed run never leaves a stale lock behind. (``flock`` is advisory and local: a results
+store shared over NFS between machines is not protected.)
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -32,14 +44,21 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RunError
+from .errors import RunBusy, RunError
+from .locks import DirectoryLock
+from .names import name_problem
 
-__all__ = ["Run", "RunError", "atomic_write", "read_metrics", "save_figure", "METRIC_FIELDS"]
+__all__ = ["Run", "RunBusy", "RunError", "atomic_write", "check_root", "read_metrics", "save_figure",
+           "METRIC_FIELDS"]
+
+log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ("epoch", "stage", "layer", "name", "value")
 _VERSIONED = ("neuroplastic", "numpy", "scipy", "scikit-learn", "brian2", "brian2cuda", "torch", "array-api-compat")
-
-
+_LOCK = ".lock"
+_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")      # what _atomic's mkstemp names look like
+# What a checkpoint that cannot be read raises: truncated or empty (zip), a missing member, bad JSON.
+_DAMAGED = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
 
 
 def _file_mode() -> int:
@@ -60,10 +79,65 @@ def _atomic(path: Path, mode: str):
         os.fchmod(fd, _FILE_MODE)          # results are readable like any other file, not owner-only
         with os.fdopen(fd, mode) as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())          # the data is on disk before the name points to it
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with _ignored(FileNotFoundError):
+            os.unlink(tmp)
         raise
+    _fsync_directory(path.parent)          # ... and the rename is, too
+
+
+@contextmanager
+def _ignored(*errors):
+    try:
+        yield
+    except errors:
+        pass
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:                        # some file systems do not sync directories; the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``directory``; return them.
+
+    Call only while no other process writes there (a run's lock is held).
+    """
+    found = [p for p in Path(directory).rglob(".*.tmp") if p.is_file() and _TMP.match(p.name)]
+    for path in found:
+        with _ignored(FileNotFoundError):
+            path.unlink()
+    return found
+
+
+def check_root(root: str | Path) -> Path:
+    """Check that run directories can be made under ``root`` (``--out``) before any work starts.
+
+    ``root`` must be a directory, or not exist yet under a directory that does; it must be writable.
+    """
+    root = Path(root)
+    existing = next((p for p in (root, *root.absolute().parents) if p.exists()), None)
+    if root.exists() and not root.is_dir():
+        raise RunError(f"--out {root}: not a directory; give a directory to hold the run directories")
+    if existing is not None and not existing.is_dir():
+        raise RunError(f"--out {root}: {existing} is a file, so no directory can be made under it")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"--out {root}: {existing} is not writable (read-only file system or permissions); "
+                       "choose another --out")
+    return root
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
@@ -124,42 +198,93 @@ class Run:
         self.directory = Path(directory)
         self.manifest = manifest
         self._started = time.monotonic()
+        self._lock: DirectoryLock | None = None
 
     # -- opening -----------------------------------------------------------------------------
     @staticmethod
     def path_for(root: str | Path, protocol) -> Path:
         """Directory of ``protocol``'s run under ``root``: its name and the hash of the resolved protocol."""
+        if (problem := name_problem(protocol.name)) is not None:     # checked on load; this guards other callers
+            raise RunError(f"run name {protocol.name!r} {problem}")
         return Path(root) / f"{protocol.name}-{protocol.digest()[:10]}"
 
     @classmethod
     def open(cls, root: str | Path, protocol, *, resume: bool = False, force: bool = False,
              command: list[str] | None = None) -> "Run":
-        """Create the run directory of ``protocol``, or reopen it to resume.
+        """Create the run directory of ``protocol``, or reopen it to resume, and lock it until :meth:`close`.
 
         A finished run is never overwritten unless ``force``; an unfinished one
-        is continued only with ``resume`` (or started over with ``force``).
+        is continued only with ``resume`` (or started over with ``force``). A directory that
+        another process is running is refused (:class:`~neuroplastic.errors.RunBusy`) whatever the flags.
         """
-        directory = cls.path_for(root, protocol)
+        directory = cls.path_for(check_root(root), protocol)
         manifest_path = directory / "manifest.json"
-        if directory.exists() and not force:
-            if not manifest_path.is_file():
-                raise RunError(f"{directory} exists but has no manifest.json; it is not a run directory "
-                               "(use --force to start over there, or another --out)")
-            old = json.loads(manifest_path.read_text())
-            if old.get("status") == "finished":
-                raise RunError(f"{directory}: this run already finished; its results are there. "
-                               "Use --force to run it again and overwrite them.")
-            if not resume:
-                raise RunError(f"{directory}: an unfinished run ({old.get('status')}) exists; "
-                               "use --resume to continue it from its last checkpoint, or --force to start over")
+        if directory.exists() and not force and not manifest_path.is_file() and _foreign(directory):
+            raise RunError(f"{directory} exists but has no manifest.json; it is not a run directory "
+                           "(use --force to start over there, or another --out)")
+        lock = DirectoryLock(directory, _LOCK, command or sys.argv)
+        if (holder := lock.holder()) is not None:                          # refuse before touching anything
+            raise _busy(directory, holder)
+        if manifest_path.is_file() and not force:
+            cls._reusable(directory, protocol, resume, command, quiet=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        if (holder := lock.acquire()) is not None:
+            raise _busy(directory, holder)
+        try:
+            run = cls._open_locked(directory, protocol, resume, force, command)
+        except BaseException:
+            lock.release()
+            raise
+        run._lock = lock
+        return run
+
+    @classmethod
+    def _open_locked(cls, directory: Path, protocol, resume: bool, force: bool, command) -> "Run":
+        manifest_path = directory / "manifest.json"
+        stale = remove_stale_temporaries(directory)
+        if stale:
+            log.info("removed %d temporary file(s) left by an interrupted write in %s", len(stale), directory)
+        if manifest_path.is_file() and not force:
+            old = cls._reusable(directory, protocol, resume, command)
             old.update(status="running", resumed=old.get("resumed", 0) + 1, command=command or sys.argv)
             old.pop("error", None)
             run = cls(directory, old)
             run._write_manifest()
             return run
-        if directory.exists():
-            shutil.rmtree(directory)
-        manifest = {
+        for entry in directory.iterdir():        # --force (or a directory a killed start left empty): start over
+            if entry.name == _LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        run = cls(directory, cls._new_manifest(protocol, command))
+        run._write_manifest()
+        return run
+
+    @classmethod
+    def _reusable(cls, directory: Path, protocol, resume: bool, command, quiet: bool = False) -> dict[str, Any]:
+        """The manifest of an existing run that may be continued (``resume`` and unfinished), else refuse."""
+        manifest_path = directory / "manifest.json"
+        try:
+            old = json.loads(manifest_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as err:      # damaged: the protocol rebuilds it, the status is unknown
+            if not quiet:
+                log.warning("%s is damaged (%s); it is rewritten from the protocol", manifest_path, err)
+            old = dict(cls._new_manifest(protocol, command), status="unknown")
+        if old.get("status") == "finished":
+            raise RunError(f"{directory}: this run already finished; its results are there. "
+                           "Use --force to run it again and overwrite them.")
+        if not resume:
+            raise RunError(f"{directory}: an unfinished run ({old.get('status')}) exists; "
+                           "use --resume to continue it from its last checkpoint, or --force to start over")
+        return old
+
+    @staticmethod
+    def _new_manifest(protocol, command) -> dict[str, Any]:
+        return {
             "name": protocol.name,
             "protocol": protocol.as_dict(),
             "protocol_hash": protocol.digest(),
@@ -173,18 +298,52 @@ class Run:
             "status": "running",
             "elapsed_s": 0.0,
         }
-        run = cls(directory, manifest)
-        run._write_manifest()
-        return run
 
     @classmethod
     def load(cls, directory: str | Path) -> "Run":
-        """Open an existing run directory for reading."""
+        """Open an existing run directory for reading (no lock: reading never waits for a running run)."""
         directory = Path(directory)
         path = directory / "manifest.json"
         if not path.is_file():
             raise RunError(f"{directory}: not a run directory (no manifest.json)")
-        return cls(directory, json.loads(path.read_text()))
+        try:
+            manifest = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RunError(f"{path}: damaged ({err}); resume the run (neuroplastic run ... --resume) to rewrite "
+                           "it, or delete the run directory") from None
+        except OSError as err:
+            raise RunError(f"{path}: cannot read ({err.strerror})") from None
+        if not isinstance(manifest, dict):
+            raise RunError(f"{path}: damaged (not a JSON object); resume the run to rewrite it")
+        return cls(directory, manifest)
+
+    @classmethod
+    def fail_abandoned(cls, directory: str | Path, message: str) -> bool:
+        """Mark a run whose process died failed with ``message``, unless a live process holds it; say whether."""
+        directory = Path(directory)
+        lock = DirectoryLock(directory, _LOCK, ["neuroplastic", "(recording a dead run)"])
+        if lock.acquire() is not None:          # taken over since: its new holder writes its status
+            return False
+        try:
+            run = cls.load(directory)
+            if run.manifest.get("status") != "running":
+                return False
+            run.fail(message)
+            return True
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        """Release the run directory's lock (the end of every run, however it ended)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- writing -----------------------------------------------------------------------------
     def _write_manifest(self) -> None:
@@ -206,18 +365,32 @@ class Run:
         with _atomic(path, "wb") as fh:
             np.savez(fh, __state__=np.array(json.dumps(state)), **{k: np.asarray(v) for k, v in arrays.items()})
         for old in sorted(path.parent.glob("epoch_*.npz"))[1:-keep]:
-            old.unlink()
+            with _ignored(FileNotFoundError):
+                old.unlink()
         return path
 
-    def latest_checkpoint(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
-        """``(epoch, arrays, state)`` of the newest checkpoint, or ``None``."""
-        found = sorted((self.directory / "checkpoints").glob("epoch_*.npz"))
-        if not found:
-            return None
-        with np.load(found[-1]) as data:
-            arrays = {k: data[k] for k in data.files if k != "__state__"}
-            state = json.loads(str(data["__state__"]))
-        return int(found[-1].stem.split("_")[1]), arrays, state
+    def latest_checkpoint(self, set_aside: bool = False) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
+        """``(epoch, arrays, state)`` of the newest intact checkpoint, or ``None`` when there is none.
+
+        Every array is read (which checks each member's CRC), so a truncated, empty or otherwise
+        damaged file is found here, and the previous checkpoint is used instead, with a warning.
+        ``set_aside`` (while the run is locked for resuming) renames a damaged file to
+        ``*.npz.damaged``, so that it is neither read again nor counted as one of the kept checkpoints.
+        """
+        for path in sorted((self.directory / "checkpoints").glob("epoch_*.npz"), reverse=True):
+            try:
+                with np.load(path) as data:
+                    arrays = {k: data[k] for k in data.files if k != "__state__"}
+                    state = json.loads(str(data["__state__"]))
+                epoch = int(path.stem.split("_")[1])
+            except _DAMAGED as err:
+                log.warning("checkpoint %s is damaged (%s: %s); using the one before it", path,
+                            type(err).__name__, err or "empty")
+                if set_aside:
+                    os.replace(path, path.with_name(path.name + ".damaged"))
+                continue
+            return epoch, arrays, state
+        return None
 
     def initial_params(self) -> dict[str, np.ndarray]:
         """The weights the run started from (its epoch-0 checkpoint), keyed as the engine's parameters."""
@@ -255,7 +428,24 @@ class Run:
         self._write_manifest()
 
     def fail(self, message: str) -> None:
-        """Mark the run failed with ``message``; checkpoints stay for --resume."""
+        """Mark the run failed with ``message``; checkpoints stay for --resume.
+
+        Best effort: when the manifest itself cannot be written (a full disk), the run stays
+        ``running`` on disk, which ``--resume`` treats the same way.
+        """
         self._elapsed()
         self.manifest.update(status="failed", error=message)
-        self._write_manifest()
+        try:
+            self._write_manifest()
+        except OSError as err:
+            log.warning("could not mark %s failed: %s", self.directory, err)
+
+
+
+def _busy(directory: Path, holder: str) -> RunBusy:
+    return RunBusy(f"{directory}: in use by {holder}; wait for it to end (or stop it), then run again")
+
+
+def _foreign(directory: Path) -> bool:
+    """Whether ``directory`` holds anything but what a killed start leaves (the lock, temporary files)."""
+    return any(e.name != _LOCK and not _TMP.match(e.name) for e in directory.iterdir())

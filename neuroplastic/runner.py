@@ -14,8 +14,8 @@ from typing import Callable
 from .engines import get_engine
 from .engines.base import train
 from .engines.prepare import prepare
-from .errors import NeuroplasticError
-from .results import Run
+from .errors import NeuroplasticError, storage_error
+from .results import Run, check_root
 
 __all__ = ["RunOutcome", "run_protocol", "summary_figure"]
 
@@ -25,8 +25,8 @@ class RunOutcome:
     """How a run ended; ``code`` is the exit code of ``neuroplastic run``.
 
     0 finished; otherwise the :attr:`~neuroplastic.errors.NeuroplasticError.exit_code` of the
-    package's error that ended it (1 diverged, 2 bad input that only showed while building or
-    training); 130 interrupted (Ctrl-C). ``error`` is ``None`` exactly when ``code`` is 0. Any
+    package's error that ended it (1 diverged or a file the machine could not write, 2 bad input
+    that only showed while building or training); 130 interrupted (Ctrl-C). ``error`` is ``None`` exactly when ``code`` is 0. Any
     other exception is a bug: it is recorded in the manifest and raised.
     """
 
@@ -43,28 +43,36 @@ def run_protocol(protocol, out: str | Path, *, resume: bool = False, force: bool
     Input errors found before training (:class:`~neuroplastic.protocol.ProtocolError` from the data
     checks, :class:`~neuroplastic.results.RunError` for a directory that cannot be used) are raised
     before the run directory is created or touched, so bad input never leaves a run behind. Once
-    the run exists, every way it can end is written into its manifest: an unexpected exception
-    marks it failed (its checkpoints stay for ``--resume``) and is re-raised.
+    the run exists, it is locked against other processes until it ends, and every way it can end
+    is written into its manifest: an unexpected exception marks it failed (its checkpoints stay for
+    ``--resume``) and is re-raised.
     ``on_open(run)`` is called once the run directory exists, before training.
     """
     engine = get_engine(protocol.engine.name)
+    check_root(out)
     prepared = prepare(protocol)
     run = Run.open(out, protocol, resume=resume, force=force, command=command)
-    if on_open is not None:
-        on_open(run)
     try:
+        if on_open is not None:
+            on_open(run)
         summary = train(engine, protocol, run, progress=progress, prepared=prepared)
+        summary_figure(run, protocol)
+        run.finish(summary)
     except NeuroplasticError as err:           # diverged, or input errors that only show while building or training
         run.fail(str(err))
         return RunOutcome(run.directory, err.exit_code, error=str(err))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                  # Ctrl-C (or SIGTERM in a sweep's point) at any moment of the run
         run.fail("interrupted")
         return RunOutcome(run.directory, 130, error="interrupted")
+    except OSError as err:                     # the machine, not the input: a full disk, a read-only file system
+        error = storage_error(err)
+        run.fail(str(error))
+        return RunOutcome(run.directory, error.exit_code, error=str(error))
     except Exception as err:                   # a bug or a crash: say so in the manifest, then let it show
         run.fail(f"{type(err).__name__}: {err}")
         raise
-    summary_figure(run, protocol)
-    run.finish(summary)
+    finally:
+        run.close()
     return RunOutcome(run.directory, 0, summary=summary)
 
 

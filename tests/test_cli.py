@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from neuroplastic.cli import main
+from neuroplastic.data import DATASETS
 from neuroplastic.protocol import MODELS_DIR, PROTOCOLS_DIR, load
 from neuroplastic import runner
 from neuroplastic.results import Run
@@ -51,13 +52,23 @@ def test_list_shows_every_protocol_and_model_with_its_description():
 
 
 def test_validate_every_shipped_protocol():
+    """All pass the checks that need no data; those that read built-in data pass every check, and the
+    papers' protocols, whose data sets are not on this machine, are refused for that reason alone."""
     files = sorted(PROTOCOLS_DIR.glob("*.toml"))
-    proc = _neuroplastic("validate", *files)
+    proc = _neuroplastic("validate", "--skip-data", *files)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     for path in files:
         p = load(path)
         assert f"ok      {path}  ({p.name}, hash {p.digest()[:10]})" in proc.stdout
+    on_disk = [path for path in files if DATASETS[load(path).data.source].needs_path]
+    assert on_disk, "the papers' protocols read their data sets from disk"
+    proc = _neuroplastic("validate", *files, timeout=300)
+    assert proc.returncode == 2
+    refused = [line for line in proc.stderr.splitlines() if line.startswith("invalid ")]
+    assert len(refused) == len(on_disk), proc.stderr
+    for path, line in zip(on_disk, refused):
+        assert line.startswith(f"invalid {path}: [data] path") and "set it to the directory" in line, line
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_tang_paper_protocol_trains_on_cifar100_and_probes_cifar10(tmp_path):
 def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
     assert main(["run", str(ROOT / "protocols" / "clapp_stl10_paper.toml"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "[data] path is empty: stl10 is read from disk" in err
+    assert "[data] path = '': stl10 is read from disk" in err
     assert not any(tmp_path.iterdir())
 
 

@@ -92,7 +92,7 @@ def test_protocol_names_the_splits_and_labels_a_source_has(key, value, allowed):
 def test_a_source_read_from_disk_asks_for_its_path(monkeypatch):
     monkeypatch.setitem(DATASETS, "on_disk", Source(lambda **_: None, "image", "files somewhere",
                                                     needs_path=True))
-    with pytest.raises(ValueError, match=r"\[data\] path is empty: on_disk is read from disk"):
+    with pytest.raises(ValueError, match=r"\[data\] path = .*: on_disk is read from disk"):
         load("on_disk")
 
 

@@ -487,7 +487,7 @@ def test_missing_directory(tmp_path, source, expected):
 
 
 def test_empty_path_names_the_source():
-    with pytest.raises(ValueError, match=r"\[data\] path is empty: stl10 is read from disk.*stl10_binary"):
+    with pytest.raises(ValueError, match=r"\[data\] path = .*: stl10 is read from disk.*stl10_binary"):
         data.load("stl10")
 
 
@@ -527,3 +527,446 @@ def test_missing_decoder_names_the_extra(tmp_path, monkeypatch, source, module, 
     with pytest.raises(ImportError, match=rf"needs .*pip install neuroplastic\[{extra}\]"):
         data.load(source, path=str(tmp_path))
     assert data.DATASETS[source].extra == extra
+
+
+# ------------------------------------------------------------------------- hostile and unreadable input
+#
+# Paths read from list files stay inside the data directory; a pickle cannot make the loader allocate
+# more than its own bytes hold; text that is not UTF-8 and files that cannot be read are DataErrors
+# naming the file; lazily read images are read once per batch when cut into glimpses; view settings
+# that do not fit the images name their key.
+
+import json
+import os
+import struct
+import subprocess
+import textwrap
+
+from neuroplastic.errors import SettingError
+
+
+@pytest.mark.parametrize("entry", ["ApplyEyeMakeup/../../../x.avi", "ApplyEyeMakeup/../../outside.avi"])
+def test_ucf101_list_entry_outside_the_data_directory(tmp_path, entry):
+    data_dir = tmp_path / "ucf"
+    write_ucf101(data_dir)
+    write_clip(tmp_path / "outside.avi")
+    write_clip(tmp_path / "x.avi")
+    lists = data_dir / "ucfTrainTestlist"
+    (lists / "trainlist01.txt").write_text(f"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n{entry} 1\n")
+    with pytest.raises(DataError) as err:
+        data.load("ucf101", path=str(data_dir), split="train1")
+    assert str(err.value).startswith(f"{lists / 'trainlist01.txt'}: line 2: entry {entry!r} leads outside the data "
+                                     f"directory {data_dir / 'UCF-101'}")
+
+
+def test_ucf101_absolute_and_linked_entries_refused(tmp_path):
+    data_dir = tmp_path / "ucf"
+    write_ucf101(data_dir)
+    outside = tmp_path / "elsewhere" / "v.avi"
+    write_clip(outside)
+    lists = data_dir / "ucfTrainTestlist"
+    (lists / "testlist01.txt").write_text(f"{outside}\n")
+    with pytest.raises(DataError, match=r"testlist01\.txt: line 1 = '/.*/v\.avi': expected '<Class>/<clip>\.avi'"):
+        data.load("ucf101", path=str(data_dir), split="test1")     # an absolute path names no class
+    # a class directory that is a link out of the data directory
+    (data_dir / "UCF-101" / "ApplyEyeMakeup" / "out").symlink_to(outside.parent)
+    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/out/v.avi\n")
+    with pytest.raises(DataError, match=r"testlist01\.txt: line 1: entry 'ApplyEyeMakeup/out/v\.avi' leads outside"):
+        data.load("ucf101", path=str(data_dir), split="test1")
+
+
+def test_librispeech_transcript_ids_cannot_name_paths(tmp_path):
+    write_librispeech(tmp_path)
+    trans = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123" / "84-121123.trans.txt"
+    trans.write_text("84-121123-0000 WORDS\n84-121123-../../../x WORDS\n")
+    with pytest.raises(DataError, match=r"84-121123\.trans\.txt: line 2 = '84-121123-\.\./\.\./\.\./x WORDS': expected"):
+        data.load("librispeech", path=str(tmp_path))
+
+
+# -- text that is not UTF-8, files that cannot be read
+
+def _not_utf8(path: Path):
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\xff\xfe\n", 1))
+
+
+def test_text_files_that_are_not_utf8(tmp_path):
+    root, _ = write_stl10(tmp_path / "stl")
+    _not_utf8(root / "class_names.txt")
+    with pytest.raises(DataError) as err:
+        data.load("stl10", path=str(root), split="train")
+    assert str(err.value).startswith(f"{root / 'class_names.txt'}: not UTF-8 text: byte 0xff at offset 8 (line 1); "
+                                     "expected the 10 STL-10 class names")
+
+    write_ucf101(tmp_path / "ucf")
+    for name in ("classInd.txt", "trainlist01.txt"):
+        f = tmp_path / "ucf" / "ucfTrainTestlist" / name
+        good = f.read_bytes()
+        _not_utf8(f)
+        with pytest.raises(DataError) as err:
+            data.load("ucf101", path=str(tmp_path / "ucf"), split="train1")
+        assert str(err.value).startswith(f"{f}: not UTF-8 text: byte 0xff")
+        f.write_bytes(good)
+
+    write_librispeech(tmp_path / "ls")
+    trans = tmp_path / "ls" / "LibriSpeech" / "dev-clean" / "19" / "198" / "19-198.trans.txt"
+    trans.write_bytes(b"19-198-0001 CAF\xe9\n19-198-0002 X\n")           # latin-1, not UTF-8
+    with pytest.raises(DataError) as err:
+        data.load("librispeech", path=str(tmp_path / "ls"))
+    assert str(err.value).startswith(f"{trans}: not UTF-8 text: byte 0xe9 at offset 15 (line 1)")
+
+
+def test_a_directory_where_a_file_is_expected(tmp_path):
+    root, _ = write_stl10(tmp_path / "stl")
+    for name in ("class_names.txt", "train_y.bin", "train_X.bin"):
+        f = root / name
+        good = f.read_bytes()
+        f.unlink()
+        f.mkdir()
+        with pytest.raises(DataError) as err:
+            data.load("stl10", path=str(root), split="train")
+        assert str(err.value).startswith(f"{f}: is a directory, expected a file (")
+        f.rmdir()
+        f.write_bytes(good)
+    croot, _, _ = write_cifar10(tmp_path / "c")
+    (croot / "test_batch").unlink()
+    (croot / "test_batch").mkdir()
+    with pytest.raises(DataError, match=r"test_batch: is a directory, expected a file \(a CIFAR python batch"):
+        data.load("cifar10", path=str(croot), split="test")
+    write_ucf101(tmp_path / "ucf")
+    listed = tmp_path / "ucf" / "ucfTrainTestlist" / "classInd.txt"
+    listed.unlink()
+    listed.mkdir()
+    with pytest.raises(DataError, match=r"classInd\.txt: is a directory, expected a file"):
+        data.load("ucf101", path=str(tmp_path / "ucf"), split="train1")
+    write_librispeech(tmp_path / "ls")
+    trans = tmp_path / "ls" / "LibriSpeech" / "dev-clean" / "19" / "198" / "19-198.trans.txt"
+    trans.unlink()
+    trans.mkdir()
+    with pytest.raises(DataError, match=r"19-198\.trans\.txt: is a directory, expected a file"):
+        data.load("librispeech", path=str(tmp_path / "ls"))
+
+
+def _deny(monkeypatch, denied: Path):
+    """Opening ``denied`` fails as a file without read permission does (tests may run as root)."""
+    real_open, real_read_bytes, real_fromfile, real_iterdir = open, Path.read_bytes, np.fromfile, Path.iterdir
+
+    def check(path):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    def fake_open(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)):
+            check(path)
+        return real_open(path, *args, **kwargs)
+
+    def fake_read_bytes(self):
+        check(self)
+        return real_read_bytes(self)
+
+    def fake_fromfile(path, *args, **kwargs):
+        check(path)
+        return real_fromfile(path, *args, **kwargs)
+
+    def fake_iterdir(self):
+        check(self)
+        return real_iterdir(self)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(Path, "read_bytes", fake_read_bytes)
+    monkeypatch.setattr(np, "fromfile", fake_fromfile)
+    monkeypatch.setattr(Path, "iterdir", fake_iterdir)
+
+
+@pytest.mark.parametrize("source, name", [
+    ("stl10", "stl10_binary/class_names.txt"), ("stl10", "stl10_binary/train_y.bin"),
+    ("stl10", "stl10_binary/train_X.bin"), ("cifar10", "cifar-10-batches-py/batches.meta"),
+    ("cifar10", "cifar-10-batches-py/data_batch_4"), ("ucf101", "ucfTrainTestlist/trainlist01.txt"),
+    ("librispeech", "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt"), ("librispeech", "LibriSpeech/dev-clean/19"),
+])
+def test_permission_denied(tmp_path, monkeypatch, source, name):
+    {"stl10": write_stl10, "cifar10": write_cifar10, "ucf101": write_ucf101,
+     "librispeech": write_librispeech}[source](tmp_path)
+    _deny(monkeypatch, tmp_path / name)
+    with pytest.raises(DataError) as err:
+        data.load(source, path=str(tmp_path))
+    verb = "cannot list the directory" if source == "librispeech" and not name.endswith(".txt") else "cannot read"
+    assert str(err.value).startswith(f"{tmp_path / name}: {verb}: permission denied")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files without permission")
+def test_permission_denied_for_real(tmp_path):
+    root, _ = write_stl10(tmp_path)
+    (root / "class_names.txt").chmod(0)
+    with pytest.raises(DataError, match=r"class_names\.txt: cannot read: permission denied"):
+        data.load("stl10", path=str(root), split="train")
+
+
+# -- CIFAR meta and labels of the wrong type
+
+def test_cifar_meta_and_labels_of_the_wrong_type(tmp_path):
+    root, _, _ = write_cifar10(tmp_path)
+    meta = root / "batches.meta"
+    for names, what in ((5, "is a int"), (b"airplane", "is a bytes"), ([], "is 0 entries"),
+                        ([b"x"] * 101, "is 101 entries"), ([b"a", 7], "entry 1 is a int"),
+                        ([b"a", b"x" * 201], "entry 1 is 201 characters long"), ([b"\xff"], "entry 0 = b'\\xff' is not UTF-8")):
+        meta.write_bytes(pickle.dumps({b"label_names": names}))
+        with pytest.raises(DataError) as err:
+            data.load("cifar10", path=str(root))
+        assert str(err.value).startswith(f"{meta}: b'label_names' {what}"), str(err.value)
+    write_cifar10(tmp_path / "again")
+    meta.write_bytes((tmp_path / "again" / "cifar-10-batches-py" / "batches.meta").read_bytes())
+    f = root / "data_batch_1"
+    batch = pickle.loads(f.read_bytes())
+    for labels, what in ((5, "is a int, expected 4 integer labels"), ({0: 1}, "is a dict"),
+                         ([0, 1, "2", 3], "entry 2 is a str"), ([0, 1, 2.0, 3], "entry 2 is a float"),
+                         ([0, 1, 2**70, 3], f"entry 2 is {2**70}"), ([0, True, 1, 2], "entry 1 is True"),
+                         ([[0], [1], [2], [3]], "entry 0 is a list"), (np.zeros((4, 1), np.int64), "has shape (4, 1)"),
+                         (np.zeros(4), "has shape (4,) float64")):
+        batch[b"labels"] = labels
+        f.write_bytes(pickle.dumps(batch))
+        with pytest.raises(DataError) as err:
+            data.load("cifar10", path=str(root))
+        assert str(err.value).startswith(f"{f}: b'labels' {what}"), str(err.value)
+    batch[b"labels"] = np.array([0, 1, 2, 3], np.int16)          # an integer array is fine
+    f.write_bytes(pickle.dumps(batch))
+    assert data.load("cifar10", path=str(root)).labels[:4].tolist() == [0, 1, 2, 3]
+
+
+# -- CIFAR pickles that ask for more memory than they hold
+
+GIB_496 = 5_325_000_000            # 4.96 GiB
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _long(v: int) -> bytes:
+    b = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(b)]) + b
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _bytes(b: bytes) -> bytes:
+    return b"C" + bytes([len(b)]) + b
+
+
+def huge_reconstruct() -> bytes:
+    """``_reconstruct(ndarray, (4.96 GiB,), 'b')`` as a batch's data: numpy would allocate it at once."""
+    return (b"\x80\x03}" + _bytes(b"data") + _global("numpy.core.multiarray", "_reconstruct")
+            + _global("numpy", "ndarray") + _long(GIB_496) + b"\x85" + _bytes(b"b") + b"\x87R" + b"s.")
+
+
+def huge_dtype_reconstruct() -> bytes:
+    """A dtype made a 4.96 GiB sub-array by its state (BUILD), then ``_reconstruct`` of one element of it."""
+    u1 = _global("numpy", "dtype") + _str("u1") + b"\x89\x88\x87R"
+    dtype = (u1 + b"(K\x03" + _str("|") + u1 + _long(70000) + _long(GIB_496 // 70000) + b"\x86\x86NN"
+             + b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+    return (b"\x80\x03}" + _bytes(b"data") + _global("numpy.core.multiarray", "_reconstruct")
+            + _global("numpy", "ndarray") + b"K\x01\x85" + dtype + b"\x87R" + b"s.")
+
+
+def encode_chain(levels: int = 31) -> bytes:
+    """``_codecs.encode(... _codecs.encode(b"xx", "hex") ..., "hex")``: doubles ``levels`` times (4 GiB)."""
+    body = _global("_codecs", "encode") + b"q\x01" + _str("hex") + b"q\x02" + b"0"   # memoize both, pop 'hex'
+    body += b"h\x01" * (levels - 1) + _bytes(b"xx") + b"h\x02\x86R" + b"h\x02\x86R" * (levels - 1)
+    return b"\x80\x03}" + _bytes(b"data") + body + b"s."
+
+
+def shared_nested_list() -> bytes:
+    """Labels of 1000 references to one list of 1000 references to one list of 1000 ints: 10^9 labels."""
+    inner = list(range(1000))
+    middle = [inner] * 1000
+    return pickle.dumps({b"labels": [middle] * 1000, b"data": np.zeros((4, 3072), np.uint8)}, protocol=2)
+
+
+def self_holding_list() -> bytes:
+    outer = []
+    outer.append(outer)
+    return pickle.dumps({b"labels": outer, b"data": np.zeros((4, 3072), np.uint8)}, protocol=2)
+
+
+_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))      # a net: a regression fails, not the machine
+    from neuroplastic import data
+    try:
+        data.load("cifar10", path=sys.argv[1])
+        error = None
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}"
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"error": error, "peak_mib": peak / 1024}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc")
+@pytest.mark.parametrize("make, expected", [
+    (huge_reconstruct, "DataError: {f}: refused: an array of 5325000000 bytes requested, larger than the"),
+    (huge_dtype_reconstruct, "DataError: {f}: refused to unpickle the dtype dtype(('u1', (70000, 76071)))"),
+    (encode_chain, "DataError: {f}: refused to unpickle _codecs.encode(..., 'hex')"),
+    (shared_nested_list, "DataError: {f}: refused: containers of more than 1000000 elements (counting shared"),
+    (self_holding_list, "DataError: {f}: refused to unpickle a container that holds itself"),
+])
+def test_cifar_pickle_cannot_ask_for_more_than_it_holds(tmp_path, make, expected):
+    root, _, _ = write_cifar10(tmp_path)
+    f = root / "data_batch_2"
+    f.write_bytes(make())
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["error"] is not None and result["error"].startswith(expected.format(f=f)), result["error"]
+    assert result["peak_mib"] < 500, result
+
+
+def test_cifar_malicious_pickles_are_small():
+    assert len(huge_reconstruct()) < 250 and len(huge_dtype_reconstruct()) < 250 and len(encode_chain()) < 250
+    assert len(shared_nested_list()) < 100_000
+
+
+def test_cifar_bounded_unpickler_reads_every_protocol(tmp_path):
+    """Arrays, scalars and bytes pickled at protocols 2 to 5 load as they were."""
+    x = np.arange(24, dtype=np.uint8).reshape(2, 12)
+    for protocol in (2, 3, 4, 5):
+        obj = {b"data": x, "f": np.asfortranarray(x.astype(np.float32)), b"n": np.int64(7), b"b": b"\x00\xff",
+               b"l": [1, 2], b"t": (1.5, None), b"s": "caf\u00e9"}
+        (tmp_path / "p").write_bytes(pickle.dumps(obj, protocol=protocol))
+        d = cifar.unpickle(tmp_path / "p")
+        np.testing.assert_array_equal(d[b"data"], x)
+        np.testing.assert_array_equal(d["f"], x.astype(np.float32))
+        assert d[b"n"] == 7 and d[b"b"] == b"\x00\xff" and d[b"l"] == [1, 2] and d[b"t"] == (1.5, None)
+        assert d[b"s"] == "caf\u00e9"
+    (tmp_path / "p").write_bytes(pickle.dumps({b"x": np.zeros(2, object)}))
+    with pytest.raises(DataError, match=r"refused to unpickle the dtype dtype\('O'\)|refused to unpickle the global"):
+        cifar.unpickle(tmp_path / "p")
+
+
+def test_cifar_file_larger_than_any_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "MAX_FILE_BYTES", 1000)
+    root, _, _ = write_cifar10(tmp_path)
+    with pytest.raises(DataError, match=r"data_batch_1: \d+ bytes, larger than any CIFAR batch \(1000 bytes at most"):
+        data.load("cifar10", path=str(root))
+
+
+# -- lazily read images are read once per batch when cut into glimpses
+
+class _Stimulus:
+    patch, stride, scan = 16, 16, "raster"
+
+
+def test_glimpses_of_a_lazy_set_read_each_image_once(tmp_path, monkeypatch):
+    from neuroplastic.stimuli import glimpse_sequences, glimpses
+    from neuroplastic.stimuli.glimpses import Glimpses
+
+    _, images = write_stl10(tmp_path, n_unlabeled=7)
+    ds = data.load("stl10", path=str(tmp_path), split="unlabeled")
+    reads = []
+    real = RecordFile._read
+    monkeypatch.setattr(RecordFile, "_read", lambda self, index: reads.append(len(index)) or real(self, index))
+    full = luma(images["unlabeled"]).astype(np.float32)
+    expected = np.stack([full[:, r:r + 16, c:c + 16].reshape(7, -1) for r in range(0, 81, 16) for c in range(0, 81, 16)],
+                        axis=1)
+    grid = glimpse_sequences(ds, _Stimulus())                 # small: cut into memory, every image read once
+    assert isinstance(grid.patches, np.ndarray) and sum(reads) == 7
+    np.testing.assert_allclose(grid.patches, expected, atol=1e-6)
+
+    reads.clear()
+    monkeypatch.setattr(glimpses, "EAGER_BYTES", 0)             # large: stays lazy, nothing read yet
+    lazy = glimpse_sequences(ds, _Stimulus()).patches
+    assert isinstance(lazy, Glimpses) and lazy.shape == (7, 36, 256) and reads == []
+    np.testing.assert_allclose(lazy[[5, 1, 5]], expected[[5, 1, 5]], atol=1e-6)
+    assert reads == [2]                                        # one read of the two distinct images
+    as64 = lazy.astype("float64")                              # what an engine does: still lazy
+    assert isinstance(as64, Glimpses) and as64[0].dtype == np.float64
+    image, position = np.array([0, 0, 3, 6]), np.array([0, 35, 2, 2])
+    np.testing.assert_allclose(lazy[image, position], expected[image, position], atol=1e-6)   # numpy's pairing
+    np.testing.assert_allclose(lazy[2:4, :, 7], expected[2:4, :, 7], atol=1e-6)
+    again = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(again[1:3], lazy[1:3])
+
+
+def test_time_windows_of_a_lazy_set(tmp_path, monkeypatch):
+    from neuroplastic.stimuli import glimpses, time_windows
+    from neuroplastic.stimuli.glimpses import Glimpses
+
+    waves = write_librispeech(tmp_path)
+    ds = librispeech.load(tmp_path, seconds=0.5, segments=0)
+    eager = time_windows(ds.samples, 4000, 2000)
+    monkeypatch.setattr(glimpses, "EAGER_BYTES", 0)
+    lazy = time_windows(ds.samples, 4000, 2000)
+    assert isinstance(eager.patches, np.ndarray) and isinstance(lazy.patches, Glimpses)
+    assert lazy.patches.shape == eager.patches.shape == (8, 3, 4000)
+    np.testing.assert_array_equal(lazy.patches[:], eager.patches)
+    np.testing.assert_array_equal(eager.patches[0, 1], waves["19-198-0001"][2000:6000])
+    with pytest.raises(SettingError, match=r"patch = 9000 is longer than the samples"):
+        time_windows(ds.samples, 9000, 100)
+
+
+_STL_CHILD = textwrap.dedent("""
+    import json, sys
+    from neuroplastic import data
+    from neuroplastic.stimuli import glimpse_sequences
+
+    class Stimulus:
+        patch, stride, scan = 16, 16, "raster"
+
+    ds = data.load("stl10", path=sys.argv[1], split="unlabeled")
+    grid = glimpse_sequences(ds, Stimulus())
+    batch = grid.patches[:32]
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"type": type(grid.patches).__name__, "shape": list(grid.patches.shape), "peak_mib": peak / 1024}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc")
+def test_dense_glimpses_of_stl10_unlabeled_stay_lazy(tmp_path):
+    """20000 images (a sparse file of 553 MB): their 737 MB of float32 and 737 MB of glimpses are never held."""
+    root = tmp_path / "stl10_binary"
+    root.mkdir()
+    (root / "class_names.txt").write_text("\n".join(STL_CLASSES) + "\n")
+    with open(root / "unlabeled_X.bin", "wb") as fh:
+        fh.truncate(20000 * STL_BYTES)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    code = _STL_CHILD.replace("from neuroplastic.stimuli import glimpse_sequences",
+                              "from neuroplastic.stimuli import glimpse_sequences, glimpses\n"
+                              "glimpses.EAGER_BYTES = 256 << 20")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["type"] == "Glimpses" and result["shape"] == [20000, 36, 256]
+    assert result["peak_mib"] < 300, result
+
+
+# -- view augmentations that do not fit the images
+
+@pytest.mark.parametrize("crop_pad, blur, key", [
+    (5000, 0.0, "stimulus.crop_pad"), (10**9, 0.0, "stimulus.crop_pad"), (-1, 0.0, "stimulus.crop_pad"),
+    (1.5, 0.0, "stimulus.crop_pad"), (1, 1e300, "stimulus.blur"), (1, float("inf"), "stimulus.blur"),
+    (1, float("nan"), "stimulus.blur"), (1, 33.0, "stimulus.blur"), (1, -0.5, "stimulus.blur"),
+])
+def test_view_settings_that_do_not_fit(crop_pad, blur, key):
+    from neuroplastic.data.augment import augment, check_views
+
+    with pytest.raises(SettingError) as err:
+        check_views((32, 32), crop_pad, blur)
+    assert err.value.key == key and "32 x 32 images" in str(err.value)
+    x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    with pytest.raises(SettingError) as err:                  # augment refuses them too, before allocating
+        augment(x, np.random.default_rng(0), crop_pad=crop_pad, blur_sigma=blur)
+    assert err.value.key == key
+
+
+def test_view_settings_that_fit():
+    from neuroplastic.data.augment import augment, check_views
+
+    check_views((5, 32, 32), 32, 32.0)                        # a batch's shape; the image side is allowed
+    check_views((8, 12), 0, 0)
+    x = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    y = augment(x, np.random.default_rng(0), crop_pad=8, blur_sigma=8.0)
+    assert y.shape == x.shape and np.isfinite(y).all()

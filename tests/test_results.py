@@ -153,6 +153,7 @@ def test_unfinished_run_needs_resume(tmp_path, capsys, status):
     run = Run.open(tmp_path, protocol)
     if status == "failed":
         run.fail("something broke")
+    run.close()                              # as a killed or failed process leaves it: unlocked
     before = _snapshot(run.directory)
     code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
     assert code == 2
@@ -178,7 +179,7 @@ def test_divergence_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, c
         code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(overrides)], capsys)
     assert code == 1, err
     directory = _run_dir(tmp_path, overrides)
-    for words in ("the loss became NaN or infinite in epoch 1", "last good checkpoint (epoch 0)",
+    for words in ("training diverged in epoch 1: NaN or infinite values in layer 1 loss", "last good checkpoint (epoch 0)",
                   str(directory), "Lower [rule] lr (now 1e+30)"):
         assert words in err
     manifest = json.loads((directory / "manifest.json").read_text())

@@ -157,3 +157,43 @@ def test_train_resumed_from_a_truncated_run_is_bit_identical(reference, tmp_path
     assert (kept.stat().st_mtime_ns, kept.read_bytes()) == kept_stat, "resumed, not started over"
     _assert_same_results(resumed.directory, ref_dir, epochs)
     assert json.loads((resumed.directory / "manifest.json").read_text())["resumed"] == 1
+
+
+@pytest.mark.slow
+def test_ten_sigkills_at_random_moments_then_resume_are_bit_identical(tmp_path):
+    """Killed ten times at random instants (start-up, training, checkpoint, metrics, probe and feature
+    writes), resumed each time: the same bits as an uninterrupted run, and no temporary file left."""
+    epochs = 300                        # about 8 s of training: ten kills land inside it
+    sets = [*KILL[:-2], f"train.epochs={epochs}", "train.checkpoint_every=1"]
+    protocol = load(QUICKSTART, sets)
+    out = tmp_path / "killed"
+    directory = Run.path_for(out, protocol)
+    cmd = [*_console_script(), "run", str(QUICKSTART), "--out", str(out), "--quiet", "--resume",
+           *(a for o in sets for a in ("--set", o))]
+    rng = np.random.default_rng(17)
+    kills, starts = 0, 0
+    while True:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        starts += 1
+        assert starts < 40, "the run never finished"
+        if kills < 10:
+            time.sleep(rng.uniform(0.3, 2.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
+                kills += proc.returncode == -signal.SIGKILL
+                continue
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode == 0 or "already finished" in err:     # (a kill may come just as a run finishes)
+            break
+        assert "Traceback" not in err, err
+    reference = Run.open(tmp_path / "reference", protocol)
+    reference.finish(train(get_engine("numpy"), protocol, reference, progress=False))
+    reference.close()
+    assert kills == 10
+    _assert_same_results(directory, reference.directory, epochs)
+    features, ref_features = np.load(directory / "features.npz"), np.load(reference.directory / "features.npz")
+    assert sorted(features.files) == sorted(ref_features.files)
+    assert all(np.array_equal(features[k], ref_features[k]) for k in features.files)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left behind"
+    assert Run.load(directory).manifest["status"] == "finished"

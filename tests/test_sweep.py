@@ -98,6 +98,29 @@ def test_bad_grid_names_the_key_and_what_is_allowed_before_anything_runs(tmp_pat
     assert not (tmp_path / "runs").exists(), "nothing is written, nothing runs"
 
 
+@pytest.mark.parametrize("grid, words", [
+    (["seed=1..1000000000"], ["--grid seed=1..1000000000: 1000000000 values", "at most 10000 points"]),
+    (["seed=1..6000,6001..12000"], ["--grid seed=1..6000,6001..12000: 12000 values"]),
+    ([f"seed={','.join(map(str, range(20_000)))}"], ["--grid seed=0,1,2,", "...: 20000 values"]),
+    (["seed=1..200", "train.batch_size=1..100"], ["200 (seed) x 100 (train.batch_size) = 20000 points"]),
+])
+def test_a_huge_grid_is_refused_before_it_is_expanded(tmp_path, grid, words):
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ProtocolError) as info:
+            plan(QUICKSTART, grid, TINY, tmp_path)
+        seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    for w in words:
+        assert w in str(info.value)
+    assert seconds < 0.5 and peak < 20e6, (seconds, peak)
+    assert not any(tmp_path.iterdir())
+
+
 def test_scheduler_without_a_cluster_is_a_clear_error(tmp_path):
     pytest.importorskip("distributed")     # first: its defaults enter dask's config, not just the context's
     import dask
@@ -182,6 +205,8 @@ def test_a_point_gives_the_same_result_as_neuroplastic_run(local, tmp_path):
 def test_rerunning_a_finished_sweep_runs_nothing(local):
     sweep_dir = local["plan"].directory
     before = len(read_events(sweep_dir))
+    stale = sweep_dir / ".summary.csv.k1ll3d.tmp"           # what a sweep killed while writing its summary leaves
+    stale.write_text("point,seed\n0,")
     stamps = {d: (d / "manifest.json").stat().st_mtime_ns for d in local["out"].glob("clapp_digits-??????????")}
     code, stdout, _ = _sweep(local["out"], local["grid"], TINY, "--workers", "2")
     assert code == 0
@@ -189,6 +214,79 @@ def test_rerunning_a_finished_sweep_runs_nothing(local):
     assert {d: (d / "manifest.json").stat().st_mtime_ns for d in stamps} == stamps
     assert "4 of 4 points finished (4 before this command)" in stdout
     assert all(r["status"] == "finished" for r in _summary(sweep_dir))
+    assert not stale.exists() and not list(sweep_dir.glob("*.tmp"))
+
+
+def test_the_same_sweep_runs_in_one_command_at_a_time(local):
+    from neuroplastic.sweep.summary import sweep_lock
+
+    sweep_dir = local["plan"].directory
+    before = read_events(sweep_dir), (sweep_dir / "summary.csv").read_bytes()
+    lock = sweep_lock(sweep_dir, ["neuroplastic", "sweep", "elsewhere"])
+    assert lock.acquire() is None
+    try:
+        code, stdout, _ = _sweep(local["out"], local["grid"], TINY, "--workers", "2")
+    finally:
+        lock.release()
+    assert code == 1
+    assert f"this sweep is being run by process {os.getpid()} on " in stdout and "(neuroplastic sweep elsewhere)" in stdout
+    assert (read_events(sweep_dir), (sweep_dir / "summary.csv").read_bytes()) == before, "nothing written"
+
+
+def test_a_sweep_directory_outside_out_is_refused(tmp_path):
+    import dataclasses
+
+    from neuroplastic.errors import SweepError
+    from neuroplastic.sweep import sweep
+
+    p = plan(QUICKSTART, ["seed=1"], TINY, tmp_path / "runs")
+    bad = dataclasses.replace(p, base=dataclasses.replace(p.base, name="../escape"))
+    with pytest.raises(SweepError, match="is not inside --out"):
+        sweep(bad, progress=False, echo=lambda *a: None)
+    assert not any(tmp_path.iterdir()), "nothing written, inside or outside --out"
+
+
+# -- a point that another process is running ------------------------------------------------------------
+def test_run_point_reports_a_point_busy_elsewhere_and_does_not_run_it(tmp_path, monkeypatch):
+    """The contract with the results store: Run.open raises RunBusy while another process runs the point."""
+    from neuroplastic import runner
+    from neuroplastic.errors import RunBusy
+    from neuroplastic.sweep import run_point
+
+    def busy(*args, **kwargs):
+        raise RunBusy("clapp_digits-0123456789: in use by process 4242 on elsewhere (neuroplastic run ...)")
+
+    monkeypatch.setattr(runner, "run_protocol", busy)
+    p = plan(QUICKSTART, ["seed=1"], TINY, tmp_path)
+    p.directory.mkdir(parents=True)
+    task = {"point": 0, "run": p.points[0].run_name, "protocol_file": str(QUICKSTART),
+            "overrides": list(p.points[0].overrides), "out": str(tmp_path), "sweep_dir": str(p.directory),
+            "command": ["neuroplastic", "run"]}
+    row = run_point(task)
+    assert row["status"] == "busy" and "in use by process 4242" in row["error"]
+    assert [e["event"] for e in read_events(p.directory)] == ["start", "busy"]
+
+
+def test_a_sweep_leaves_a_point_locked_by_another_process_to_it(tmp_path):
+    """Passes once run directories are locked (Run.open raises RunBusy)."""
+    grid = ["seed=1..2"]
+    p = plan(QUICKSTART, grid, TINY, tmp_path)
+    held = Run.open(tmp_path, p.points[0].protocol, command=["neuroplastic", "run", "elsewhere"])
+    try:
+        code, stdout, _ = _sweep(tmp_path, grid, TINY, "--workers", "2")
+    finally:
+        held.close()
+    rows = _summary(p.directory)
+    assert code == 1 and [r["status"] for r in rows] == ["busy", "finished"]
+    assert f"in use by process {os.getpid()} " in rows[0]["error"]
+    assert "point 0 (seed=1) is being run by another process: " in stdout
+    assert "run the sweep again when it has finished" in stdout
+    assert "1 of 2 points finished (0 before this command), 0 failed, 1 being run by another process" in stdout
+    assert [e["event"] for e in read_events(p.directory) if e["point"] == 0] == ["start", "busy"]
+    assert _manifest(tmp_path / rows[0]["run"])["status"] == "running", "the holder's run is left alone"
+
+    code, stdout, _ = _sweep(tmp_path, grid, TINY, "--workers", "2")      # its holder is gone: now it runs
+    assert code == 0 and all(r["status"] == "finished" for r in _summary(p.directory))
 
 
 # -- failures --------------------------------------------------------------------------------------------

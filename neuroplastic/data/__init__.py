@@ -17,6 +17,7 @@ Labels are used only by the linear probe, never by learning. Loaders know no eng
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -28,6 +29,79 @@ __all__ = ["DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "load"]
 DOMAINS = ("image", "sound", "video")
 
 
+def _os_reason(err: OSError) -> str:
+    """``"permission denied"``, ``"is a directory"``, ...: why a file could not be read, in words."""
+    if isinstance(err, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, FileNotFoundError):
+        return "file not found"
+    return (err.strerror or type(err).__name__).lower()
+
+
+def check_file(path, expected: str) -> Path:
+    """``path`` if it is a regular file this process can open, else a :class:`DataError` saying why.
+
+    ``expected`` says what the file should hold (``"the 10 STL-10 class names, one per line"``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, f"is a directory, expected a file ({expected})")
+    if not path.is_file():
+        raise DataError(path, f"file not found (expected {expected})")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DataError(path, f"cannot read: {_os_reason(err)} (expected {expected})") from None
+    return path
+
+
+def read_text(path, expected: str) -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file is a :class:`DataError` naming it.
+
+    A byte-order mark is dropped; line ends are left to ``str.splitlines``.
+    """
+    path = check_file(path, expected)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(path, f"cannot read: {_os_reason(err)} (expected {expected})") from None
+    except MemoryError:
+        raise DataError(path, f"too large to read into memory (expected {expected})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(path, f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} (line {line}); "
+                        f"expected {expected}") from None
+
+
+def list_dir(path) -> list[Path]:
+    """The entries of directory ``path``; one that cannot be listed is a :class:`DataError` naming it."""
+    path = Path(path)
+    try:
+        return sorted(path.iterdir())
+    except OSError as err:
+        raise DataError(path, f"cannot list the directory: {_os_reason(err)}") from None
+
+
+def inside(root, relative: str, source, line: int) -> Path:
+    """``root / relative``, refused unless it lies inside ``root`` once resolved (``..``, absolute paths, links).
+
+    ``source`` and ``line`` name where ``relative`` was read (a list file), for the :class:`DataError`.
+    """
+    root = Path(root)
+    path = root / relative
+    try:
+        ok = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError):     # a link loop, an embedded NUL
+        ok = False
+    if not ok:
+        raise DataError(source, f"line {line}: entry {relative!r} leads outside the data directory {root}; "
+                        "expected a path relative to it (no '..', no absolute path, no link out of it)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -109,7 +183,7 @@ def load(source: str, path: str = "", split: str = "", label: str = "", max_samp
     if label not in src.labels:
         raise SettingError("data.label", f"[data] label = {label!r} is not a labelling of {source}; allowed: {', '.join(src.labels)}")
     if src.needs_path and not str(path):
-        raise SettingError("data.path", f"[data] path is empty: {source} is read from disk; set it to the directory "
+        raise SettingError("data.path", f"[data] path = '': {source} is read from disk; set it to the directory "
                          f"holding the data set ({src.doc})")
     ds = src.load(path=path, split=split, label=label, seed=seed)
     if max_samples and max_samples < len(ds):

@@ -21,10 +21,36 @@ Digits are not flipped by default: a mirrored 2, 3 or 7 is no longer that digit.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["random_crop", "random_flip", "jitter", "blur", "augment", "two_views"]
+from ..errors import SettingError
+
+__all__ = ["random_crop", "random_flip", "jitter", "blur", "augment", "check_views", "two_views"]
+
+
+def check_views(shape, crop_pad, blur) -> None:
+    """Refuse view settings that do not fit images of ``shape``, naming the protocol key.
+
+    ``shape`` is an image's ``(h, w)`` (or a batch's ``(n, h, w)``: the last two sizes count).
+    ``stimulus.crop_pad`` may be 0 up to the smaller side (a shift by more shows only padding);
+    ``stimulus.blur`` (the largest standard deviation, pixels) 0 up to the smaller side (a wider blur
+    leaves a flat image, and its filter would be larger than the image). Raises :class:`SettingError`.
+    """
+    h, w = (int(k) for k in tuple(shape)[-2:])
+    side = min(h, w)
+    if isinstance(crop_pad, bool) or not isinstance(crop_pad, (int, np.integer)) or not 0 <= crop_pad <= side:
+        raise SettingError("stimulus.crop_pad", f"[stimulus] crop_pad = {crop_pad!r} does not fit {h} x {w} images: "
+                           f"expected an integer shift 0..{side} (pixels, at most the image side)")
+    try:
+        ok = not isinstance(blur, bool) and math.isfinite(blur) and 0 <= blur <= side
+    except TypeError:
+        ok = False
+    if not ok:
+        raise SettingError("stimulus.blur", f"[stimulus] blur = {blur!r} does not fit {h} x {w} images: expected a "
+                           f"standard deviation 0..{side} (pixels, at most the image side)")
 
 
 def random_crop(x: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
@@ -75,6 +101,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, crop_pad: int = 1, flip:
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"augmentations take grey image batches (n, h, w); got shape {x.shape}")
+    check_views(x.shape, crop_pad, blur_sigma)
     y = random_crop(x, rng, crop_pad)
     if flip:
         y = random_flip(y, rng)

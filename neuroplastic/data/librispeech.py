@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Dataset, DataError, Source
+from . import Dataset, DataError, Source, list_dir, read_text
 from .mapped import LazyArray
 
 __all__ = ["RATE", "SOURCES", "SPLITS", "Utterances", "librispeech_dir", "load"]
@@ -82,11 +82,12 @@ def librispeech_dir(path) -> Path:
 
 
 def _transcripts(path: Path, speaker: str, chapter: str) -> dict[str, str]:
-    if not path.is_file():
-        raise DataError(path, f"transcript file not found (expected '<utterance id> TRANSCRIPT' lines for the "
-                        f"utterances of chapter {chapter} of speaker {speaker})")
+    expected = (f"'<utterance id> TRANSCRIPT' lines for the utterances of chapter {chapter} of speaker "
+                f"{speaker}")
+    if not path.exists():
+        raise DataError(path, f"transcript file not found (expected {expected})")
     out = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path, expected).splitlines(), 1):
         if not line.strip():
             continue
         utt, _, text = line.strip().partition(" ")
@@ -120,12 +121,12 @@ def load(path, split: str = "dev-clean", label: str = "speaker", seed: int = 0, 
                         f"(expected LibriSpeech/<split>/<speaker>/<chapter>/*.flac)")
     sf = _soundfile()
     files, starts, utts, texts, speakers, chapters = [], [], [], [], [], []
-    for spk_dir in _numeric([d.name for d in sub.iterdir() if d.is_dir()]):
-        for ch_dir in _numeric([d.name for d in (sub / spk_dir).iterdir() if d.is_dir()]):
+    for spk_dir in _numeric([d.name for d in list_dir(sub) if d.is_dir()]):
+        for ch_dir in _numeric([d.name for d in list_dir(sub / spk_dir) if d.is_dir()]):
             folder = sub / spk_dir / ch_dir
             trans_path = folder / f"{spk_dir}-{ch_dir}.trans.txt"
             trans = _transcripts(trans_path, spk_dir, ch_dir)
-            flacs = {f.stem: f for f in folder.glob("*.flac")}
+            flacs = {f.stem: f for f in list_dir(folder) if f.suffix == ".flac"}
             unlisted, missing = sorted(set(flacs) - set(trans)), sorted(set(trans) - set(flacs))
             if unlisted:
                 raise DataError(flacs[unlisted[0]], f"utterance {unlisted[0]} has no line in {trans_path.name}")

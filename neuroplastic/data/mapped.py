@@ -14,13 +14,14 @@ arrays it returns. The objects hold paths, not open files, so they pickle to wor
 """
 from __future__ import annotations
 
+import copy as _copy
 import operator
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import DataError
+from . import DataError, _os_reason, check_file
 
 __all__ = ["LUMA", "LazyArray", "RecordFile", "grey", "record_count"]
 
@@ -62,8 +63,22 @@ class LazyArray:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the whole array would take in memory (nothing is read)."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
+
+    def astype(self, dtype, copy: bool = True) -> "LazyArray":
+        """The same samples read as ``dtype``: still lazy (a shallow copy that converts what it reads)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype and not copy:
+            return self
+        out = _copy.copy(self)
+        out.dtype = dtype
+        return out
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -73,9 +88,9 @@ class LazyArray:
         if len(index) == 0:
             return np.empty((0, *self.sample_shape), self.dtype)
         if np.all(index[1:] > index[:-1]):
-            return self._read(index)
+            return np.asarray(self._read(index), self.dtype)
         unique, inverse = np.unique(index, return_inverse=True)
-        return self._read(unique)[inverse]
+        return np.asarray(self._read(unique), self.dtype)[inverse]
 
     def __getitem__(self, key):
         rest: tuple = ()
@@ -104,6 +119,11 @@ class LazyArray:
             if index.size and (index.min() < -self._n or index.max() >= self._n):
                 raise IndexError(f"index out of bounds for {self._n} samples")
             index = index % self._n
+        if any(not isinstance(k, (slice, type(None), type(Ellipsis))) and np.ndim(k) > 0 for k in rest):
+            # arrays after the first axis broadcast with it (numpy's advanced indexing): read each
+            # distinct sample once, then let numpy pair the indices up
+            unique, inverse = np.unique(index, return_inverse=True)
+            return self._take(unique)[(inverse.reshape(index.shape), *rest)]
         out = self._take(index.ravel()).reshape(*index.shape, *self.sample_shape)
         return out[(slice(None),) * index.ndim + rest] if rest else out
 
@@ -118,9 +138,7 @@ class LazyArray:
 
 def record_count(path: Path, record_bytes: int, expected: int | None = None, layout: str = "") -> int:
     """Number of ``record_bytes`` records in ``path``; a size that does not fit is a truncated file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"file not found (expected {layout or 'the data file'})")
+    path = check_file(path, layout or "the data file")
     size = path.stat().st_size
     if expected is not None and size != expected * record_bytes:
         raise DataError(path, f"truncated file: {size} bytes, expected {expected} x {record_bytes} = "
@@ -154,7 +172,7 @@ class RecordFile(LazyArray):
         try:
             fh = open(self.path, "rb", buffering=0)
         except OSError as err:
-            raise DataError(self.path, f"cannot read the data file: {err.strerror}") from None
+            raise DataError(self.path, f"cannot read the data file: {_os_reason(err)}") from None
         with fh:
             for start in range(0, len(index), self.chunk):
                 part = index[start:start + self.chunk]
@@ -162,7 +180,10 @@ class RecordFile(LazyArray):
                 flat = raw.reshape(len(part), -1)
                 runs = np.flatnonzero(np.diff(part) != 1) + 1   # consecutive records: one read each
                 for lo, hi in zip(np.r_[0, runs], np.r_[runs, len(part)]):
-                    got = _read_at(fh, flat[lo:hi], self.offset + int(part[lo]) * self.record_bytes)
+                    try:
+                        got = _read_at(fh, flat[lo:hi], self.offset + int(part[lo]) * self.record_bytes)
+                    except OSError as err:
+                        raise DataError(self.path, f"cannot read the data file: {_os_reason(err)}") from None
                     if got != flat[lo:hi].nbytes:
                         raise DataError(self.path, f"file shrank while reading: records {int(part[lo])}.."
                                         f"{int(part[hi - 1])} need {flat[lo:hi].nbytes} bytes, got {got}")

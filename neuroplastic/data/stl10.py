@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Dataset, DataError, Source
+from . import Dataset, DataError, Source, _os_reason, check_file, read_text
 from .mapped import RecordFile, grey, record_count
 
 __all__ = ["RECORD", "SOURCES", "SPLITS", "load", "stl10_dir"]
@@ -46,18 +46,20 @@ def stl10_dir(path) -> Path:
 
 
 def _class_names(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        raise DataError(path, "file not found (expected the 10 STL-10 class names, one per line)")
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    text = read_text(path, "the 10 STL-10 class names, one per line")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != 10:
         raise DataError(path, f"{len(names)} class names, expected 10 (one per line)")
     return names
 
 
 def _labels(path: Path, n_classes: int) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(path, "file not found (expected one uint8 label 1..10 per image)")
-    y = np.fromfile(path, dtype=np.uint8).astype(np.int64)
+    expected = "one uint8 label 1..10 per image"
+    check_file(path, expected)
+    try:
+        y = np.fromfile(path, dtype=np.uint8).astype(np.int64)
+    except OSError as err:
+        raise DataError(path, f"cannot read: {_os_reason(err)} (expected {expected})") from None
     bad = (y < 1) | (y > n_classes)
     if len(y) == 0 or bad.any():
         what = "is empty" if len(y) == 0 else f"has label {y[bad][0]} at position {np.flatnonzero(bad)[0]}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Dataset, DataError, Source
+from . import Dataset, DataError, Source, inside, read_text
 from .mapped import LazyArray
 
 __all__ = ["Clips", "SOURCES", "SPLITS", "area_matrix", "load"]
@@ -84,9 +84,7 @@ class Clips(LazyArray):
 
 
 def _lines(path: Path, what: str) -> list[tuple[int, list[str]]]:
-    if not path.is_file():
-        raise DataError(path, f"file not found (expected {what})")
-    return [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    return [(n, line.split()) for n, line in enumerate(read_text(path, what).splitlines(), 1) if line.strip()]
 
 
 def _class_index(path: Path) -> tuple[str, ...]:
@@ -129,7 +127,7 @@ def load(path, split: str = "train1", label: str = "class", seed: int = 0, frame
         if kind == "train" and parts[1] != str(cls + 1):
             raise DataError(list_path, f"line {n} = {' '.join(parts)!r}: index {parts[1]} but {rel.split('/')[0]} is "
                             f"class {cls + 1} in classInd.txt")
-        f = videos / rel
+        f = inside(videos, rel, list_path, n)
         if not f.is_file():
             raise DataError(f, f"video not found (listed on line {n} of {list_path.name})")
         try:

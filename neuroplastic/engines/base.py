@@ -118,10 +118,9 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
                      for (layer, name), v in sorted(result.means.items())]
             for name, arrays in result.arrays.items():
                 run.save_arrays(name, arrays)
-            if not (all(np.isfinite(v) for v in result.means.values())
-                    and all(np.all(np.isfinite(v)) for v in model.params.values())):
-                losses = [result.means.get((l, "loss"), 0.0) for l in range(1, model.n_layers + 1)]
-                raise_diverged(protocol, run, epoch, losses, model.params)
+            bad = [f"layer {layer} {name}" for (layer, name), v in sorted(result.means.items()) if not np.isfinite(v)]
+            if bad or (bad := not_finite(model)):
+                raise_diverged(protocol, run, epoch, bad)
             if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
                 save_training_state(run, epoch, model.params, rng, rows, model.optimizer)
         probe = prepared.probe_set()
@@ -173,7 +172,7 @@ def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer
 
     A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``.
     """
-    ckpt = run.latest_checkpoint()
+    ckpt = run.latest_checkpoint(set_aside=True)
     if ckpt is None:
         save_training_state(run, 0, params, rng, [], optimizer)
         return 0, []
@@ -187,15 +186,31 @@ def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer
     return epoch, state["metrics"]
 
 
-def raise_diverged(protocol, run, epoch: int, losses, params: dict):
-    """Stop a run whose loss is no longer finite, naming the last good checkpoint and what to change."""
-    bad = [l + 1 for l, v in enumerate(losses) if not np.isfinite(v)] or \
-          [k for k, v in params.items() if not np.all(np.isfinite(v))]
-    last = run.latest_checkpoint()[0]
-    raise TrainingDiverged(
-        f"{protocol.name}: the loss became NaN or infinite in epoch {epoch} (layers/weights {bad}); "
-        f"the last good checkpoint (epoch {last}) is kept in {run.directory}. "
-        f"Lower [rule] lr (now {protocol.rule.lr:g}) or use optimizer = \"adam\".")
+def not_finite(model: Model) -> list[str]:
+    """Names of the saved state (weights, optimiser moments) that hold a NaN or an infinity.
+
+    Every array a checkpoint would save is checked: with Adam at a huge learning rate the squared
+    gradients overflow to infinity while the weights stay finite (the update is then ``m / inf = 0``),
+    and such a run would otherwise finish with garbage features and a checkpoint no one can resume.
+    """
+    state = {f"param/{k}": v for k, v in model.params.items()}
+    if model.optimizer is not None:
+        state.update({f"opt/{k}": v for k, v in model.optimizer.state_dict().items()})
+    return [k for k, v in state.items()
+            if np.asarray(v).dtype.kind in "fc" and not np.all(np.isfinite(np.asarray(v)))]
+
+
+def raise_diverged(protocol, run, epoch: int, bad: list[str]):
+    """Stop a run whose metrics or saved state are no longer finite, naming the last good checkpoint and what to change."""
+    last = run.latest_checkpoint()
+    kept = (f"the last good checkpoint (epoch {last[0]}) is kept in {run.directory}" if last is not None
+            else f"no checkpoint of {run.directory} is intact")
+    shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+    fix = f"lower [rule] lr (now {protocol.rule.lr:g})"
+    if protocol.rule.optimizer == "sgd" and protocol.engine.name == "numpy":
+        fix += ' or use optimizer = "adam"'
+    raise TrainingDiverged(f"{protocol.name}: training diverged in epoch {epoch}: NaN or infinite values in "
+                           f"{shown}; {kept}. {fix[0].upper()}{fix[1:]}.")
 
 
 def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None):

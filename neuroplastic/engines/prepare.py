@@ -12,12 +12,15 @@ import numpy as np
 
 from .. import data as datasets
 from ..errors import ProtocolError, SettingError
-from ..evaluate import stratified_split
+from ..evaluate import check_split, stratified_split
+from ..data.augment import check_views
 from ..models import load_model
+from ..rules.architectures import smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
+from .budget import check_budget
 from .registry import get_engine
 
-__all__ = ["Prepared", "make_stimulus", "prepare", "seed_sequence"]
+__all__ = ["Prepared", "check", "make_stimulus", "prepare", "seed_sequence"]
 
 
 def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
@@ -46,6 +49,12 @@ class Prepared(NamedTuple):
         return self.probe if self.probe is not None else self
 
 
+def check(protocol, running: bool = True) -> None:
+    """The checks that need no data: the engine accepts the settings, and the model files are usable."""
+    get_engine(protocol.engine.name).check(protocol, running=running)
+    load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
+
+
 def prepare(protocol, running: bool = True) -> Prepared:
     """Load the data, make its stimulus and split train/test: what every engine needs before training.
 
@@ -54,12 +63,13 @@ def prepare(protocol, running: bool = True) -> Prepared:
     leave nothing behind; pass the result to the engine's ``train`` as ``prepared``.
     ``running=False`` prepares a build that will not run here (e.g. CUDA without a GPU).
     """
-    get_engine(protocol.engine.name).check(protocol, running=running)
-    load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
+    check(protocol, running=running)
     d, ev = protocol.data, protocol.evaluate
     own_probe = bool(ev.source or ev.split)
     try:
         ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
+        # The memory estimate needs only shapes: check it before the stimulus (or anything large) is made.
+        check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0)))
         stimulus = make_stimulus(protocol, ds)
         if not own_probe:
             _check_labelled(protocol, ds, "data.split", d.split)
@@ -72,6 +82,8 @@ def prepare(protocol, running: bool = True) -> Prepared:
                                 f"= {source!r}: its samples have shape {tuple(fit.samples.shape[1:])}, the training "
                                 f"data's {tuple(ds.samples.shape[1:])}; the probe needs the same kind of sample")
         _check_labelled(protocol, fit, "evaluate.split", ev.split)
+        check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0),
+                                        Prepared(fit, None, np.arange(len(fit)), np.arange(0))))
         if ev.test_split:
             test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
             both = datasets.Dataset(fit.name, np.concatenate([np.asarray(fit.samples), np.asarray(test.samples)]),
@@ -81,16 +93,28 @@ def prepare(protocol, running: bool = True) -> Prepared:
         else:
             probe = Prepared(fit, make_stimulus(protocol, fit), *_split(protocol, fit.labels))
     except SettingError as err:          # a setting that does not fit the data (e.g. a patch too large)
-        raise ProtocolError(str(protocol.source), err.key, str(err)) from None
+        table, _, key = err.key.rpartition(".")
+        message = str(err)
+        if message.startswith(f"[{table}] {key} = "):                # the error names the key itself
+            message = message.removeprefix(f"[{table}] {key} ")
+        raise ProtocolError(str(protocol.source), err.key, message) from None
     return Prepared(ds, stimulus, np.arange(len(ds)), np.arange(0), probe)
 
 
 def make_stimulus(protocol, dataset):
     """A data set's stimulus under ``[stimulus]`` and ``[model] arch`` (see :class:`Prepared`)."""
-    st = protocol.stimulus
+    st, arch = protocol.stimulus, protocol.model.arch
+    if st.kind == "views":
+        check_views(dataset.samples.shape[1:], st.crop_pad, st.blur)
+    if arch != "dense":
+        side, key, value = ((dataset.samples.shape[1], "model.arch", arch) if st.kind == "views"
+                            else (st.patch, "stimulus.patch", st.patch))
+        if side < (need := smallest_input(arch)):
+            raise ProtocolError(protocol.source, key, f"= {value!r}: the {arch!r} encoder halves its maps at each max-pool, so it needs inputs of at "
+                                f"least {need} x {need} pixels; its input here is {side} x {side}")
     if st.kind == "views":
         return None
-    if protocol.model.arch == "dense":
+    if arch == "dense":
         return glimpse_sequences(dataset, st)
     grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype)
     rows, offsets = grids.grid_shape[0], protocol.rule.offsets
@@ -109,4 +133,6 @@ def _check_labelled(protocol, ds, key: str, split: str) -> None:
 
 
 def _split(protocol, labels) -> tuple[np.ndarray, np.ndarray]:
-    return stratified_split(labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
+    train, test = stratified_split(labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
+    check_split(protocol.source, protocol.data.test_fraction, labels, train, test)
+    return train, test

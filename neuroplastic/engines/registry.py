@@ -34,7 +34,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
                                  doc="CUDA compute capability the 'cuda' device compiles for."),
         "engine.dt_ms": dict(kind="float", default=0.1, low=0, low_open=True,
                              doc="Simulation time step of the spiking variant, in ms."),
-        "stimulus.glimpse_ms": dict(kind="float", default=50.0, low=0, low_open=True,
+        "stimulus.glimpse_ms": dict(kind="float", default=50.0, low=0, low_open=True, high=10_000.0,
                                     doc="Duration of one glimpse in simulated time, in ms."),
         "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="Probability that a step of "
                                       "the saccade stream is a saccade (y = -1) rather than a fixation (y = +1)."),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ARCHITECTURES", "SMALL", "VGG6", "ConvLayerSpec", "parse_architecture"]
+__all__ = ["ARCHITECTURES", "SMALL", "VGG6", "ConvLayerSpec", "parse_architecture", "smallest_input"]
 
 #: The paper's VGG-6 encoder (Illing et al. 2021; the authors' ``arch``): 6 conv layers, "M" = 2x2 max-pool.
 VGG6 = [128, 256, "M", 256, 512, "M", 1024, "M", 1024, "M"]
@@ -51,3 +51,8 @@ def parse_architecture(arch) -> list[ConvLayerSpec]:
     if not specs:
         raise ValueError("an architecture needs at least one conv layer")
     return specs
+
+
+def smallest_input(arch) -> int:
+    """Smallest input side the encoder can take: every 2x2 max-pool halves the maps, down to 1 x 1."""
+    return 2 ** sum(spec.pool for spec in parse_architecture(arch))

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.mapped import LazyArray
 from ..errors import SettingError
 
-__all__ = ["GlimpseGrid", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "patch_grid",
+__all__ = ["EAGER_BYTES", "GlimpseGrid", "Glimpses", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "patch_grid",
            "saccade_stream", "scan_positions", "time_windows"]
 
 
@@ -48,15 +49,74 @@ def scan_positions(height: int, width: int, patch: int, stride: int, scan: str =
     return np.asarray(out, dtype=np.int64)
 
 
-def glimpse_grid(images: np.ndarray, patch: int, stride: int, scan: str = "raster") -> GlimpseGrid:
-    """Cut every image into its glimpse sequence (a view-free copy, flattened patches)."""
+#: Glimpse sequences of a lazily read data set (a :class:`~neuroplastic.data.mapped.LazyArray`, e.g.
+#: STL-10) are cut into memory, a batch of samples at a time, when they take at most this many bytes;
+#: larger ones stay a :class:`Glimpses`, cut from the batch of samples each index asks for.
+EAGER_BYTES = 1 << 30
+
+
+def _cut(samples: np.ndarray, positions: np.ndarray, patch: int) -> np.ndarray:
+    """Glimpses ``(n, len(positions), n_inputs)`` of samples in memory, all positions from one read.
+
+    ``positions`` ``(T, 2)`` are top-left corners of ``patch x patch`` squares of images ``(n, h, w)``;
+    ``(T, 1)`` are starts of ``patch``-long windows along the time axis of ``(n, length, ...)``.
+    """
+    n = len(samples)
+    if positions.shape[1] == 2:
+        return np.stack([samples[:, r:r + patch, c:c + patch].reshape(n, -1) for r, c in positions], axis=1)
+    starts = positions[:, 0]
+    view = np.lib.stride_tricks.sliding_window_view(samples, patch, axis=1)[:, starts]   # (n, T, ..., window)
+    view = np.moveaxis(view, -1, 2)                                                    # (n, T, window, ...)
+    return view.reshape(n, len(starts), -1).copy()
+
+
+class Glimpses(LazyArray):
+    """The glimpse sequences ``(n, n_glimpses, n_inputs)`` of a lazily read data set, cut when indexed.
+
+    An index reads its samples from ``samples`` once, ``chunk`` samples at a time, and cuts every
+    glimpse position from each read: the file behind ``samples`` is never read per position, and
+    nothing but the asked-for glimpses (and one chunk of samples) is held.
+    """
+
+    def __init__(self, samples, positions: np.ndarray, patch: int, chunk: int = 256):
+        self.samples, self.positions, self.patch = samples, np.asarray(positions), int(patch)
+        self.chunk = int(chunk)
+        if self.positions.shape[1] == 2:
+            n_in = self.patch * self.patch
+        else:
+            n_in = self.patch * int(np.prod(samples.shape[2:], dtype=np.int64))
+        super().__init__(len(samples), (len(self.positions), n_in))
+
+    def _read(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), *self.sample_shape), self.dtype)
+        for start in range(0, len(index), self.chunk):
+            part = index[start:start + self.chunk]
+            out[start:start + len(part)] = _cut(np.asarray(self.samples[part]), self.positions, self.patch)
+        return out
+
+
+def _grid(samples, positions: np.ndarray, patch: int) -> GlimpseGrid:
+    """Glimpses of samples in memory, cut at once; of a lazy data set, cut chunk by chunk or kept lazy."""
+    if not isinstance(samples, LazyArray):
+        return GlimpseGrid(_cut(np.asarray(samples), positions, patch), positions)
+    lazy = Glimpses(samples, positions, patch)
+    return GlimpseGrid(lazy if lazy.nbytes > EAGER_BYTES else lazy[:], positions)
+
+
+def glimpse_grid(images, patch: int, stride: int, scan: str = "raster") -> GlimpseGrid:
+    """Cut every image into its glimpse sequence (a view-free copy, flattened patches).
+
+    ``images`` ``(n, h, w)`` in memory are cut at once; a lazily read set is read once, a chunk of
+    images at a time, and stays lazy (:class:`Glimpses`) if its glimpses exceed :data:`EAGER_BYTES`.
+    """
+    if not isinstance(images, LazyArray):
+        images = np.asarray(images)
     n, h, w = images.shape
     pos = scan_positions(h, w, patch, stride, scan)
     if len(pos) < 2:
         raise SettingError("stimulus.patch", f"[stimulus] patch = {patch}, stride = {stride} give {len(pos)} glimpse(s) on "
                          f"{h} x {w} images; a sequence needs at least 2")
-    patches = np.stack([images[:, r:r + patch, c:c + patch].reshape(n, -1) for r, c in pos], axis=1)
-    return GlimpseGrid(patches, pos)
+    return _grid(images, pos, patch)
 
 
 def patch_grid(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
@@ -139,19 +199,20 @@ class PatchGrids:
 def time_windows(samples: np.ndarray, window: int, hop: int) -> GlimpseGrid:
     """Cut sounds ``(n, length)`` or clips ``(n, frames, h, w)`` into successive windows along time.
 
-    A glimpse is ``window`` samples (or frames, flattened) starting every ``hop``.
+    A glimpse is ``window`` samples (or frames, flattened) starting every ``hop``. A lazily read
+    set is read as :func:`glimpse_grid` reads one.
     """
-    samples = np.asarray(samples)
+    if not isinstance(samples, LazyArray):
+        samples = np.asarray(samples)
     n, length = samples.shape[:2]
     if window > length:
-        raise ValueError(f"[stimulus] patch = {window} is longer than the samples ({length} steps)")
+        raise SettingError("stimulus.patch", f"[stimulus] patch = {window} is longer than the samples "
+                           f"({length} steps)")
     starts = np.arange(0, length - window + 1, hop)
     if len(starts) < 2:
-        raise ValueError(f"[stimulus] patch = {window}, stride = {hop} give {len(starts)} glimpse(s) on "
-                         f"samples of {length} steps; a sequence needs at least 2")
-    view = np.lib.stride_tricks.sliding_window_view(samples, window, axis=1)[:, starts]  # (n, T, ..., window)
-    view = np.moveaxis(view, -1, 2)                                                     # (n, T, window, ...)
-    return GlimpseGrid(view.reshape(n, len(starts), -1).copy(), starts[:, None])
+        raise SettingError("stimulus.patch", f"[stimulus] patch = {window}, stride = {hop} give {len(starts)} "
+                           f"glimpse(s) on samples of {length} steps; a sequence needs at least 2")
+    return _grid(samples, starts[:, None], window)
 
 
 def glimpse_sequences(dataset, stimulus) -> GlimpseGrid:

@@ -13,7 +13,7 @@ This module runs a sweep and is its command line; each part lives in its own mod
 - :mod:`~neuroplastic.sweep.local`: the local pool, a fresh process per point;
 - :mod:`~neuroplastic.sweep.cluster`: the points on a dask.distributed cluster;
 - :mod:`~neuroplastic.sweep.summary`: the sweep directory (``points.json``, ``summary.csv``,
-  ``events.jsonl``) and the printed table.
+  ``events.jsonl``, its lock) and the printed table.
 """
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SweepError
+from ..results import check_root, remove_stale_temporaries
 from .cluster import connect, run_on_dask
 from .grid import Axis, Plan, Point, parse_grid, plan
 from .local import run_local
 from .point import run_point, run_state
-from .summary import point_row, read_events, summary_table, write_points, write_summary
+from .summary import (invocation, point_row, read_events, summary_table, sweep_lock,
+                      write_points, write_summary)
 
 __all__ = ["Axis", "Plan", "SweepError", "add_arguments", "command", "parse_grid", "plan", "read_events",
            "run_point", "sweep"]
@@ -38,19 +40,40 @@ def sweep(p: Plan, *, workers: int | None = None, scheduler: str | None = None, 
           progress: bool = True, command: list[str] | None = None, echo=print) -> int:
     """Run every point of ``p`` that has not finished; write and print the summary; return the exit code.
 
-    0 every point finished; 1 some point failed (the others ran to their end); 130 interrupted.
+    0 every point finished; 1 some point failed (the others ran to their end), some point is being
+    run by another process (``busy``: run the sweep again when that one has finished), or this very
+    sweep is already running in another command; 130 interrupted.
     """
     from tqdm.auto import tqdm
 
+    directory = _sweep_directory(p)
+    check_root(p.out)
     client = connect(scheduler) if scheduler is not None else None     # fail before writing anything
-    directory = p.directory
     directory.mkdir(parents=True, exist_ok=True)
+    lock = sweep_lock(directory, command)
+    if (holder := lock.acquire()) is not None:
+        echo(f"this sweep is being run by {holder}; run it again when that has finished "
+             f"(sweep directory: {directory})")
+        if client is not None:
+            client.close()
+        return 1
+    try:
+        return _sweep_locked(p, directory, workers, scheduler, client, threads, progress, command, echo, tqdm)
+    finally:
+        lock.release()
+
+
+def _sweep_locked(p: Plan, directory: Path, workers, scheduler, client, threads, progress, command, echo,
+                  tqdm) -> int:
+    remove_stale_temporaries(directory)
     write_points(p, command)
     rows: dict[int, dict[str, Any]] = {}
     tasks = []
+    this_run = invocation()
     for point in p.points:
         task = {"point": point.index, "run": point.run_name, "protocol_file": str(p.protocol_file),
                 "overrides": list(point.overrides), "out": str(p.out), "sweep_dir": str(directory),
+                "invocation": this_run,
                 "command": ["neuroplastic", "run", str(p.protocol_file),
                             *(a for o in point.overrides for a in ("--set", o)), "--out", str(p.out)]}
         if run_state(p.out / point.run_name) == "finished":
@@ -64,15 +87,16 @@ def sweep(p: Plan, *, workers: int | None = None, scheduler: str | None = None, 
         echo(f"{len(p.points)} points: {done_before} already finished, {len(tasks)} to run "
              + (f"on {workers} local worker(s)" if scheduler is None else f"on the dask scheduler {scheduler}"))
     bar = tqdm(total=len(p.points), initial=done_before, disable=not progress, desc=p.base.name, unit="point")
-    failed, code = 0, 0
+    failed, busy, code = 0, 0, 0
     bar.set_postfix(failed=failed)
     results = run_local(tasks, workers, threads) if client is None else run_on_dask(client, tasks, p.base.name)
     try:
         for row in results:
             rows[row["point"]] = row
-            failed += row["status"] != "finished"
+            failed += row["status"] == "failed"
+            busy += row["status"] == "busy"
             bar.update()
-            bar.set_postfix(failed=failed)
+            bar.set_postfix(failed=failed, **({"busy": busy} if busy else {}))
             write_summary(p, rows)
     except KeyboardInterrupt:
         code = 130
@@ -82,15 +106,32 @@ def sweep(p: Plan, *, workers: int | None = None, scheduler: str | None = None, 
     write_summary(p, rows)
     echo(summary_table(p, rows))
     for index, row in sorted(rows.items()):
-        if row["status"] != "finished":
+        if row["status"] == "busy":
+            echo(f"point {index} ({p.points[index].label()}) is being run by another process: {row['error']}; "
+                 "run the sweep again when it has finished")
+        elif row["status"] != "finished":
             echo(f"point {index} ({p.points[index].label()}) failed: {row['error']}")
     n_finished = sum(r["status"] == "finished" for r in rows.values())
     echo(f"{n_finished} of {len(p.points)} points finished ({done_before} before this command), "
-         f"{failed} failed; summary: {directory / 'summary.csv'}")
+         f"{failed} failed" + (f", {busy} being run by another process" if busy else "")
+         + f"; summary: {directory / 'summary.csv'}")
     if code == 130:
         echo("interrupted; run the same command again to continue (finished points are not run again)")
         return 130
     return 1 if n_finished < len(p.points) else 0
+
+
+def _sweep_directory(p: Plan) -> Path:
+    """``p.directory``, checked to be a directory right inside ``p.out`` (whatever the protocol's name)."""
+    directory = p.directory
+    inside = Path(os.path.abspath(directory)).parent == Path(os.path.abspath(p.out))
+    if not inside or directory.name in ("", ".", ".."):
+        raise SweepError(f"the sweep directory {directory} is not inside --out {p.out}: the protocol's name "
+                         f"{p.base.name!r} must be a plain file name")
+    if directory.is_symlink() or (directory.exists() and directory.resolve().parent != p.out.resolve()):
+        raise SweepError(f"the sweep directory {directory} leads outside --out {p.out} (a symbolic link); "
+                         "remove it or choose another --out")
+    return directory
 
 
 def _cpus() -> int:

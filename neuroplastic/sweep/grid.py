@@ -2,13 +2,16 @@
 
 It exists so that a whole sweep is validated before anything runs: :func:`plan` resolves the
 protocol, every grid value and every point, and a bad key or value raises :class:`ProtocolError`
-naming the ``--grid`` key before any directory is written.
+naming the ``--grid`` key before any directory is written. A grid is at most :data:`MAX_POINTS`
+points, counted before anything is expanded (``seed=1..1000000000`` is refused at once, not after
+filling the memory).
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,10 @@ from ..errors import ProtocolError
 from ..protocol import Protocol, _check_names, load, parse_override
 from ..results import Run
 
-__all__ = ["Axis", "Plan", "Point", "parse_grid", "plan"]
+__all__ = ["MAX_POINTS", "Axis", "Plan", "Point", "parse_grid", "plan"]
+
+#: The most points (and values of one axis) a sweep may have; split a larger grid into several sweeps.
+MAX_POINTS = 10_000
 
 _RANGE = re.compile(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*")
 _NUMERIC_RANGE = re.compile(r"\s*[-+0-9.eE]+\.\.[-+0-9.eE]+\s*")     # e.g. 1.5..3: a range, but not of integers
@@ -49,7 +55,10 @@ def parse_grid(item: str) -> Axis:
     table, _, name = key.rpartition(".")
     _check_names({table: {name: text}} if table else {name: text}, "--grid")
     texts: list[str] = []
-    for part in _split_top_level(text):
+    parts = _split_top_level(text)
+    if len(parts) > MAX_POINTS:
+        raise _too_many(key, text, len(parts))
+    for part in parts:
         if not part.strip():
             raise ProtocolError("--grid", key, f"= {text!r}: an empty value; give values separated by commas "
                                 "(e.g. 1e-3,3e-4) or an integer range a..b (e.g. 1..5)")
@@ -59,6 +68,8 @@ def parse_grid(item: str) -> Axis:
             if b < a:
                 raise ProtocolError("--grid", key, f"= {part.strip()}: the range a..b needs a <= b "
                                     f"(it includes both ends, e.g. {b}..{a})")
+            if len(texts) + b - a + 1 > MAX_POINTS:         # counted, not expanded
+                raise _too_many(key, text, len(texts) + b - a + 1)
             texts.extend(str(i) for i in range(a, b + 1))
         elif _NUMERIC_RANGE.fullmatch(part):
             raise ProtocolError("--grid", key, f"= {part.strip()}: a range a..b takes integers (e.g. 1..5)")
@@ -72,6 +83,15 @@ def parse_grid(item: str) -> Axis:
                                 f"and {t}); each point must be a different run")
         seen[value] = t
     return Axis(key, tuple(texts))
+
+
+def _too_many(key: str, text: str, count: int) -> ProtocolError:
+    """An axis of more than MAX_POINTS values, named as given (its first 60 characters)."""
+    text = text.strip() if len(text.strip()) <= 60 else text.strip()[:57] + "..."
+    err = ProtocolError(f"--grid {key}={text}", "", f"{count} values; a sweep has at most {MAX_POINTS} points "
+                        "(split the grid into several sweeps)")
+    err.key = key
+    return err
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -150,6 +170,11 @@ def plan(protocol_file: str | Path, grid: list[str], sets: list[str] | None = No
         twice = next(k for k in keys if keys.count(k) > 1)
         raise ProtocolError("--grid", twice, "is given twice; give all its values in one --grid "
                             f"(e.g. --grid {twice}=a,b,c)")
+    count = math.prod(len(a.texts) for a in axes)
+    if count > MAX_POINTS:
+        sizes = " x ".join(f"{len(a.texts)} ({a.key})" for a in axes)
+        raise ProtocolError("--grid", "", f"{sizes} = {count} points; a sweep has at most {MAX_POINTS} points "
+                            "(split the grid into several sweeps)")
     set_keys = {".".join(filter(None, parse_override(s)[:2])) for s in sets}
     if both := sorted(set_keys & set(keys)):
         raise ProtocolError("--grid", both[0], "is given with both --set and --grid; keep one")

@@ -7,8 +7,14 @@ command checks before submitting, and the worker checks again before starting (a
 re-executes after a worker died, or whose finished result was lost with the worker, reads the
 finished run instead of training it twice). An unfinished point (``running`` after a crash,
 ``failed``) is resumed from its last checkpoint. Re-running a sweep command therefore runs only
-what is missing, failed or unfinished. Running the *same* sweep twice at the same time is not
-supported: both would resume the same unfinished runs.
+what is missing, failed or unfinished.
+
+**A point in use elsewhere is left to its process.** A run directory is locked by the process
+that runs it (:meth:`neuroplastic.results.Run.open`). When two sweeps share points (run at the
+same time into the same ``--out``), the point that one of them is running is *busy* for the other:
+it is reported (``status = "busy"``, event ``busy``, the holder named in the error) and not run,
+and running the sweep again once the other process has finished picks up its result. A point that
+another process finished between the check and the start is read, not run again.
 
 **Brian2 builds shared by points.** Points that differ only in ``run_args`` values (seed,
 learning rate, initial weights, stimulus) share one cached build (``neuroplastic.engines.brian.device``).
@@ -31,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeviceError, ModelError, RunError
+from ..errors import DeviceError, ModelError, RunBusy, RunError
 from ..protocol import load
 from ..results import Run
 from .summary import log_event, point_row
@@ -84,9 +90,16 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         log_event(task, "start", resume=resume, blas_threads={k: os.environ.get(k) for k in BLAS_THREADS_ENV})
         error, trace = None, None
         try:
-            outcome = run_protocol(protocol, task["out"], resume=resume, progress=False, command=task["command"])
+            # resume=True whether or not the directory exists now: another process may create it meanwhile
+            outcome = run_protocol(protocol, task["out"], resume=True, progress=False, command=task["command"])
             error = outcome.error
+        except RunBusy as err:                    # another process runs this point now: leave it to that one
+            log_event(task, "busy", error=str(err))
+            return point_row(task, directory, str(err), status="busy")
         except (ValueError, ModelError, RunError, DeviceError) as err:   # input errors, before training
+            if isinstance(err, RunError) and run_state(directory) == "finished":   # by another process, just now
+                log_event(task, "skip")
+                return point_row(task, directory)
             error = str(err)
         except Exception as err:
             error, trace = f"{type(err).__name__}: {err}", traceback.format_exc()

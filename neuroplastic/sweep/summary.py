@@ -10,9 +10,16 @@ and the grid) holding
   protocol file, ``--set`` overrides, grid and command line;
 - ``summary.csv``: one row per point (grid values, status, final probe accuracies and train
   losses per layer, elapsed time, run directory, error), rewritten atomically as points end;
-- ``events.jsonl``: one line per attempt (``start``, ``finish``, ``fail``, ``skip``, ``died``)
-  with host, pid and time, appended by the processes that ran them: which worker ran what, and
-  how often.
+- ``events.jsonl``: one line per attempt (``start``, ``finish``, ``fail``, ``skip``, ``died``,
+  ``busy``) with host, pid, time and the invocation of the sweep command that made it, appended
+  by the processes that ran them: which worker ran what, and how often;
+- ``sweep.lock``: held (``flock``) by the sweep command running it, for as long as it runs.
+
+Each file is either rewritten atomically (a temporary file, then a rename) or appended to with
+single writes, so a sweep killed at any instant leaves none half-written; the temporary files
+of a killed write are removed by the next run of the sweep. The same sweep (same protocol, grid
+and ``--out``) runs in one command at a time: a second one while the first runs is refused,
+naming it.
 """
 from __future__ import annotations
 
@@ -23,25 +30,34 @@ import os
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..locks import DirectoryLock
 from ..results import atomic_write, read_metrics
 
 if TYPE_CHECKING:
     from .grid import Plan
 
-__all__ = ["log_event", "point_row", "read_events", "summary_table", "write_points", "write_summary"]
+__all__ = ["invocation", "log_event", "point_row", "read_events", "sweep_lock",
+           "summary_table", "write_points", "write_summary"]
+
+_LOCK = "sweep.lock"
 
 
-def point_row(task: dict[str, Any], directory: Path, error: str | None = None) -> dict[str, Any]:
-    """A point's result as read back from its run directory (which may not exist)."""
+def point_row(task: dict[str, Any], directory: Path, error: str | None = None,
+              status: str = "failed") -> dict[str, Any]:
+    """A point's result as read back from its run directory (which may not exist).
+
+    Its status is ``finished``, else ``status``: ``failed``, or ``busy`` (another process runs it).
+    """
     manifest = _read_json(directory / "manifest.json") or {}
     summary = _read_json(directory / "summary.json") or {}
     losses = [r for r in read_metrics(directory) if r["stage"] == "train" and r["name"] == "loss"]
     last = max((r["epoch"] for r in losses), default=None)
     finished = error is None and manifest.get("status") == "finished"
-    return {"point": task["point"], "status": "finished" if finished else "failed", "run": task["run"],
+    return {"point": task["point"], "status": "finished" if finished else status, "run": task["run"],
             "probe": summary.get("probe", {}), "probe_random": summary.get("probe_random", {}),
             "loss": {str(r["layer"]): r["value"] for r in losses if r["epoch"] == last},
             "elapsed_s": manifest.get("elapsed_s"),
@@ -59,12 +75,23 @@ def log_event(task: dict[str, Any], event: str, **fields) -> None:
     """Append one line to the sweep's ``events.jsonl`` (a single O_APPEND write: lines never interleave)."""
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t": time.time(), "point": task["point"],
               "event": event, "run": task["run"], "host": socket.gethostname(), "pid": os.getpid(),
-              **{k: v for k, v in fields.items() if v is not None}}
+              "invocation": task.get("invocation"), **fields}
+    record = {k: v for k, v in record.items() if v is not None}
     fd = os.open(Path(task["sweep_dir"]) / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, (json.dumps(record, default=str) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def invocation() -> str:
+    """A new identifier of one run of a sweep command (``events.jsonl`` tells its attempts apart by it)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def sweep_lock(directory: Path, command: list[str] | None = None) -> DirectoryLock:
+    """The lock of a sweep directory (``sweep.lock``), held by the command running the sweep."""
+    return DirectoryLock(directory, _LOCK, command or sys.argv)
 
 
 def read_events(sweep_dir: str | Path) -> list[dict[str, Any]]:

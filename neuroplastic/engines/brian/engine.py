@@ -21,6 +21,8 @@ features. The random baseline is the same probe run with the initial weights.
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +127,98 @@ def _raised_by_brian(err: BaseException) -> bool:
     return False
 
 
+#: What :func:`check_model_files` found for the model files (paths, contents, and what the network takes from
+#: the protocol): ``None`` if they passed, else the message (``validate`` then ``run`` build them once).
+_CHECKED: dict = {}
+
+
+def check_model_files(protocol) -> None:
+    """Check the protocol's neuron and synapse files fully, as the network will use them, or raise ModelError.
+
+    Every key, table and Brian2 string of the variant is checked (:meth:`~neuroplastic.models.ModelFile.
+    check_brian`); then the network is built with one neuron per group in runtime mode and prepared for a
+    run of no time, with the namespace the engine uses, so that unknown names and units that do not agree
+    show here, before any run directory exists. Nothing is compiled; it takes a fraction of a second.
+    """
+    variant = protocol.engine.variant
+    neuron = load_model(protocol.model_path, kind="neuron")
+    synapses = load_model(protocol.synapses_path, kind="synapses")
+    neuron.check_brian(variant)
+    synapses.check_brian(variant)
+    retro = RULES[protocol.rule.name].retro
+    n_layers = min(len(protocol.model.layers), 2)
+    key = (str(neuron.path), neuron.path.read_bytes(), str(synapses.path), synapses.path.read_bytes(), variant,
+           retro, n_layers, protocol.stimulus.glimpse_ms, protocol.engine.dt_ms if variant == "spiking" else None)
+    if key not in _CHECKED:
+        try:
+            _build_one_neuron_network(neuron, synapses, variant, retro, n_layers, protocol.stimulus.glimpse_ms,
+                                      protocol.engine.dt_ms)
+            _CHECKED[key] = None
+        except ModelError as err:
+            _CHECKED[key] = str(err)
+    if _CHECKED[key] is not None:
+        raise ModelError(_CHECKED[key])
+
+
+def _build_one_neuron_network(neuron, synapses, variant: str, retro: bool, n_layers: int, glimpse_ms: float,
+                              dt_ms: float) -> None:
+    """Build the network of the model files with one neuron per group (runtime device) and prepare a run of 0 s."""
+    import gc
+    import traceback
+
+    import brian2 as b2
+    from brian2.devices.device import reset_device
+
+    sizes = [1] * (n_layers + 1)
+    params = {f"{l}/{k}": np.zeros((1, 1)) for l in range(1, n_layers + 1) for k in ("W", "W_pred", "W_retro")}
+    x, y = np.zeros((2, 1)), np.zeros(2)
+    target, dt = b2.prefs.codegen.target, b2.defaultclock.dt
+    error = None
+    # Brian2's warnings (e.g. about the objects a failed build leaves) are the real build's to give.
+    with _brian_silent():
+        b2.set_device("runtime")
+        b2.prefs.codegen.target = "numpy"           # code as Python strings: nothing is compiled
+        try:
+            if variant == "spiking":
+                net = build_spiking(neuron, synapses, sizes, retro, x, y, params, 0.0, glimpse_ms * b2.ms,
+                                    dt=dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS)
+            else:
+                net = build(neuron, synapses, sizes, retro, x, y, params, 0.0, glimpse_ms * b2.ms,
+                            record=RECORDED_NEURONS)
+            net.network.run(0 * b2.second, namespace=net.namespace)
+        except Exception as err:     # Brian2 reports model mistakes with many exception types
+            if not isinstance(err, ModelError) and not _raised_by_brian(err):
+                raise
+            error = err if isinstance(err, ModelError) else describe_build_error(err, [neuron, synapses], variant)
+            traceback.clear_frames(err.__traceback__)      # let the half-built objects go
+            err.__traceback__ = error.__traceback__ = None
+        finally:
+            net = None
+            reset_device()
+            b2.prefs.codegen.target = target
+            b2.defaultclock.dt = dt
+            gc.collect()             # frees the objects' names for the network the run builds
+    if error is not None:
+        raise error
+
+
+@contextmanager
+def _brian_silent():
+    """Drop Brian2's log messages while inside (its ``catch_logs`` leaves a handler behind)."""
+    handlers = list(logging.getLogger("brian2").handlers)
+
+    def drop(record):
+        return False
+
+    for handler in handlers:
+        handler.addFilter(drop)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(drop)
+
+
 class BrianEngine(Engine):
     """The two-compartment network of the model files, rate or spiking, in Brian2."""
 
@@ -152,6 +246,7 @@ class BrianEngine(Engine):
                               "Use --build-only to generate and compile the CUDA project, or --device cpp.")
         require(protocol, "rule.optimizer", ("sgd",), "the Brian2 engine learns online at each saccade event, "
                 "i.e. plain SGD")
+        check_model_files(protocol)
 
     def init(self, protocol, prepared, rng) -> Model:
         session = _Session(protocol, prepared, rng)
@@ -209,7 +304,7 @@ ENGINE = BrianEngine()
 def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
     """Per-glimpse rates (n_images, n_glimpses, n) of every layer, from a run with eta = 0 and y = 0."""
     n_images, n_positions = patches.shape[:2]
-    x = patches.reshape(n_images * n_positions, -1)
+    x = np.asarray(patches[:]).reshape(n_images * n_positions, -1)     # lazily read glimpses are read here
     bnet = simulate(x, np.zeros(len(x)), params, 0.0)
     out = [r.reshape(n_images, n_positions, -1) for r in bnet.rates()]
     sim.release(bnet)

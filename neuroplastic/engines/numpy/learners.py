@@ -63,7 +63,17 @@ class DenseClapp:
         return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
 
     def features(self, params, probe) -> list:
-        return ClappStack(self.sizes, self.net.rule, params).features(probe.stimulus.patches.astype(self.dtype))
+        stack, patches = ClappStack(self.sizes, self.net.rule, params), probe.stimulus.patches
+        if isinstance(patches, np.ndarray):
+            return stack.features(patches.astype(self.dtype))
+        # Glimpses of a data set too large to hold (read lazily): one chunk of samples at a time.
+        parts = [stack.features(np.asarray(patches[i:i + _CHUNK]).astype(self.dtype))
+                 for i in range(0, len(patches), _CHUNK)]
+        return [np.concatenate(layer) for layer in zip(*parts)]
+
+
+#: Samples per forward pass when probe glimpses are read lazily.
+_CHUNK = 1024
 
 
 class ConvClapp:
