@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RunBusy, RunError
+from .errors import RunBusy, RunError, StorageError
 from .locks import DirectoryLock
 from .names import name_problem
 
@@ -126,7 +126,8 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
 def check_root(root: str | Path) -> Path:
     """Check that run directories can be made under ``root`` (``--out``) before any work starts.
 
-    ``root`` must be a directory, or not exist yet under a directory that does; it must be writable.
+    ``root`` must be a directory, or not exist yet under a directory that does (else :class:`RunError`,
+    bad input); it must be writable (else :class:`~neuroplastic.errors.StorageError`, the environment).
     """
     root = Path(root)
     existing = next((p for p in (root, *root.absolute().parents) if p.exists()), None)
@@ -134,9 +135,9 @@ def check_root(root: str | Path) -> Path:
         raise RunError(f"--out {root}: not a directory; give a directory to hold the run directories")
     if existing is not None and not existing.is_dir():
         raise RunError(f"--out {root}: {existing} is a file, so no directory can be made under it")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"--out {root}: {existing} is not writable (read-only file system or permissions); "
-                       "choose another --out")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):     # the machine's, not the input's
+        raise StorageError(f"--out {root}: {existing} is not writable (read-only file system or permissions); "
+                           "choose another --out")
     return root
 
 

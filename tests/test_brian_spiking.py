@@ -8,8 +8,9 @@ import neuroplastic.engines.brian  # noqa: F401  (silences brian2's import warni
 from neuroplastic.engines.brian.device import Simulator, check_compiler
 from neuroplastic.engines.brian.spiking import build
 from neuroplastic.cli import main as cli
+from neuroplastic.engines.prepare import prepare
 from neuroplastic.models import load_model
-from neuroplastic.protocol import MODELS_DIR
+from neuroplastic.protocol import MODELS_DIR, load
 from neuroplastic.engines.numpy.clapp_stack import ClappStack
 from neuroplastic.engines.numpy.stream import train_stream
 from helpers import random_problem
@@ -90,7 +91,30 @@ def test_spiking_protocol_runs_and_writes_spikes(tmp_path, capsys):
     assert len(spikes["layer1/i"]) > 0 and len(spikes["layer2/t_s"]) == len(spikes["layer2/i"])
     mon = np.load(run / "brian_monitors.npz")
     n = len(mon["y"])
-    assert n == 30 * 9 and mon["layer2/z"].shape == (n, 4)
+    n_train = len(prepare(load(ROOT / "protocols" / "clapp_digits_spiking.toml", ["data.max_samples=30"]),
+                          running=False).train_idx)
+    assert n == n_train * 9 and mon["layer2/z"].shape == (n, 4)  # the training digits' stream, not the probe's
+
+
+def test_rate_and_spiking_variants_train_on_one_stream(tmp_path, capsys):
+    """The same glimpses, saccades and order for both variants; no probe image in a stream that learns."""
+    sets = ["--device", "runtime", "--set", "data.max_samples=30", "--set", "train.epochs=1",
+            "--set", "model.layers=[6, 4]", "--set", "stimulus.glimpse_ms=10", "--set", "engine.dt_ms=0.5"]
+    streams = {}
+    for variant in ("rate", "spiking"):
+        out = tmp_path / variant
+        rc = cli(["run", str(ROOT / "protocols" / "clapp_digits_spiking.toml"), "--out", str(out), "--quiet",
+                  "--set", f'engine.variant="{variant}"', *sets])
+        assert rc == 0, capsys.readouterr().err
+        (run,) = out.iterdir()
+        streams[variant] = np.load(run / "brian_monitors.npz")
+    rate, spiking = streams["rate"], streams["spiking"]
+    for key in ("image", "position", "y"):
+        assert np.array_equal(rate[key], spiking[key]), key
+    prepared = prepare(load(ROOT / "protocols" / "clapp_digits_spiking.toml", ["data.max_samples=30"]),
+                       running=False)
+    assert set(np.unique(rate["image"])) <= set(prepared.train_idx.tolist())
+    assert not set(np.unique(rate["image"])) & set(prepared.test_idx.tolist())
 
 
 def test_spiking_model_error_names_the_spiking_line(tmp_path, capsys):

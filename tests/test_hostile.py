@@ -194,16 +194,21 @@ def test_a_read_only_out_is_one_message(tmp_path, capsys):
         for argv in (["run", QUICKSTART, "--out", out, *_sets(TINY)],
                      ["sweep", QUICKSTART, "--grid", "seed=1,2", "--out", out, *_sets(TINY)]):
             code, _, err = _cli(argv, capsys)
-            assert code == 2 and "not writable" in err and "Traceback" not in err, err
+            assert code == 1 and "not writable" in err and "Traceback" not in err, err
     finally:
         out.chmod(0o755)
 
 
 def test_a_read_only_file_system_is_one_message(tmp_path, capsys, monkeypatch):
-    """What root sees on a read-only mount (permissions do not stop root, EROFS does)."""
+    """What root sees on a read-only mount (permissions do not stop root, EROFS does): exit 1, the
+    environment's fault, for a run, a resume, a forced run and a sweep alike."""
     monkeypatch.setattr(results.os, "access", lambda path, mode: False)
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *_sets(TINY)], capsys)
-    assert code == 2 and "not writable (read-only file system or permissions)" in err
+    for extra in ([], ["--resume"], ["--force"]):
+        code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *extra, *_sets(TINY)], capsys)
+        assert code == 1 and "not writable" in err and "Traceback" not in err, err
+    code, _, err = _cli(["sweep", QUICKSTART, "--grid", "seed=1,2", "--out", tmp_path / "runs", "--quiet",
+                         *_sets(TINY)], capsys)
+    assert code == 1 and "not writable (read-only file system or permissions)" in err
     assert not any(tmp_path.iterdir())
 
 

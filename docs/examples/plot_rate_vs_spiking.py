@@ -66,5 +66,5 @@ plt.show()
 
 # %%
 # With one epoch on 40 digits the weights barely move and the probe is noise. At the quick scale
-# (see the README) the weight changes of the two variants correlate at r = 0.77 (layer 1) and 0.60
-# (layer 2), and the linear CKA of their features is 0.89 and 0.81.
+# (see the README) the weight changes of the two variants, trained on one stream, correlate at
+# r = 0.93 (layer 1) and 0.77 (layer 2), and the linear CKA of their features is 0.92 and 0.89.

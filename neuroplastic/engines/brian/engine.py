@@ -13,11 +13,13 @@ Initial weights and random streams come from the same seeds as the numpy engine'
 so the two engines start from the same network.
 
 **Spiking variant** (``[engine] variant = "spiking"``, models/<file>.toml ``[spiking]``): the
-stream has ``len(all images) * n_glimpses`` glimpses of ``[stimulus] glimpse_ms``, simulated with
-time step ``[engine] dt_ms``, so that ONE build serves the training epochs (the eye visits only the
-training images) and the probe: a final run with ``eta = 0`` and ``y = 0`` over every image's
-glimpses in order, whose per-glimpse spike counts (rate readout z of each layer) are the probe's
-features. The random baseline is the same probe run with the initial weights.
+network runs ``len(all images) * n_glimpses`` glimpses of ``[stimulus] glimpse_ms``, simulated with
+time step ``[engine] dt_ms``, so that ONE build serves the training epochs and the probe: a final
+run with ``eta = 0`` and ``y = 0`` over every image's glimpses in order, whose per-glimpse spike
+counts (rate readout z of each layer) are the probe's features. An epoch's training stream is the
+rate variant's own (``len(train) * n_glimpses`` glimpses of the training images, drawn with the same
+generator), padded with blank glimpses of ``y = 0``, on which nothing learns. The random baseline
+is the same probe run with the initial weights.
 """
 from __future__ import annotations
 
@@ -71,7 +73,12 @@ class _Session:
         self.neuron = load_model(protocol.model_path, kind="neuron")
         self.synapses = load_model(protocol.synapses_path, kind="synapses")
         self.spiking = protocol.engine.variant == "spiking"
-        self.length = (len(self.patches) if self.spiking else len(self.train_idx)) * self.n_positions
+        # The training stream is the same for both variants: len(train) * n_glimpses glimpses drawn
+        # from the training images with the run's generator. A spiking build also serves the probe
+        # (every image's glimpses in order), so it is ``length`` long and an epoch's stream is padded
+        # with blank glimpses of y = 0, on which the modulation, and so every weight change, is zero.
+        self.train_length = len(self.train_idx) * self.n_positions
+        self.length = len(self.patches) * self.n_positions if self.spiking else self.train_length
         self.glimpse = protocol.stimulus.glimpse_ms * b2.ms
         self.protocol = protocol
         key = {"neuron": self.neuron.path.read_text(), "synapses": self.synapses.path.read_text(),
@@ -255,13 +262,13 @@ class BrianEngine(Engine):
 
     def epoch(self, model, epoch, rng, tick) -> EpochResult:
         s, p = model.net, model.net.protocol
-        stream = saccade_stream(s.train_idx, s.n_positions, s.length, p.stimulus.saccade_prob, rng)
-        x = stream.glimpses(s.patches)
-        bnet = s.simulate(x, stream.y, model.params, p.rule.lr)
+        stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, p.stimulus.saccade_prob, rng)
+        x, y = _padded(stream.glimpses(s.patches), stream.y, s.length)
+        bnet = s.simulate(x, y, model.params, p.rule.lr)
         model.params.update(bnet.weights())
         arrays = {}
         if s.spiking:
-            modulation = [(u, stream.y) for u in bnet.scores()]
+            modulation = [(u[:s.train_length], stream.y) for u in bnet.scores()]
             if epoch == p.train.epochs:
                 arrays = {"brian_monitors": _spiking_monitor_arrays(bnet, stream, x),
                           "brian_spikes": bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES)}
@@ -311,6 +318,12 @@ def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
     return out
 
 
+def _padded(x: np.ndarray, y: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stream ``(x, y)`` followed by blank glimpses with y = 0 (no modulation, so no learning) up to ``length``."""
+    pad = length - len(y)
+    return np.concatenate([x, np.zeros((pad, x.shape[1]))]), np.concatenate([y, np.zeros(pad)])
+
+
 def _stream_arrays(stream, x) -> dict[str, np.ndarray]:
     """The last epoch's eye path (image, position, y per glimpse) and its first glimpses' pixels."""
     return {"image": stream.image, "position": stream.position, "y": stream.y, "x": x[:SAVED_SPIKE_GLIMPSES]}
@@ -318,12 +331,12 @@ def _stream_arrays(stream, x) -> dict[str, np.ndarray]:
 
 def _spiking_monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
     """The last epoch's recordings of a spiking network: modulation and rate readout per glimpse."""
-    out = _stream_arrays(stream, x)
+    out, n = _stream_arrays(stream, x), len(stream.y)          # the training part of the (padded) run
     for l, u in enumerate(bnet.scores()):
-        out[f"layer{l + 1}/u"] = u
-        out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u > 0)
+        out[f"layer{l + 1}/u"] = u[:n]
+        out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u[:n] > 0)
     for l, z in enumerate(bnet.rates()):
-        out[f"layer{l + 1}/z"] = z
+        out[f"layer{l + 1}/z"] = z[:n]
     for l, m in enumerate(bnet.monitors["traces"]):
         out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
         out[f"layer{l + 1}/v"] = np.asarray(m.v[0])
