@@ -61,6 +61,25 @@ def test_runtime_spiking_network_structure():
     np.testing.assert_array_equal(net.weights()["1/W"], params["1/W"])
 
 
+def test_the_settle_window_counts_only_spikes_after_it():
+    """Saccadic suppression: z counts the spikes of the last (1 - settle) of each glimpse, and only those."""
+    sizes, T, G, dt = [12, 8], 12, 50.0, 0.2
+    params, x, y = problem(sizes, T)
+    net = Simulator("runtime", {}).run(maker(sizes, "clapp_s", G, dt_ms=dt), x, y, params, 0.0)
+    neuron = load_model(MODELS_DIR / "two_compartment.toml")
+    settle = float(neuron.get("spiking.constants.settle"))
+    rate_out = float(neuron.get("spiking.constants.rate_out").removesuffix("Hz"))
+    assert 0 < settle < 1
+    steps = round(G / dt)
+    (z,), (mon,) = net.rates(), net.monitors["spikes"]
+    step = np.round(np.asarray(mon.t_[:]) / (dt * 1e-3)).astype(int)
+    counted = step % steps >= settle * steps
+    counts = np.zeros((T, 8))
+    np.add.at(counts, (step[counted] // steps, np.asarray(mon.i[:])[counted]), 1)
+    np.testing.assert_allclose(z * rate_out * G * 1e-3 * (1 - settle), counts, atol=1e-9)
+    assert np.sum(~counted) > 0, "spikes happen inside the settle window too; they are just not counted"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["clapp_s", "clapp"])
 def test_cpp_spiking_updates_correlate_with_rate_rule(rule, tmp_path, monkeypatch):
@@ -119,7 +138,7 @@ def test_rate_and_spiking_variants_train_on_one_stream(tmp_path, capsys):
 
 def test_spiking_model_error_names_the_spiking_line(tmp_path, capsys):
     text = (MODELS_DIR / "clapp_synapses.toml").read_text()
-    old = "el += psi_post / (x_rate_pre * glimpse)"
+    old = "el += psi_post * counting_post / (x_rate_pre * glimpse * (1 - settle))"
     lines = text.replace(old, "el += psi_unknown_post / (x_rate_pre * glimpse)", 1).split("\n")
     path = tmp_path / "clapp_synapses.toml"
     path.write_text("\n".join(lines))

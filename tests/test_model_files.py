@@ -111,7 +111,7 @@ CASES = {
         "file", "spiking", "clapp_s", neuron(('"rand() < rate_out', '"rand() < < rate_out')),
         ["[spiking.layer] threshold"]),
     "spiking_reset_undefined_variable": (
-        "file", "spiking", "clapp_s", neuron(('reset = "nz += 1"', 'reset = "nz += n_unknown"')), ["n_unknown"]),
+        "file", "spiking", "clapp_s", neuron(('reset = "nz += counting"', 'reset = "nz += n_unknown"')), ["n_unknown"]),
     "spiking_constant_unknown_unit": (
         "file", "spiking", "clapp_s", neuron(('tau_m = "10 ms"', 'tau_m = "10 parsecs"')),
         ["[spiking.constants] tau_m"]),

@@ -35,7 +35,7 @@ edits = [
     ("dv/dt = (Is - v) / tau_m : 1    # somatic potential, <v> = W x for constant input rates",
      "dv/dt = (Is - v - wa) / tau_m : 1   # somatic potential, pulled down by the adaptation\n"
      "dwa/dt = -wa / tau_a : 1            # adaptation current, + beta at every spike"),
-    ('reset = "nz += 1"', "reset = '''\nnz += 1\nwa += beta\n'''"),
+    ('reset = "nz += counting"', "reset = '''\nnz += counting\nwa += beta\n'''"),
 ]
 text = shipped
 for old, new in edits:

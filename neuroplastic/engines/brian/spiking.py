@@ -54,18 +54,20 @@ class BrianSpikingClapp(BrianClapp):
     steps: int              # time steps per glimpse
     glimpse_s: float
     rate_out_hz: float
+    counted_s: float        # the part of a glimpse whose spikes count: glimpse * (1 - settle)
 
     @property
     def n_glimpses(self) -> int:
         return len(self.stimulus.values)
 
     def rates(self) -> list[np.ndarray]:
-        """Per-glimpse rate readout z = count / (rate_out * glimpse) of every layer: (n_glimpses, n)."""
-        out = []
-        for mon, layer in zip(self.monitors["counts"], self.layers):
-            nz = np.asarray(mon.nz[:])
-            out.append(nz.reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.glimpse_s))
-        return out
+        """Per-glimpse rate readout z = count / (rate_out * counted time) of every layer: (n_glimpses, n).
+
+        The model file's z, computed from the recorded counts (brian2cuda cannot record a subexpression
+        in an EventMonitor); the counted time is the glimpse less its ``settle`` window.
+        """
+        return [np.asarray(mon.nz[:]).reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.counted_s)
+                for mon, layer in zip(self.monitors["counts"], self.layers)]
 
     def scores(self) -> list[np.ndarray]:
         """The score u of every layer at each glimpse end (M = y Theta(1 - y u) with the stream's labels y)."""
@@ -210,4 +212,5 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     network = b2.Network(*objects)
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
                              {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces}, shapes,
-                             len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz))
+                             len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
+                             float(glimpse / b2.second) * (1 - float(ns.get("settle", 0.0))))
