@@ -247,10 +247,7 @@ class ModelFile:
         from brian2 import Equations
 
         text = self.get(dotted)
-        for k, line in enumerate(text.split("\n")):
-            code = line.split("#", 1)[0].strip()
-            if not code:
-                continue
+        for k, code in _code_lines(text):
             try:
                 Equations(code)
             except Exception as err:  # Brian raises several types (EquationError, SyntaxError, ...)
@@ -280,10 +277,7 @@ class ModelFile:
         from brian2.parsing.statements import parse_statement
 
         text = self.get(dotted)
-        for k, line in enumerate(text.split("\n")):
-            code = line.split("#", 1)[0].strip()
-            if not code:
-                continue
+        for k, code in _code_lines(text):
             try:
                 ast.parse(parse_statement(code)[2], mode="eval")
             except (ValueError, SyntaxError):
@@ -372,6 +366,11 @@ def _label(dotted: str) -> str:
 def _show(value: Any) -> str:
     text = repr(value) if not isinstance(value, dict) else "a table"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _code_lines(text: str) -> list[tuple[int, str]]:
+    """``(line offset, code)`` of each line of a Brian2 string that holds code (comments and blanks left out)."""
+    return [(k, code) for k, line in enumerate(text.split("\n")) if (code := line.split("#", 1)[0].strip())]
 
 
 def _first_line(err: Exception) -> str:

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -83,18 +83,10 @@ def _atomic(path: Path, mode: str):
             os.fsync(fh.fileno())          # the data is on disk before the name points to it
         os.replace(tmp, path)
     except BaseException:
-        with _ignored(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_directory(path.parent)          # ... and the rename is, too
-
-
-@contextmanager
-def _ignored(*errors):
-    try:
-        yield
-    except errors:
-        pass
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -118,7 +110,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     """
     found = [p for p in Path(directory).rglob(".*.tmp") if p.is_file() and _TMP.match(p.name)]
     for path in found:
-        with _ignored(FileNotFoundError):
+        with suppress(FileNotFoundError):
             path.unlink()
     return found
 
@@ -366,7 +358,7 @@ class Run:
         with _atomic(path, "wb") as fh:
             np.savez(fh, __state__=np.array(json.dumps(state)), **{k: np.asarray(v) for k, v in arrays.items()})
         for old in sorted(path.parent.glob("epoch_*.npz"))[1:-keep]:
-            with _ignored(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 old.unlink()
         return path
 
