@@ -1,14 +1,15 @@
 """Benchmark the spiking CLAPP network (cpp_standalone).
 
 (a) run time of the plastic spiking network (neuroplastic.engines.brian.spiking.build, no monitors) vs a plain
-    Brian2 network with the same neurons (Bernoulli inputs, escape-noise LIF layers), the same synapse
-    counts (feed-forward, lateral W_pred, score) and no plasticity, same duration and device;
-    the binary's own network-run time (``device._last_run_time``), min over repetitions. Target <= 2x.
+    Brian2 network with the same neurons (Bernoulli inputs, escape-noise LIF layers with a leaky dendrite), the
+    same synapses (feed-forward; lateral W_pred into the dendrite, delayed by one glimpse; score) and no
+    plasticity, same duration and device; the binary's own network-run time (``device._last_run_time``), min
+    over repetitions. Target <= 1.5x.
 (b) correlation of the spiking network's dW, dW_pred (per layer) with the rate rule
     (neuroplastic.engines.numpy.stream.train_stream) on the same stream and initial weights.
 
 usage: python benchmarks/bench_brian_spiking.py [--sizes 16,64,64] [--glimpses 200] [--glimpse-ms 200]
-                                                [--dt-ms 0.2] [--reps 3] [--eta 0.002]
+                                                [--dt-ms 0.1] [--reps 3] [--eta 0.002]
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from helpers import random_problem  # noqa: E402
 PLAIN_LAYER = """
 dIs/dt = -Is / tau_s : 1
 dv/dt = (Is - v) / tau_m : 1
-dd/dt = -d / tau_s : 1
+dd/dt = -d / tau_d : 1
 nz : 1
 """
 
@@ -64,8 +65,8 @@ def build_plain(neuron, sizes, x, params, glimpse, dt):
         post, p = _all_to_all(n, pre.N)
         ff.connect(i=p, j=post)
         ff.w = params[f"{l + 1}/W"][post, p]
-        pred = b2.Synapses(lay, lay, "w : 1", on_pre="d_post += w / (rate_out * tau_s)", clock=clock,
-                           name=f"pred{l + 1}", namespace=ns)
+        pred = b2.Synapses(lay, lay, "w : 1", on_pre="d_post += w / (rate_out * tau_d)", clock=clock,
+                           name=f"pred{l + 1}", namespace=ns, delay=glimpse)
         post, p = _all_to_all(n, n)
         pred.connect(i=p, j=post)
         pred.w = params[f"{l + 1}/W_pred"][post, p]
@@ -110,7 +111,7 @@ def main():
     ap.add_argument("--sizes", default="16,64,64")
     ap.add_argument("--glimpses", type=int, default=200)
     ap.add_argument("--glimpse-ms", type=float, default=200.0)
-    ap.add_argument("--dt-ms", type=float, default=0.2)
+    ap.add_argument("--dt-ms", type=float, default=0.1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--eta", type=float, default=0.002)
     a = ap.parse_args()
@@ -130,12 +131,12 @@ def main():
             print(f"  {kind:8s} build {tb:6.1f} s   network run {inner:.3f} s   device.run wall {wall:.3f} s "
                   f"(min of {a.reps})")
     print(f"(a) ratio plastic / plain: network run {res['plastic'][0] / res['plain'][0]:.2f}x, "
-          f"wall {res['plastic'][1] / res['plain'][1]:.2f}x   (target <= 2x)")
+          f"wall {res['plastic'][1] / res['plain'][1]:.2f}x   (target <= 1.5x)")
     learned = res["plastic"][2]
     ref = ClappStack(sizes, "clapp_s", {k: v.copy() for k, v in params.items()})
     train_stream(ref, x, y, a.eta)
     print(f"(b) corr(dW spiking, dW rate rule), eta {a.eta}:")
-    ratios = {"plastic / plain network run": {"value": res["plastic"][0] / res["plain"][0], "target": "<= 2.0",
+    ratios = {"plastic / plain network run": {"value": res["plastic"][0] / res["plain"][0], "target": "<= 1.5",
                                               "what": "cost of plasticity in the spiking network"}}
     for key in learned:
         ds, dr = learned[key] - params[key], ref.params[key] - params[key]

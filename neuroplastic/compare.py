@@ -1,9 +1,17 @@
 """Compare finished runs side by side, from what they saved: nothing is recomputed.
 
-For every run: per-layer linear-probe accuracy (trained and random encoder), final training loss per
+For every run: per-layer linear-probe accuracy (trained and random encoder; for a spiking run also
+both encoders read out as rates, ``probe_rates`` / ``probe_random_rates``), final training loss per
 layer and wall time. Against the first run (the reference): cosine similarity of each layer's
-feed-forward weights ``W`` and linear CKA of each layer's probe features (the glimpse-pooled
-representations of the same samples, saved by the engines in ``features.npz``).
+feed-forward weights ``W``, linear CKA of each layer's probe features (the glimpse-pooled
+representations of the same samples, saved by the engines in ``features.npz``) and, when the two runs
+started from the same weights, the correlation of their weight changes ``dW = W_final - W_initial``
+(``dw_correlation``): whether two simulations of one rule from one start learned the same thing.
+
+A spiking run of the Brian2 engine also saved its frozen-weight fidelity to the rate rule (its summed
+updates over one epoch at the trained weights against the rate rule's): ``fidelity_dw`` (correlation),
+``fidelity_gates`` (fraction of agreeing hinge gates) and ``fidelity_norm`` (norm ratio), with the
+rate rule's own values under 1 % input jitter as ``ceiling_*``. Whatever a run did not save is NaN.
 
 Linear CKA (Kornblith et al. 2019) compares two representations ``X`` (n, p) and ``Y`` (n, q) of the
 same n samples, invariant to rotations and isotropic scaling::
@@ -23,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .evaluate import linear_cka
+from .evaluate import correlation, linear_cka
 from .errors import RunError
-from .results import Run, atomic_write, read_metrics
+from .results import Run, atomic_write, number, read_metrics
 
 __all__ = ["SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure", "expand_runs", "format_table",
            "linear_cka", "write_csv"]
@@ -83,14 +91,36 @@ def _features(run: Run) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def _initial_weights(run: Run) -> dict[str, np.ndarray]:
+    try:
+        return run.initial_params()
+    except RunError:                      # no epoch-0 checkpoint: the weight changes are unknown
+        return {}
+
+
+def _delta_w(run: Run, final: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(initial weights, final - initial)`` for the keys both checkpoints hold with one shape."""
+    initial = _initial_weights(run)
+    return initial, {k: final[k] - v for k, v in initial.items() if k in final and np.shape(final[k]) == np.shape(v)}
+
+
+def _fidelity(summary: dict[str, Any], part: str, measure: str, layer: int) -> float:
+    """One number of ``summary["fidelity"][part][measure][layer]``, NaN when the run did not save it."""
+    fid = summary.get("fidelity")
+    table = fid.get(part) if isinstance(fid, dict) else None
+    values = table.get(measure) if isinstance(table, dict) else None
+    return number(values.get(str(layer))) if isinstance(values, dict) else float("nan")
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per run and layer: probe accuracies, final loss, and similarity to the first run."""
+    """One row per run and layer: probe accuracies, final loss, fidelity, and similarity to the first run."""
     ref_w, ref_f = _final_weights(runs[0]), _features(runs[0])
+    ref_w0, ref_dw = _delta_w(runs[0], ref_w)
     rows = []
     for run in runs:
         summary_path = run.directory / "summary.json"
@@ -100,12 +130,15 @@ def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
         loss = {m["layer"]: m["value"] for m in metrics
                 if m["stage"] == "train" and m["name"] == "loss" and m["epoch"] == last}
         weights, feats = _final_weights(run), _features(run)
+        w0, dw = _delta_w(run, weights)
         p = run.manifest["protocol"]
         for layer in sorted(map(int, summary.get("probe", {})), key=int):
             key = f"{layer}/W"
             fkey = f"layer{layer}"
             same_w = key in weights and key in ref_w and weights[key].shape == ref_w[key].shape
             same_f = fkey in feats and fkey in ref_f and len(feats[fkey]) == len(ref_f[fkey])
+            same_start = (key in dw and key in ref_dw and np.shape(w0[key]) == np.shape(ref_w0[key])
+                          and np.array_equal(w0[key], ref_w0[key]))
             rows.append({
                 "run": run.directory.name, "rule": _get(p, "rule.name"), "engine": _get(p, "engine.name"),
                 "variant": _get(p, "engine.variant"), "seed": run.manifest.get("seed"), "layer": layer,
@@ -114,13 +147,21 @@ def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
                 "final_loss": loss.get(layer, float("nan")),
                 "weight_cosine": _cosine(weights[key], ref_w[key]) if same_w else float("nan"),
                 "cka": linear_cka(feats[fkey], ref_f[fkey]) if same_f else float("nan"),
+                "dw_correlation": correlation(dw[key], ref_dw[key]) if same_start else float("nan"),
+                "probe_rates": number(summary.get("probe_rates", {}).get(str(layer))),
+                "probe_random_rates": number(summary.get("probe_random_rates", {}).get(str(layer))),
+                **{f"{prefix}_{short}": _fidelity(summary, part, measure, layer)
+                   for prefix, part in (("fidelity", "frozen"), ("ceiling", "ceiling"))
+                   for short, measure in (("dw", "dw_correlation"), ("gates", "gate_agreement"),
+                                          ("norm", "norm_ratio"))},
                 "wall_s": run.manifest.get("elapsed_s", float("nan")),
             })
     return rows
 
 
 FIELDS = ("run", "rule", "engine", "variant", "seed", "layer", "probe", "probe_random", "final_loss",
-          "weight_cosine", "cka", "wall_s")
+          "weight_cosine", "cka", "wall_s", "dw_correlation", "probe_rates", "probe_random_rates", "fidelity_dw",
+          "fidelity_gates", "fidelity_norm", "ceiling_dw", "ceiling_gates", "ceiling_norm")
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -132,12 +173,25 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The comparison as a terminal table (similarities are to the first run)."""
-    head = f"{'run':<34} {'layer':>5} {'probe':>6} {'random':>6} {'loss':>7} {'W cos':>6} {'CKA':>5} {'wall s':>7}"
+    """The comparison as a terminal table (similarities are to the first run), and the spiking runs' fidelity."""
+    nan = float("nan")
+    head = (f"{'run':<34} {'layer':>5} {'probe':>6} {'random':>6} {'loss':>7} {'W cos':>6} {'CKA':>5} {'ΔW r':>6} "
+            f"{'wall s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['run'][:34]:<34} {r['layer']:>5} {r['probe']:6.3f} {r['probe_random']:6.3f} "
-                     f"{r['final_loss']:7.4f} {r['weight_cosine']:6.3f} {r['cka']:5.3f} {r['wall_s']:7.1f}")
+                     f"{r['final_loss']:7.4f} {r['weight_cosine']:6.3f} {r['cka']:5.3f} "
+                     f"{r.get('dw_correlation', nan):6.3f} {r['wall_s']:7.1f}")
+    fidelity = [r for r in rows if any(np.isfinite(r.get(f"fidelity_{k}", nan)) for k in ("dw", "gates", "norm"))]
+    if fidelity:
+        head = (f"{'run':<34} {'layer':>5} {'ΔW r':>6} {'(ceil)':>6} {'gates':>6} {'(ceil)':>6} {'norm':>6} "
+                f"{'(ceil)':>6} {'random as rates':>15}")
+        lines += ["", "frozen-weight fidelity (spiking vs rate rule; ceiling: rate vs rate with 1% input jitter)",
+                  head, "-" * len(head)]
+        for r in fidelity:
+            lines.append(f"{r['run'][:34]:<34} {r['layer']:>5} {r['fidelity_dw']:6.3f} {r['ceiling_dw']:6.3f} "
+                         f"{r['fidelity_gates']:6.3f} {r['ceiling_gates']:6.3f} {r['fidelity_norm']:6.3f} "
+                         f"{r['ceiling_norm']:6.3f} {r['probe_random_rates']:15.3f}")
     return "\n".join(lines)
 
 

@@ -158,7 +158,8 @@ def build_figure(recipe: Recipe, runs_dir: str | Path, out: str | Path, progress
     fig, numbers = FIGURES[recipe.plot](runs, title=recipe.title, **extra)
     paths = save_figure(fig, Path(out) / recipe.name)
     plt.close(fig)
-    sources = {label: [str(r.directory) for r in group] for label, group in runs.items()}
+    # Run directory names, not paths: the results store lies wherever the user put it.
+    sources = {label: [r.directory.name for r in group] for label, group in runs.items()}
     atomic_write(Path(out) / f"{recipe.name}.json",
                  json.dumps({"figure": recipe.name, "numbers": numbers, "runs": sources}, indent=2) + "\n")
     return paths

@@ -95,7 +95,9 @@ FORMAT: dict[str, dict[str, Table]] = {
             "on_glimpse_end": Entry("code", _LATCH, optional=True),
         }),
         "spiking": Table("Spiking neuron, simulated with the time step [engine] dt_ms; the builder provides "
-                         "the constants `glimpse` and `steps_per_glimpse`.", {
+                         "the constants `glimpse`, `steps_per_glimpse`, `settle_steps` (the constant `settle` "
+                         "times `steps_per_glimpse`, rounded down) and `window` (the glimpse less its settle "
+                         "window).", {
             "nonlinearity": Entry("choice", "The rate neuron this spiking neuron approximates.",
                                   choices=NONLINEARITIES, optional=True),
         }),
@@ -109,12 +111,17 @@ FORMAT: dict[str, dict[str, Table]] = {
             "threshold": Entry("condition", "When an input neuron spikes, e.g. `rand() < x_rate * x * dt`."),
         }),
         "spiking.layer": Table("The neurons of every layer.", {
-            "equations": Entry("equations", "Must define the soma potential `v` (recorded), the spike count "
-                               "`nz`, its rate readout `z`, the surrogate derivative `psi`, dendrite `d`, `dnew`, "
-                               "retrodiction `r`, context `zprev` and `x_rate`.",
-                               defines=("v", "nz", "z", "psi", "d", "dnew", "r", "zprev", "x_rate")),
+            "equations": Entry("equations", "Must define the soma potential `v` and the dendritic potential `d` "
+                               "(both recorded), the spike count `nz`, its rate readout `z`, the surrogate "
+                               "derivative `psi`, the dendrite averaged over the counted window `dbar`, the "
+                               "window flag `counting`, retrodiction `r`, context `zprev` and `x_rate`.",
+                               defines=("v", "d", "nz", "z", "psi", "dbar", "counting", "r", "zprev", "x_rate")),
             "threshold": Entry("condition", "When a layer neuron spikes."),
-            "reset": Entry("code", "Run at every spike (e.g. count it: `nz += 1`)."),
+            "reset": Entry("code", "Run at every spike (e.g. count it: `nz += counting`)."),
+            "on_step": Entry("code", "Run every time step, after the state update (e.g. a running mean: "
+                             "`dbar += counting * d * dt / window`).", optional=True),
+            "on_settled": Entry("code", "Run when a glimpse's settle window ends, `settle_steps` steps after the "
+                                "saccade (e.g. start counting: `counting = 1`).", optional=True),
             "on_glimpse_end": Entry("code", _LATCH, optional=True),
         }),
     },
@@ -166,8 +173,10 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
             "model": Entry("equations", "The synapse: `w`" + ("." if spiking else
                                                               " and the dendrite `d_post` it sums."),
                            defines=("w",) if spiking else ("w", "d_post")),
-            "on_glimpse_end": Entry("code", "The learning step, `w += eta M z_post zprev_pre`" + (
-                ", then sum the next glimpse's dendrite." if spiking else ".")),
+            **({"on_spike": Entry("code", "Run at every spike of the context neuron (pre), delivered one glimpse "
+                                  "later (a synaptic delay of one glimpse): drive the dendrite, "
+                                  "`d_post += w / (x_rate_pre * tau_d)`.")} if spiking else {}),
+            "on_glimpse_end": Entry("code", "The learning step, `w += eta M z_post zprev_pre`."),
         }),
         f"{variant}.retrodiction_transpose": Table(
             f"CLAPP-s: r = W_pred^T z, through the prediction synapses ({variant} variant).",

@@ -6,6 +6,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .evaluate import correlation  # noqa: E402
+from .results import number  # noqa: E402
+
 __all__ = ["FIGURES", "PALETTE", "learning_curves", "performance", "probe_comparison", "rate_vs_spiking", "run_summary",
            "saccade_protocol"]
 
@@ -184,91 +187,303 @@ def probe_comparison(runs: dict, title: str = ""):
     return fig, numbers
 
 
+def _letter(ax, letter: str) -> None:
+    """Panel letter in the top-left corner, outside the data."""
+    ax.text(-0.04, 1.02, letter, transform=ax.transAxes, fontsize=13, fontweight="bold", ha="right", va="bottom")
+
+
+def _note(ax, text: str) -> None:
+    """An empty panel that says why it is empty (a run saved less than the panel needs)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.3", wrap=True)
+    ax.set(xticks=[], yticks=[])
+
+
+def _stats(values) -> dict:
+    """Mean and sample SD (ddof = 1) over seeds of the finite ``values``, and the values in seed order."""
+    import numpy as np
+
+    vals = [number(v) for v in values]
+    ok = np.array([v for v in vals if np.isfinite(v)])
+    return {"mean": float(ok.mean()) if len(ok) else float("nan"),
+            "sd": float(ok.std(ddof=1)) if len(ok) >= 2 else float("nan"), "values": vals}
+
+
+def _paired_test(a, b) -> dict:
+    """``a - b`` over the seeds where both are finite: mean and the paired t-test (NaN below 2 seeds)."""
+    import warnings
+
+    import numpy as np
+    from scipy.stats import ttest_rel
+
+    a, b = np.array([number(v) for v in a]), np.array([number(v) for v in b])
+    ok = np.isfinite(a) & np.isfinite(b)
+    out = {"mean_diff": float(np.mean(a[ok] - b[ok])) if ok.any() else float("nan"),
+           "t": float("nan"), "p": float("nan")}
+    if ok.sum() >= 2:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):   # identical differences: t is undefined
+            warnings.simplefilter("ignore")
+            res = ttest_rel(a[ok], b[ok])
+        out.update(t=float(res.statistic), p=float(res.pvalue))
+    return out
+
+
+def _pm(stat: dict) -> str:
+    """``mean ± SD``, or the mean alone when there is no SD (one seed)."""
+    import math
+
+    return f"{stat['mean']:.2f}" + (f" ± {stat['sd']:.2f}" if math.isfinite(stat["sd"]) else "")
+
+
+def _yerr(sd):
+    """Error bars of the SDs, none at all when no SD is known (one seed), zero where one is missing."""
+    import numpy as np
+
+    sd = np.asarray(sd, dtype=float)
+    return None if not np.isfinite(sd).any() else np.nan_to_num(sd)
+
+
+def _pair_by_seed(runs: dict) -> list[tuple]:
+    """``[(seed, rate run, spiking run, initial weights)]`` in the order of the spiking runs.
+
+    Refuses groups whose seeds differ and pairs that did not start from the same weights: the figure's
+    comparisons are only meaningful between two neuron models trained from one start.
+    """
+    import re
+
+    import numpy as np
+
+    if set(runs) != {"rate", "spiking"}:
+        raise ValueError(f"the rate_vs_spiking figure needs runs labelled 'rate' and 'spiking', got {sorted(runs)}")
+    by_seed = {}
+    for label in ("rate", "spiking"):
+        seeds = [r.manifest.get("seed") for r in runs[label]]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"the {label!r} runs need distinct seeds, one run per seed; got {seeds}")
+        by_seed[label] = dict(zip(seeds, runs[label]))
+    if set(by_seed["rate"]) != set(by_seed["spiking"]):
+        raise ValueError("the 'rate' and 'spiking' runs are paired by seed and must have the same seeds; got rate "
+                         f"{sorted(by_seed['rate'], key=str)} and spiking {sorted(by_seed['spiking'], key=str)}")
+    pairs = []
+    for seed, spiking in by_seed["spiking"].items():
+        rate = by_seed["rate"][seed]
+        w0r, w0s = rate.initial_params(), spiking.initial_params()
+        shared = set(w0r) & set(w0s)
+        layer_w = {k for k in set(w0r) | set(w0s) if re.fullmatch(r"\d+/W", k)}
+        if not layer_w or not layer_w <= shared or any(
+                np.shape(w0r[k]) != np.shape(w0s[k]) or not np.array_equal(w0r[k], w0s[k]) for k in shared):
+            raise ValueError(f"seed {seed}: the rate run {rate.directory.name} and the spiking run "
+                             f"{spiking.directory.name} did not start from the same initial weights")
+        pairs.append((seed, rate, spiking, w0r))
+    return pairs
+
+
 def rate_vs_spiking(runs: dict, title: str = ""):
-    """(d) The same protocol with rate and spiking neurons: raster, soma/dendrite, ΔW, CKA, probe."""
+    """(d) One protocol with rate and spiking neurons, paired by seed (same seed, same initial weights).
+
+    Panels: (a) raster and (b) soma/dendrite of the first seed's spiking run; (c) the weight changes of
+    training, spiking vs rate; (d) frozen-weight fidelity of the spiking updates to the rate rule, with
+    the rate rule's own 1 % jitter ceiling; (e) CKA of the probe features; (f) probe accuracy, trained
+    and random encoders, read from spikes and as rates; (g) the layer-local losses. Error bars and
+    ``sd`` are the sample SD (ddof = 1) over seeds; ``paired_tests`` are ``scipy.stats.ttest_rel`` over
+    seeds. Keys an older run did not save are NaN in ``numbers`` and a note in their panel.
+    """
+    import re
+
     import numpy as np
 
     from .evaluate import linear_cka
     from .results import read_metrics
 
-    if set(runs) != {"rate", "spiking"}:
-        raise ValueError(f"the rate_vs_spiking figure needs runs labelled 'rate' and 'spiking', got {sorted(runs)}")
-    rate, spiking = runs["rate"][0], runs["spiking"][0]
-    mon, spk = _npz(spiking, "brian_monitors"), _npz(spiking, "brian_spikes")
-    glimpse_s = spiking.manifest["protocol"]["stimulus"]["glimpse_ms"] / 1000
+    pairs = _pair_by_seed(runs)
+    seeds = [p[0] for p in pairs]
+    n = len(seeds)
+    sd_note = f"error bars: SD over n = {n} seed{'s' * (n != 1)}"
+    first_rate, first_spiking = pairs[0][1], pairs[0][2]
+    sum_r = _summaries([p[1] for p in pairs])
+    sum_s = _summaries([p[2] for p in pairs])
+    w_layers = sorted((k.split("/")[0] for k in pairs[0][3] if re.fullmatch(r"\d+/W", k)), key=int)
+    numbers: dict = {"seeds": seeds}
+
+    fig = plt.figure(figsize=(18, 8), constrained_layout=True)
+    grid = fig.add_gridspec(2, 4)
+    axes = {"a": fig.add_subplot(grid[0, :2]), "b": fig.add_subplot(grid[0, 2]), "c": fig.add_subplot(grid[0, 3]),
+            "d": fig.add_subplot(grid[1, 0]), "e": fig.add_subplot(grid[1, 1]), "f": fig.add_subplot(grid[1, 2]),
+            "g": fig.add_subplot(grid[1, 3])}
+    for letter, ax in axes.items():
+        _letter(ax, letter)
+
+    def _load(run, name):
+        try:
+            return _npz(run, name)
+        except (OSError, ValueError):
+            return {}
+
+    mon, spk = _load(first_spiking, "brian_monitors"), _load(first_spiking, "brian_spikes")
+    glimpse_s = first_spiking.manifest["protocol"]["stimulus"]["glimpse_ms"] / 1000
     n_glimpses = 12
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.6), constrained_layout=True)
-    numbers: dict = {}
+    y = np.asarray(mon.get("y", []))
 
-    ax = axes[0, 0]                                   # spike raster of layer 1 with the saccade events
-    t, i = spk["layer1/t_s"], spk["layer1/i"]
-    keep = t < n_glimpses * glimpse_s
-    ax.scatter(t[keep] * 1000, i[keep], s=2, color="k", marker="|")
-    for k in range(1, n_glimpses):
-        ax.axvline(k * glimpse_s * 1000, color=SACCADE if mon["y"][k] < 0 else FIXATION, lw=1.5, alpha=0.7)
-    ax.set(xlabel="time (ms)", ylabel="neuron (layer 1)", title="spikes; lines: saccade (orange) / fixation (blue)")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax = axes["a"]                                    # spike raster of layer 1 with the saccade events
+    if "layer1/t_s" in spk and "layer1/i" in spk:
+        t, i = spk["layer1/t_s"], spk["layer1/i"]
+        keep = t < n_glimpses * glimpse_s
+        ax.scatter(t[keep] * 1000, i[keep], s=2, color="k", marker="|")
+        for k in range(1, min(n_glimpses, len(y))):
+            ax.axvline(k * glimpse_s * 1000, color=SACCADE if y[k] < 0 else FIXATION, lw=1.5, alpha=0.7)
+        ax.set(xlabel="time (ms)", ylabel="neuron (layer 1)",
+               title=f"spikes, seed {seeds[0]}; lines: saccade (orange) / fixation (blue)")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    else:
+        _note(ax, "no spike recording (brian_spikes.npz layer1) in the spiking run")
 
-    ax = axes[0, 1]                                   # soma and dendrite of one neuron
-    ts, v, d = mon["layer1/t_s"], mon["layer1/v"], mon["layer1/d"]
-    keep = ts < n_glimpses * glimpse_s
-    ax.plot(ts[keep] * 1000, v[keep], color=PALETTE[0], lw=1, label="soma v (≈ W x)")
-    ax.step(ts[keep] * 1000, d[keep], where="post", color=PALETTE[1], lw=1.5, label="dendrite d (W_pred z_prev)")
-    ax.set(xlabel="time (ms)", ylabel="potential (rate units)", title="neuron 0 of layer 1")
-    ax.legend(fontsize="small", frameon=False)
+    ax = axes["b"]                                    # soma and dendrite of one neuron, both continuous traces
+    if all(k in mon for k in ("layer1/t_s", "layer1/v", "layer1/d")):
+        ts = mon["layer1/t_s"]
+        keep = ts < n_glimpses * glimpse_s
+        v, d = mon["layer1/v"][keep], mon["layer1/d"][keep]
+        ax.plot(ts[keep] * 1000, v, color=PALETTE[0], lw=1, label="soma v")
+        ax.plot(ts[keep] * 1000, d, color=PALETTE[1], lw=1.5, label="dendrite d")
+        lo, hi = np.nanmin(np.r_[v, d, 0.0]), np.nanmax(np.r_[v, d, 0.0])
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-12), hi + 0.35 * (hi - lo + 1e-12))   # a free band for the legend
+        ax.set(xlabel="time (ms)", ylabel="potential (rate units)", title="neuron 0 of layer 1")
+        ax.legend(fontsize="small", frameon=False, loc="upper right", ncols=2)
+    else:
+        _note(ax, "no soma/dendrite recording\n(brian_monitors.npz layer1/v, layer1/d)")
 
-    ax = axes[0, 2]                                   # weight changes of rate vs spiking from the same start
-    w0_r, w0_s = rate.initial_params(), spiking.initial_params()
-    w_r, w_s = rate.latest_checkpoint()[1], spiking.latest_checkpoint()[1]
-    n_layers = len(rate.manifest["protocol"]["model"]["layers"])
-    corr = []
-    for l in range(n_layers):
-        key = f"{l + 1}/W"
-        if not np.array_equal(w0_r[key], w0_s[key]):
-            raise ValueError("the rate and spiking runs did not start from the same weights; use the same seed")
-        dr, ds = w_r[f"param/{key}"] - w0_r[key], w_s[f"param/{key}"] - w0_s[key]
-        corr.append(float(np.corrcoef(dr.ravel(), ds.ravel())[0, 1]))
-        if l == 0:
-            ax.scatter(dr.ravel(), ds.ravel(), s=3, alpha=0.4, color=PALETTE[2])
-            lim = np.abs(np.concatenate([dr.ravel(), ds.ravel()])).max()
-            ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8)
-    ax.set(xlabel="ΔW rate (layer 1)", ylabel="ΔW spiking (layer 1)",
-           title="weight change, r = " + ", ".join(f"{c:.2f}" for c in corr) + " (layers)")
-    numbers["delta_w_correlation"] = corr
+    ax = axes["c"]                                    # weight changes of training, spiking vs rate
+    corr = {l: [] for l in w_layers}
+    for k, (seed, rate, spiking, w0) in enumerate(pairs):
+        finals = [(ckpt[1] if (ckpt := run.latest_checkpoint()) is not None else {}) for run in (rate, spiking)]
+        for j, l in enumerate(w_layers):
+            dr, ds = (f.get(f"param/{l}/W") for f in finals)
+            dr = None if dr is None else dr - w0[f"{l}/W"]
+            ds = None if ds is None else ds - w0[f"{l}/W"]
+            corr[l].append(correlation(dr, ds))
+            if k == 0 and dr is not None and ds is not None and dr.shape == ds.shape:
+                ax.scatter(dr.ravel(), ds.ravel(), s=3, alpha=0.4, color=PALETTE[(2, 5, 4, 3)[j % 4]],
+                           label=f"layer {l}")
+    numbers["delta_w_correlation"] = {l: _stats(v) for l, v in corr.items()}
+    if ax.collections:
+        lim = max(max(np.abs(c.get_offsets()).max() for c in ax.collections), 1e-12)
+        ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, label="identity")
+        ax.legend(fontsize="small", frameon=False, loc="upper left", markerscale=3)
+    else:
+        _note(ax, "no final weights to compare")
+    ax.set(xlabel=f"ΔW rate (final − initial, seed {seeds[0]})", ylabel="ΔW spiking")
+    ax.set_title("weight change: r = " + ", ".join(
+        f"{_pm(numbers['delta_w_correlation'][l])} (L{l})"
+        for l in w_layers) + f"\nmean ± SD over n = {n} seeds", fontsize="medium")
 
-    ax = axes[1, 0]                                   # learning curves
-    for c, (label, run) in enumerate((("rate", rate), ("spiking", spiking))):
-        rows = read_metrics(run.directory)
-        for l in range(1, n_layers + 1):
-            pts = [(m["epoch"], m["value"]) for m in rows if m["stage"] == "train" and m["layer"] == l
-                   and m["name"] == "loss"]
-            ax.plot(*zip(*pts), ("-", "--")[l % 2 == 0], marker="o", ms=3, color=PALETTE[c],
+    ax = axes["d"]                                    # frozen-weight fidelity, with the rate-vs-rate ceiling
+    measures = (("dw_correlation", "ΔW r", 0.98), ("gate_agreement", "gates", 0.95), ("norm_ratio", "norm ratio", 1.0))
+    fid = [s.get("fidelity") if isinstance(s.get("fidelity"), dict) else {} for s in sum_s]
+    for part in ("frozen", "ceiling"):
+        numbers[part] = {m: {l: _stats([((f.get(part) or {}).get(m) or {}).get(l) for f in fid]) for l in w_layers}
+                         for m, _, _ in measures}
+    if any(f.get("frozen") for f in fid):
+        width = 0.8 / len(measures)
+        top = 1.05
+        for j, (m, name, target) in enumerate(measures):
+            xs = np.arange(len(w_layers)) + (j - 1) * width
+            mean = np.array([numbers["frozen"][m][l]["mean"] for l in w_layers])
+            sd = np.nan_to_num([numbers["frozen"][m][l]["sd"] for l in w_layers])
+            ceil = np.array([numbers["ceiling"][m][l]["mean"] for l in w_layers])
+            ax.bar(xs, mean, width, yerr=_yerr(sd), color=PALETTE[(0, 2, 3)[j]], ecolor="0.3", capsize=2, label=name)
+            ax.scatter(xs, ceil, marker="D", s=14, color="k", zorder=3,
+                       label="rate vs rate, 1% input jitter (ceiling)" if j == 0 else None)
+            if m == "norm_ratio":
+                for x in xs:
+                    ax.fill_between([x - width / 2, x + width / 2], 0.9, 1.1, color="0.5", alpha=0.25, lw=0,
+                                    label="target band 0.9–1.1" if x == xs[0] else None)
+            else:
+                ax.hlines(np.full(len(xs), target), xs - width / 2, xs + width / 2, colors="k", linestyles="--", lw=0.8,
+                          label="targets: r 0.98, gates 0.95" if j == 0 else None)
+            top = max(top, np.nanmax(np.r_[mean + sd, ceil, 1.1]) * 1.05)
+        ax.set(xticks=range(len(w_layers)), xticklabels=[f"layer {l}" for l in w_layers], ylim=(0, top),
+               ylabel="spiking vs rate rule")
+        handles, names = ax.get_legend_handles_labels()
+        order = sorted(range(len(names)), key=lambda k: names[k] not in {name for _, name, _ in measures})
+        ax.legend([handles[k] for k in order], [names[k] for k in order], fontsize="x-small", frameon=False,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=2)
+        glimpses = [g for f in fid if np.isfinite(g := number(f.get("glimpses")))]
+        epoch = f" ({np.mean(glimpses):.0f} glimpses)" if glimpses else ""
+        ax.set_title(f"frozen-weight fidelity, one epoch{epoch}\n{sd_note}", fontsize="medium")
+    else:
+        _note(ax, "no run saved its frozen-weight fidelity\n(summary.json 'fidelity')")
+        ax.set_title("frozen-weight fidelity", fontsize="medium")
+
+    ax = axes["e"]                                    # CKA between the two representations
+    feats = [(_load(rate, "features"), _load(spiking, "features")) for _, rate, spiking, _ in pairs]
+    f_layers = sorted({k[len("layer"):] for fr, fs in feats for k in fr if re.fullmatch(r"layer\d+", k) and k in fs},
+                      key=int)
+    cka = {}
+    for l in f_layers:
+        vals = []
+        for fr, fs in feats:
+            a, b = fr.get(f"layer{l}"), fs.get(f"layer{l}")
+            vals.append(linear_cka(a, b) if a is not None and b is not None and len(a) == len(b) else np.nan)
+        cka[l] = _stats(vals)
+    numbers["cka"] = cka
+    if f_layers:
+        ax.bar(range(len(f_layers)), [cka[l]["mean"] for l in f_layers], color=PALETTE[4],
+               yerr=_yerr([cka[l]["sd"] for l in f_layers]), ecolor="0.3", capsize=3)
+        ax.set(xticks=range(len(f_layers)), xticklabels=[f"layer {l}" for l in f_layers], ylim=(0, 1.05),
+               ylabel="linear CKA (rate, spiking)")
+    else:
+        _note(ax, "no probe features (features.npz) in both runs")
+    ax.set_title(f"representational similarity\n{sd_note}", fontsize="medium")
+
+    ax = axes["f"]                                    # probe accuracy: trained and random, from spikes and as rates
+    p_layers = sorted({l for s in sum_r + sum_s for l in s.get("probe", {})}, key=int)
+    sources = (("rate", sum_r, "probe", PALETTE[0]), ("spiking", sum_s, "probe", PALETTE[1]),
+               ("random (spikes)", sum_s, "probe_random", "0.45"),
+               ("random (rates)", sum_s, "probe_random_rates", "0.75"))
+    probe = {label: {l: _stats([(s.get(key) or {}).get(l) for s in ss]) for l in p_layers}
+             for label, ss, key, _ in sources}
+    numbers["probe"] = probe
+    width = 0.8 / len(sources)
+    for k, (label, _, _, colour) in enumerate(sources):
+        xs = np.arange(len(p_layers)) + (k - (len(sources) - 1) / 2) * width
+        ax.bar(xs, [probe[label][l]["mean"] for l in p_layers], width, color=colour, label=label,
+               yerr=_yerr([probe[label][l]["sd"] for l in p_layers]), ecolor="0.2", capsize=2)
+    labels = next((f["labels"] for pair in feats for f in pair if "labels" in f), None)
+    if labels is not None and len(np.unique(labels)):
+        classes = len(np.unique(labels))
+        ax.axhline(1 / classes, color="k", ls=":", lw=1, label=f"chance (1/{classes})")
+    ax.set(xticks=range(len(p_layers)), xticklabels=[f"layer {l}" for l in p_layers], ylim=(0, 1),
+           ylabel="linear-probe test accuracy")
+    ax.set_title(f"probe\n{sd_note}", fontsize="medium")
+    ax.legend(fontsize="x-small", frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=3)
+    numbers["paired_tests"] = {
+        l: {"spiking - rate": _paired_test(probe["spiking"][l]["values"], probe["rate"][l]["values"]),
+            "spiking - random (rates)": _paired_test(probe["spiking"][l]["values"],
+                                                     probe["random (rates)"][l]["values"])}
+        for l in p_layers}
+
+    ax = axes["g"]                                    # learning curves, mean ± SD over seeds
+    for c, (label, group) in enumerate((("rate", [p[1] for p in pairs]), ("spiking", [p[2] for p in pairs]))):
+        rows = [read_metrics(run.directory) for run in group]
+        for l in w_layers:
+            curves = [[m["value"] for m in rs if m["stage"] == "train" and m["layer"] == int(l) and m["name"] == "loss"]
+                      for rs in rows]
+            length = min(map(len, curves))
+            if not length:
+                continue
+            values = np.array([cv[:length] for cv in curves])
+            epochs = np.arange(1, length + 1)
+            mean = values.mean(0)
+            ax.plot(epochs, mean, ("-", "--")[int(l) % 2 == 0], marker="o", ms=3, color=PALETTE[c],
                     label=f"{label}, layer {l}")
-    ax.set(xlabel="epoch", ylabel="layer-local hinge loss", title="loss")
-    ax.legend(fontsize="small", frameon=False)
-
-    ax = axes[1, 1]                                   # CKA between the two representations
-    fr, fs = _npz(rate, "features"), _npz(spiking, "features")
-    layers = sorted(k for k in fr if k.startswith("layer") and k in fs)
-    cka = [linear_cka(fr[k], fs[k]) for k in layers]
-    ax.bar(range(len(layers)), cka, color=PALETTE[4])
-    ax.set(xticks=range(len(layers)), xticklabels=[k.replace("layer", "layer ") for k in layers], ylim=(0, 1),
-           ylabel="linear CKA (rate, spiking)", title="representational similarity")
-    numbers["cka"] = dict(zip(layers, cka))
-
-    ax = axes[1, 2]                                   # probe accuracy side by side
-    (sr,), (ss,) = _summaries([rate]), _summaries([spiking])
-    ls = sorted(sr["probe"], key=int)
-    width = 0.27
-    for k, (label, vals) in enumerate((("rate", sr["probe"]), ("spiking", ss["probe"]),
-                                       ("random (spiking)", ss.get("probe_random", {})))):
-        ax.bar(np.arange(len(ls)) + (k - 1) * width, [vals.get(l, np.nan) for l in ls], width,
-               color=(PALETTE[0], PALETTE[1], "0.55")[k], label=label)
-        numbers[f"probe_{label}"] = {l: vals.get(l) for l in ls}
-    lo = min(v for d in (sr["probe"], ss["probe"], ss.get("probe_random", {})) for v in d.values())
-    ax.set(xticks=range(len(ls)), xticklabels=[f"layer {l}" for l in ls], ylim=(max(0, lo - 0.1), 1),
-           ylabel="linear-probe test accuracy", title="probe")
-    ax.legend(fontsize="small", frameon=False, loc="upper left")
+            if len(values) >= 2:
+                sd = values.std(0, ddof=1)
+                ax.fill_between(epochs, mean - sd, mean + sd, color=PALETTE[c], alpha=0.2, lw=0)
+    if ax.lines:
+        ax.legend(fontsize="small", frameon=False)
+    else:
+        _note(ax, "no training losses (metrics.csv)")
+    ax.set(xlabel="epoch", ylabel="layer-local hinge loss")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"loss (bands: SD over n = {n} seed{'s' * (n != 1)})", fontsize="medium")
     fig.suptitle(title or "rate vs spiking")
     return fig, numbers
 

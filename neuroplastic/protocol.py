@@ -76,7 +76,8 @@ class Key:
     """One protocol key: its type, default, allowed values and doc.
 
     ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``int_list``,
-    ``layer_list`` (list of ints or ``"all"``) or ``path``.
+    ``layer_list`` (list of ints or ``"all"``) or ``path``. ``also`` lists numbers allowed outside
+    the bounds: an off switch such as ``0`` below a range that starts at ``2``.
     """
 
     kind: str
@@ -87,6 +88,7 @@ class Key:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    also: tuple = ()
 
     @property
     def required(self) -> bool:
@@ -106,7 +108,8 @@ class Key:
         if self.high is not None:
             bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
         each = " each" if self.kind in ("int_list", "layer_list") else ""
-        return noun + (f"{each} " + " and ".join(bounds) if bounds else "")
+        also = "".join(f"{v!r} or " for v in self.also)
+        return also + noun + (f"{each} " + " and ".join(bounds) if bounds else "")
 
     def check(self, value: Any) -> Any:
         """Return ``value`` converted to this key's type, or raise ``ValueError(reason)``."""
@@ -139,6 +142,8 @@ class Key:
         ok = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok or (kind == "float" and not math.isfinite(value)):
             raise ValueError(f"must be {self.allowed()}")
+        if value in self.also:
+            return float(value) if kind == "float" else int(value)
         lo_bad = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         hi_bad = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if lo_bad or hi_bad:
@@ -162,7 +167,7 @@ COMMON: dict[str, dict[str, Key]] = {
         "name": Key("str", doc="Name of the protocol; names its run directories, so a plain file name: letters, "
                     "digits and . _ + - (at most 100 characters)."),
         "description": Key("str", "", "Free text shown by `neuroplastic list`."),
-        "seed": Key("int", 0, "Seed of every random draw (weights, batches, saccades, probe split).", low=0),
+        "seed": Key("int", 0, "Seed of every random draw (weights, batches, saccades, probe split and folds).", low=0),
     },
     "data": {
         "source": Key("str", "digits", "Data set (built-in or loaded from `path`).", choices=_DATA),
@@ -221,6 +226,12 @@ COMMON: dict[str, dict[str, Key]] = {
                        choices=("mean", "concat")),
         "baseline": Key("bool", True, "Also probe a random-weight encoder of the same architecture."),
         "C": Key("float", 1.0, "Inverse L2 strength of the logistic-regression probe.", low=0, low_open=True),
+        "folds": Key("int", 0, "How the probe is scored: 0 = fitted on the train split, tested on the test split; "
+                     "k >= 2 = stratified k-fold cross-validation over every sample of the probe's data, each "
+                     "predicted once by a probe fitted on the other k - 1 folds (k at most the size of the "
+                     "smallest class). [data] test_fraction still decides what the encoder trains on: with "
+                     "folds >= 2 every sample is probed, including those the encoder trained on without labels.",
+                     low=2, also=(0,)),
         "source": Key("str", "", "Probe on another data set than the one trained on (e.g. train on cifar100, "
                       "probe cifar10); empty = [data] source."),
         "path": Key("path", "", "Directory of the probe's data set; empty = [data] path."),

@@ -48,10 +48,18 @@ from .errors import RunBusy, RunError, StorageError
 from .locks import DirectoryLock
 from .names import name_problem
 
-__all__ = ["Run", "RunBusy", "RunError", "atomic_write", "check_root", "read_metrics", "save_figure",
+__all__ = ["Run", "RunBusy", "RunError", "atomic_write", "check_root", "number", "read_metrics", "save_figure",
            "METRIC_FIELDS"]
 
 log = logging.getLogger(__name__)
+
+
+def number(x) -> float:
+    """A value read from a run's saved summary as a float, NaN when missing or not a number (older runs saved less)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
 
 METRIC_FIELDS = ("epoch", "stage", "layer", "name", "value")
 _VERSIONED = ("neuroplastic", "numpy", "scipy", "scikit-learn", "brian2", "brian2cuda", "torch", "array-api-compat")

@@ -8,7 +8,8 @@ from neuroplastic.engines.brian import device as dev
 from neuroplastic.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "data.max_samples=40", "--set", "model.layers=[4, 4]", "--set", "train.epochs=1"]
+TINY = ["--set", "data.max_samples=40", "--set", "model.layers=[4, 4]", "--set", "train.epochs=1",
+        "--set", "evaluate.folds=0"]
 
 
 def test_cuda_without_gpu_fails_before_anything_is_built(monkeypatch, tmp_path, capsys):

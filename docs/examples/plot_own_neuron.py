@@ -31,7 +31,7 @@ edits = [
     ('tau_m = "10 ms"         # membrane time constant (unit DC gain: <v> = W x in steady state)',
      'tau_m = "10 ms"         # membrane time constant (unit DC gain: <v> = W x in steady state)\n'
      'tau_a = "100 ms"        # adaptation time constant\n'
-     'beta = "0.01"           # adaptation added by each spike'),
+     'beta = "0.0025"         # adaptation added by each spike'),
     ("dv/dt = (Is - v) / tau_m : 1    # somatic potential, <v> = W x for constant input rates",
      "dv/dt = (Is - v - wa) / tau_m : 1   # somatic potential, pulled down by the adaptation\n"
      "dwa/dt = -wa / tau_a : 1            # adaptation current, + beta at every spike"),
@@ -85,7 +85,7 @@ def simulate(model, drives, duration=300 * b2.ms):
     b2.start_scope()
     b2.prefs.codegen.target = "numpy"          # no compiler needed (what the "runtime" device uses)
     b2.defaultclock.dt = 0.1 * b2.ms
-    namespace = {**constants(model), "glimpse": duration, "steps_per_glimpse": 10**9}
+    namespace = {**constants(model), "glimpse": duration, "steps_per_glimpse": 10**9, "window": duration}
     soma = b2.NeuronGroup(len(drives), model.check_equations("spiking.layer.equations") + "\ndrive : 1",
                           threshold=spiking["layer"]["threshold"], reset=spiking["layer"]["reset"],
                           namespace=namespace, method="exact")
@@ -128,7 +128,7 @@ from neuroplastic.protocol import PROTOCOLS_DIR, load
 from neuroplastic.runner import run_protocol
 
 tiny = ["data.max_samples=40", "train.epochs=1", "model.layers=[8, 8]", "stimulus.glimpse_ms=20.0",
-        "engine.dt_ms=0.5", 'engine.device="runtime"']
+        "engine.dt_ms=0.5", 'engine.device="runtime"', "evaluate.folds=0"]
 protocol = load(PROTOCOLS_DIR / "clapp_digits_spiking.toml", tiny + [f'model.file="{model_file}"'])
 outcome = run_protocol(protocol, workdir / "runs", progress=False)
 print(f"run directory: {outcome.directory.name}")

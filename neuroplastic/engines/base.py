@@ -8,7 +8,7 @@ whose loss or weights are no longer finite, checkpoint, probe the trained and th
 
 Randomness comes from three generators seeded by ``(seed, k)`` (:func:`~neuroplastic.engines.prepare.seed_sequence`):
 the weights (k = 0, given to :meth:`Engine.init`), the training stream (k = 1: batches, saccades,
-negatives, augmentations) and the probe split (k = 2). The training generator's state is
+negatives, augmentations) and the probe split and folds (k = 2). The training generator's state is
 checkpointed with the weights and the optimiser, so a resumed run is bit-identical to an
 uninterrupted one.
 
@@ -88,6 +88,18 @@ class Engine(ABC):
     def features(self, model: Model, params: dict, probe: Prepared) -> list:
         """Features ``(n, glimpses, n_l)`` of every layer for the probe's data, with weights ``params``."""
 
+    def readouts(self, model: Model, initial: dict, probe: Prepared) -> dict:
+        """Other readouts of the same network to probe beside :meth:`features`: ``{name: (trained, initial)}``.
+
+        Each is probed like the features and reported as ``probe_<name>`` and ``probe_random_<name>``
+        (e.g. a spiking network's weights read out as rates); optional.
+        """
+        return {}
+
+    def diagnostics(self, model: Model) -> dict:
+        """Measurements of the trained network to add to the run's summary (e.g. a spiking network's fidelity)."""
+        return {}
+
     def release(self, model: Model) -> None:
         """Free what the model holds beyond its weights (compiled networks, files); optional."""
 
@@ -126,14 +138,22 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
         probe = prepared.probe_set()
         features = engine.features(model, model.params, probe)
         random_features = engine.features(model, initial, probe) if protocol.evaluate.baseline else None
+        readouts = engine.readouts(model, initial, probe)
+        diagnostics = engine.diagnostics(model)
     finally:
         bar.close()
         engine.release(model)
     probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
                                         probe.train_idx, probe.test_idx, run=run)
     rows += probe_rows
+    for name, (trained, rand) in readouts.items():
+        more_rows, more = probe_encoder(protocol, trained, rand if protocol.evaluate.baseline else None,
+                                        probe.dataset.labels, probe.train_idx, probe.test_idx)
+        rows += [{**r, "stage": f"{r['stage']}_{name}"} for r in more_rows]
+        summary.update({f"{k}_{name}": v for k, v in more.items()})
     run.write_metrics(rows)
     summary.update(model.summary)
+    summary.update(diagnostics)
     return summary
 
 
@@ -217,16 +237,21 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
     """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary).
 
     With ``run``, the pooled features the probe saw are saved in ``features.npz`` (``layer<l>``, with
-    ``labels``), so comparisons between runs (CKA) need no recomputation.
+    ``labels``), so comparisons between runs (CKA) need no recomputation. With ``[evaluate] folds`` >= 2
+    the trained and the random encoder are cross-validated on the same folds, drawn from a child of the
+    probe stream (k = 2), so they are independent of the split and of training.
     """
     ev = protocol.evaluate
     layers = chosen_layers(ev.layers, len(features))
-    probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+    fold_seed = int(seed_sequence(protocol, 2).spawn(1)[0].generate_state(1)[0])
+    probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
+                         fold_seed)
     rows = [dict(epoch=protocol.train.epochs, stage="probe", layer=l, name="accuracy", value=a)
             for l, a in probe.items()]
     summary = {"probe": {str(l): a for l, a in probe.items()}}
     if random_features is not None:
-        base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C)
+        base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
+                            fold_seed)
         rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
         summary["probe_random"] = {str(l): a for l, a in base.items()}
     if run is not None:

@@ -428,14 +428,17 @@ def _brian(protocol, prepared, rule) -> Estimate:
     if spiking:
         k = max(int(round(protocol.stimulus.glimpse_ms / protocol.engine.dt_ms)), 1)
         seconds = length * protocol.stimulus.glimpse_ms / 1000.0
-        from .brian.engine import SAVED_SPIKE_NEURONS
+        from .brian.engine import SAVED_SPIKE_GLIMPSES, SAVED_SPIKE_NEURONS
 
+        recorded_s = min(seconds, SAVED_SPIKE_GLIMPSES * protocol.stimulus.glimpse_ms / 1000.0)  # spikes recorded
         monitors = (length * sum(widths) * 20 + length * L * 20 + length * L * 2 * min(30, k) * 16
-                    + int(min(SAVED_SPIKE_NEURONS, max(widths)) * L * _rate_out_hz(protocol) * seconds * 12))
-        runs = protocol.train.epochs + 1 + (1 if protocol.evaluate.baseline else 0)
+                    + int(min(SAVED_SPIKE_NEURONS, max(widths)) * L * _rate_out_hz(protocol) * recorded_s * 12))
+        probes = protocol.evaluate.presentations * (2 if protocol.evaluate.baseline else 1)
+        runs = protocol.train.epochs + probes + (1 if protocol.evaluate.fidelity else 0)
         steps = runs * length * k
-        steps_detail = (f"{runs} runs ({protocol.train.epochs} epochs and the probe) x {length:,} glimpses "
-                        f"x {k:,} steps of {protocol.engine.dt_ms:g} ms per {protocol.stimulus.glimpse_ms:g} ms glimpse")
+        steps_detail = (f"{runs} runs ({protocol.train.epochs} epochs, the probe and fidelity) x {length:,} "
+                        f"glimpses x {k:,} steps of {protocol.engine.dt_ms:g} ms per "
+                        f"{protocol.stimulus.glimpse_ms:g} ms glimpse")
         keys: tuple[str, ...] = ("stimulus.glimpse_ms", "data.max_samples")
     else:
         monitors = length * L * (3 * 8 + 12 * 8)

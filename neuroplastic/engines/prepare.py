@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import data as datasets
 from ..errors import ProtocolError, SettingError
-from ..evaluate import check_split, stratified_split
+from ..evaluate import check_folds, check_split, stratified_split
 from ..data.augment import check_views
 from ..models import load_model
 from ..rules.architectures import smallest_input
@@ -24,7 +24,7 @@ __all__ = ["Prepared", "check", "make_stimulus", "prepare", "seed_sequence"]
 
 
 def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
-    """Independent random stream ``stream`` of a protocol's seed: 0 weights, 1 training, 2 probe split."""
+    """Independent random stream ``stream`` of a protocol's seed: 0 weights, 1 training, 2 probe split and folds."""
     return np.random.SeedSequence([protocol.seed, stream])
 
 
@@ -73,7 +73,7 @@ def prepare(protocol, running: bool = True) -> Prepared:
         stimulus = make_stimulus(protocol, ds)
         if not own_probe:
             _check_labelled(protocol, ds, "data.split", d.split)
-            return Prepared(ds, stimulus, *_split(protocol, ds.labels))
+            return _check_folds(protocol, Prepared(ds, stimulus, *_split(protocol, ds.labels)))
         source, path = ev.source or d.source, ev.path or d.path
         label = d.label if not ev.source else ""
         fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
@@ -98,7 +98,7 @@ def prepare(protocol, running: bool = True) -> Prepared:
         if message.startswith(f"[{table}] {key} = "):                # the error names the key itself
             message = message.removeprefix(f"[{table}] {key} ")
         raise ProtocolError(str(protocol.source), err.key, message) from None
-    return Prepared(ds, stimulus, np.arange(len(ds)), np.arange(0), probe)
+    return _check_folds(protocol, Prepared(ds, stimulus, np.arange(len(ds)), np.arange(0), probe))
 
 
 def make_stimulus(protocol, dataset):
@@ -130,6 +130,13 @@ def _check_labelled(protocol, ds, key: str, split: str) -> None:
         raise ProtocolError(str(protocol.source), key, f"= {ds.name} {split or 'default'!r}: fewer than "
                             "two labelled classes, so the linear probe has nothing to decode; use a labelled "
                             f"split (see `neuroplastic list`){hint}")
+
+
+def _check_folds(protocol, prepared: Prepared) -> Prepared:
+    """``prepared``, once its probe data has at least ``[evaluate] folds`` samples of every class."""
+    probe = prepared.probe_set()
+    check_folds(protocol.source, protocol.evaluate.folds, probe.dataset.labels, probe.train_idx, probe.test_idx)
+    return prepared
 
 
 def _split(protocol, labels) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,12 @@ SETTINGS: dict[str, dict[str, dict]] = {
                                       "the saccade stream is a saccade (y = -1) rather than a fixation (y = +1)."),
         "model.synapses": dict(kind="path", default="clapp_synapses", doc="Synapse model file: a path (relative "
                                "to the protocol file) or the name of a file in models/."),
+        "evaluate.presentations": dict(kind="int", default=1, low=1, high=1000, doc="Spiking variant: the probe "
+                                       "reads every glimpse's spike-count rates averaged over this many "
+                                       "presentations, each with fresh spike noise."),
+        "evaluate.fidelity": dict(kind="bool", default=True, doc="Spiking variant: after training, measure how "
+                                  "faithfully the spiking updates follow the rate rule at the trained weights "
+                                  "(one more epoch's stream, weights frozen; the run's summary 'fidelity')."),
     },
 }
 

@@ -3,11 +3,31 @@ import numpy as np
 
 from ..errors import ProtocolError
 from .layers import chosen_layers, probe_layers
-from .probe import linear_probe, pool_glimpses, stratified_split
-from .similarity import linear_cka
+from .probe import kfold_probe, linear_probe, pool_glimpses, stratified_folds, stratified_split
+from .similarity import correlation, linear_cka
 
-__all__ = ["check_split", "chosen_layers", "linear_cka", "linear_probe", "pool_glimpses", "probe_layers",
-           "stratified_split"]
+__all__ = ["check_folds", "check_split", "chosen_layers", "correlation", "kfold_probe", "linear_cka", "linear_probe",
+           "pool_glimpses", "probe_layers", "stratified_folds", "stratified_split"]
+
+
+def check_folds(source: str, folds: int, labels, train, test) -> None:
+    """Refuse ``[evaluate] folds`` larger than the smallest class of the samples the probe cross-validates.
+
+    Stratified folds hold out part of every class in every fold, so no class may have fewer samples than
+    there are folds. The bound needs the data, so it is checked here rather than with the protocol.
+    Raises :class:`~neuroplastic.errors.ProtocolError` naming the key, the counts and the allowed values.
+    """
+    if folds == 0:
+        return
+    labels = np.asarray(labels)[np.union1d(train, test).astype(np.int64)]
+    classes, sizes = np.unique(labels, return_counts=True)
+    if len(classes) and folds <= sizes.min():
+        return
+    smallest = int(sizes.min()) if len(sizes) else 0
+    allowed = f"0 or 2 to {smallest}" if smallest >= 2 else "0"
+    raise ProtocolError(source, "evaluate.folds",
+                        f"= {folds}: the probe's data has {len(labels)} samples in {len(classes)} classes, the "
+                        f"smallest with {smallest}, and every fold needs a sample of each class; allowed: {allowed}")
 
 
 def check_split(source: str, test_fraction: float, labels, train, test) -> None:

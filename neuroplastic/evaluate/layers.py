@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .probe import linear_probe, pool_glimpses
+from .probe import kfold_probe, linear_probe, pool_glimpses
 
 __all__ = ["probe_layers", "chosen_layers"]
 
@@ -14,10 +14,19 @@ def chosen_layers(setting, n_layers: int) -> list[int]:
 
 
 def probe_layers(features: list[np.ndarray], labels: np.ndarray, train: np.ndarray, test: np.ndarray,
-                 layers: list[int], pooling: str = "mean", C: float = 1.0) -> dict[int, float]:
-    """Linear-probe accuracy of each layer; ``features[l - 1]`` is layer l's (n, T, f) glimpse features."""
+                 layers: list[int], pooling: str = "mean", C: float = 1.0, folds: int = 0,
+                 seed: int = 0) -> dict[int, float]:
+    """Linear-probe accuracy of each layer; ``features[l - 1]`` is layer l's (n, T, f) glimpse features.
+
+    ``folds`` = 0 fits on ``train`` and tests on ``test``; ``folds`` >= 2 cross-validates over the samples
+    of both (:func:`~neuroplastic.evaluate.probe.kfold_probe`), with the same folds for every layer and
+    for any features given the same labels and ``seed``.
+    """
+    labels = np.asarray(labels)
+    both = np.union1d(train, test).astype(np.int64)
     out = {}
     for layer in layers:
         f = pool_glimpses(np.asarray(features[layer - 1]), pooling)
-        out[layer] = linear_probe(f[train], labels[train], f[test], labels[test], C=C)
+        out[layer] = (kfold_probe(f[both], labels[both], folds, seed, C=C) if folds
+                      else linear_probe(f[train], labels[train], f[test], labels[test], C=C))
     return out

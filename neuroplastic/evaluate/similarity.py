@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["linear_cka"]
+__all__ = ["correlation", "linear_cka"]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -29,3 +29,12 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     y = y - y.mean(axis=0)
     denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
     return float(np.linalg.norm(y.T @ x) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def correlation(a, b) -> float:
+    """Pearson correlation of two arrays of one shape (e.g. two weight changes); NaN when either is missing,
+    constant, or the shapes differ."""
+    if a is None or b is None or np.shape(a) != np.shape(b):
+        return float("nan")
+    with np.errstate(all="ignore"):                                  # a constant array has no correlation: NaN
+        return float(np.corrcoef(np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64))[0, 1])

@@ -39,6 +39,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..environ import environment
 from ..errors import SweepError
 from ..results import Run
 from .point import BLAS_THREADS_ENV, run_point, run_state
@@ -59,16 +60,8 @@ STOP_GRACE_S = 20.0
 @contextlib.contextmanager
 def _blas_threads(threads: int):
     """Set the BLAS/OpenMP thread variables while a child process (or the fork server) starts."""
-    saved = {k: os.environ.get(k) for k in BLAS_THREADS_ENV}
-    os.environ.update({k: str(threads) for k in BLAS_THREADS_ENV})
-    try:
+    with environment({k: str(threads) for k in BLAS_THREADS_ENV}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _context(threads: int):

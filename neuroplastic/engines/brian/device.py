@@ -26,9 +26,11 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from ...environ import environment
 from ...errors import DeviceError
 
-__all__ = ["DEVICES", "DeviceError", "Simulator", "build_cache_dir", "check_compiler", "gpu_available"]
+__all__ = ["DEVICES", "DeviceError", "NOISE_SEED_VARIABLE", "Simulator", "build_cache_dir", "check_compiler",
+           "gpu_available", "seed_from_environment"]
 
 DEVICES = ("runtime", "cpp", "cuda")
 _STANDALONE = {"cpp": "cpp_standalone", "cuda": "cuda_standalone"}
@@ -152,6 +154,33 @@ def _builder_digest() -> str:
     return h.hexdigest()
 
 
+#: The environment variable from which a standalone binary reads the seed of its random numbers (see
+#: :func:`seed_from_environment`): the spike noise changes from run to run without a new build.
+NOISE_SEED_VARIABLE = "NEUROPLASTIC_NOISE_SEED"
+
+
+def seed_from_environment() -> None:
+    """Make the standalone project being built reseed its random numbers from :data:`NOISE_SEED_VARIABLE`, if set.
+
+    Call it right after ``brian2.seed(...)``: Brian2 compiles that seed into ``main``, and this inserts
+    code after it that replaces it when the variable is set (cpp_standalone and brian2cuda). Runtime
+    mode seeds with ``brian2.seed`` directly (:meth:`Simulator.run`).
+    """
+    import brian2 as b2
+    from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
+
+    device = b2.get_device()
+    if not isinstance(device, CPPStandaloneDevice):      # brian2cuda's device is one too
+        return
+    if type(device).__name__.startswith("CUDA"):
+        reseed = "random_number_buffer.set_seed(strtoull(_noise, NULL, 10));"
+    else:
+        threads = max(1, int(b2.prefs.devices.cpp_standalone.openmp_threads))
+        reseed = f"for (int _i = 0; _i < {threads}; _i++) brian::_random_generators[_i].seed(atol(_noise) + _i);"
+    device.insert_code("main", f'{{ const char* _noise = getenv("{NOISE_SEED_VARIABLE}"); '
+                               f"if (_noise != NULL) {{ {reseed} }} }}")
+
+
 class Simulator:
     """Runs networks made by ``make()`` on one device; for ``cpp`` it builds once and then only re-runs.
 
@@ -175,13 +204,17 @@ class Simulator:
                            "builders": _builder_digest()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run(self, make, x, y, params, eta):
-        """Run the network on stream ``x``/``y`` from weights ``params``; return the BrianClapp (read it now)."""
-        if self.device == "runtime":
-            return self._run_runtime(make, x, y, params, eta)
-        return self._run_standalone(make, x, y, params, eta)
+    def run(self, make, x, y, params, eta, noise_seed: int | None = None):
+        """Run the network on stream ``x``/``y`` from weights ``params``; return the BrianClapp (read it now).
 
-    def _run_runtime(self, make, x, y, params, eta):
+        ``noise_seed`` replaces the seed of the random numbers (spike noise) of this run only; a standalone
+        binary reads it from :data:`NOISE_SEED_VARIABLE` if ``make`` called :func:`seed_from_environment`.
+        """
+        if self.device == "runtime":
+            return self._run_runtime(make, x, y, params, eta, noise_seed)
+        return self._run_standalone(make, x, y, params, eta, noise_seed)
+
+    def _run_runtime(self, make, x, y, params, eta, noise_seed=None):
         import brian2 as b2
         from brian2.devices import reinit_devices
 
@@ -189,7 +222,9 @@ class Simulator:
         b2.set_device("runtime")
         b2.prefs.codegen.target = "numpy"
         net = make(x, y, params, eta)
-        net.network.run(net.duration, namespace=net.namespace)
+        if noise_seed is not None:
+            b2.seed(noise_seed)
+        net.run()
         return net
 
     def build(self, make, x, y, params, eta) -> Path:
@@ -211,14 +246,14 @@ class Simulator:
         self.directory = build_cache_dir() / self.structure_hash
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         net = make(x, y, params, eta)
-        net.network.run(net.duration, namespace=net.namespace)
+        net.run()
         # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
         with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
             b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
         self.network = net
         return self.directory
 
-    def _run_standalone(self, make, x, y, params, eta):
+    def _run_standalone(self, make, x, y, params, eta, noise_seed=None):
         import brian2 as b2
 
         if self.device == "cuda" and not gpu_available():
@@ -230,7 +265,8 @@ class Simulator:
             raise DeviceError(f"the compiled network takes streams of {len(net.stimulus.values)} glimpses, "
                               f"not {len(x)}: a new length needs a new build")
         results = f"results_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        with _run_lock(self.directory, shared=True):       # other processes may run the same binary
+        env = {NOISE_SEED_VARIABLE: str(int(noise_seed))} if noise_seed is not None else {}
+        with _run_lock(self.directory, shared=True), environment(env):   # other processes may run the same binary
             b2.device.run(directory=str(self.directory), results_directory=results,
                           run_args=net.run_args(x, y, params, eta))
         return net

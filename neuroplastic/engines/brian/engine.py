@@ -19,7 +19,10 @@ run with ``eta = 0`` and ``y = 0`` over every image's glimpses in order, whose p
 counts (rate readout z of each layer) are the probe's features. An epoch's training stream is the
 rate variant's own (``len(train) * n_glimpses`` glimpses of the training images, drawn with the same
 generator), padded with blank glimpses of ``y = 0``, on which nothing learns. The random baseline
-is the same probe run with the initial weights.
+is the same probe run with the initial weights; the probe averages ``[evaluate] presentations`` runs.
+Every simulation draws its own spike noise (:func:`noise_seed`) from the one binary. After training,
+``[evaluate] fidelity`` compares the spiking updates with the rate rule's at the trained weights
+(:mod:`.fidelity`), and both weight sets are also probed read out as rates (``probe_rates``).
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from ...rules import RULES, init_dense_params, stack_rates
 from ...stimuli import saccade_stream
 from ..base import Engine, EpochResult, Model, require, require_defaults
 from ..prepare import seed_sequence
-from .device import Simulator, gpu_available
+from .device import Simulator, gpu_available, seed_from_environment
+from .fidelity import FROZEN_ETA, compare_updates, jitter_ceiling, rate_updates
 from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
 
@@ -86,7 +90,7 @@ class _Session:
                "glimpse_ms": protocol.stimulus.glimpse_ms, "record": RECORDED_NEURONS,
                "variant": protocol.engine.variant}
         if self.spiking:
-            key.update(dt_ms=protocol.engine.dt_ms, seed=protocol.seed, spike_neurons=SAVED_SPIKE_NEURONS)
+            key.update(dt_ms=protocol.engine.dt_ms, spike_neurons=SAVED_SPIKE_NEURONS)
         self.sim = Simulator(protocol.engine.device, key, cuda_arch=protocol.engine.cuda_arch)
 
     def make(self, x, y, params, eta):
@@ -94,9 +98,12 @@ class _Session:
 
         p = self.protocol
         if self.spiking:
-            b2.seed(p.seed)         # the spike noise: fixed per protocol seed (compiled into cpp)
+            # The spike noise: every run passes its own seed (noise_seed), so one binary serves every seed.
+            b2.seed(0)
+            seed_from_environment()
             return build_spiking(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta,
-                                 self.glimpse, dt=p.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS)
+                                 self.glimpse, dt=p.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS,
+                                 spike_glimpses=SAVED_SPIKE_GLIMPSES)
         return build(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta, self.glimpse,
                      record=RECORDED_NEURONS)
 
@@ -110,13 +117,28 @@ class _Session:
                 raise                # our bug, a missing module, a full disk: not the model file's fault
             raise describe_build_error(err, [self.neuron, self.synapses], self.protocol.engine.variant) from err
 
-    def simulate(self, x, y, params, eta):
-        return self._translate(self.sim.run, x, y, params, eta)
+    def simulate(self, x, y, params, eta, noise: tuple[int, int] | None = None):
+        """Run the stream; ``noise = (purpose, index)`` picks the spike noise (:func:`noise_seed`)."""
+        seed = None if noise is None or not self.spiking else noise_seed(self.protocol, *noise)
+        return self._translate(self.sim.run, x, y, params, eta, seed)
 
     def build(self):
         """Generate and compile the standalone project without running it; return its directory."""
         x = np.zeros((self.length, self.sizes[0]))
         return self._translate(self.sim.build, x, np.zeros(self.length), self.params, self.protocol.rule.lr)
+
+
+#: What a spiking run's noise seed is for (:func:`noise_seed`).
+TRAINING, PROBE, FIDELITY = 0, 1, 2
+
+
+def noise_seed(protocol, purpose: int, index: int) -> int:
+    """The spike-noise seed of one simulation: fresh for every epoch, probe presentation and fidelity run.
+
+    Drawn from the protocol's seed (stream 3 of :func:`~neuroplastic.engines.prepare.seed_sequence`'s
+    numbering), so a run is reproducible and a resumed epoch sees the noise it would have seen.
+    """
+    return int(np.random.SeedSequence([protocol.seed, 3, purpose, index]).generate_state(1)[0])
 
 
 def _raised_by_brian(err: BaseException) -> bool:
@@ -264,7 +286,7 @@ class BrianEngine(Engine):
         s, p = model.net, model.net.protocol
         stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, p.stimulus.saccade_prob, rng)
         x, y = _padded(stream.glimpses(s.patches), stream.y, s.length)
-        bnet = s.simulate(x, y, model.params, p.rule.lr)
+        bnet = s.simulate(x, y, model.params, p.rule.lr, noise=(TRAINING, epoch))
         model.params.update(bnet.weights())
         arrays = {}
         if s.spiking:
@@ -287,10 +309,24 @@ class BrianEngine(Engine):
         s = model.net
         if s.spiking:
             # The probe reads the spiking network itself: every image's glimpses in order, no learning.
-            return _spiking_features(s.simulate, s.sim, s.patches, params)
+            return _spiking_features(s, params, s.protocol.evaluate.presentations)
         # The rate neuron's output is rho(W x): the probe reads it with the rules' forward pass of the
         # same weights (tests/test_brian_rate.py checks that Brian2 and numpy agree glimpse by glimpse).
         return stack_rates(params, s.patches)
+
+    def readouts(self, model, initial, probe) -> dict:
+        """Spiking variant: the trained and the initial weights read out as rates (the rate neuron's rho(W x))."""
+        s = model.net
+        if not s.spiking:
+            return {}
+        return {"rates": (stack_rates(model.params, s.patches), stack_rates(initial, s.patches))}
+
+    def diagnostics(self, model) -> dict:
+        """Spiking variant: fidelity to the rate rule at the trained weights (:mod:`.fidelity`), if asked."""
+        s, p = model.net, model.net.protocol
+        if not s.spiking or not p.evaluate.fidelity:
+            return {}
+        return {"fidelity": _fidelity(s, model.params)}
 
     def build(self, protocol, prepared):
         """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory.
@@ -308,14 +344,38 @@ class BrianEngine(Engine):
 ENGINE = BrianEngine()
 
 
-def _spiking_features(simulate, sim, patches, params) -> list[np.ndarray]:
-    """Per-glimpse rates (n_images, n_glimpses, n) of every layer, from a run with eta = 0 and y = 0."""
-    n_images, n_positions = patches.shape[:2]
-    x = np.asarray(patches[:]).reshape(n_images * n_positions, -1)     # lazily read glimpses are read here
-    bnet = simulate(x, np.zeros(len(x)), params, 0.0)
-    out = [r.reshape(n_images, n_positions, -1) for r in bnet.rates()]
-    sim.release(bnet)
-    return out
+def _spiking_features(s: _Session, params, presentations: int) -> list[np.ndarray]:
+    """Per-glimpse rates (n_images, n_glimpses, n) of every layer, from runs with eta = 0 and y = 0.
+
+    Every image's glimpses in order, ``presentations`` times with fresh spike noise, rates averaged.
+    """
+    n_images, n_positions = s.patches.shape[:2]
+    x = np.asarray(s.patches[:]).reshape(n_images * n_positions, -1)     # lazily read glimpses are read here
+    total = None
+    for k in range(presentations):
+        bnet = s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k))
+        rates = bnet.rates()
+        s.sim.release(bnet)
+        total = rates if total is None else [t + r for t, r in zip(total, rates)]
+    return [(t / presentations).reshape(n_images, n_positions, -1) for t in total]
+
+
+def _fidelity(s: _Session, params) -> dict:
+    """Frozen-weight fidelity of the spiking updates to the rate rule on one epoch's stream, and its ceiling.
+
+    The stream is drawn like a training epoch's, from a generator of its own (the run's are untouched).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([s.protocol.seed, 4]))
+    stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, s.protocol.stimulus.saccade_prob, rng)
+    x, y = stream.glimpses(s.patches), stream.y
+    rate = rate_updates(params, x, y)
+    bnet = s.simulate(*_padded(x, y, s.length), params, FROZEN_ETA, noise=(FIDELITY, 0))
+    after = bnet.weights()
+    scores = [u[:len(y)] for u in bnet.scores()]
+    s.sim.release(bnet)
+    spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, scores)
+    return {"frozen": compare_updates(rate, spiking, y), "ceiling": jitter_ceiling(params, x, y, rng, rate),
+            "glimpses": int(np.count_nonzero(y))}
 
 
 def _padded(x: np.ndarray, y: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:

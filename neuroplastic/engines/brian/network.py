@@ -66,6 +66,10 @@ class BrianClapp:
     shapes: dict            # "1/W" -> (n_post, n_pre)
     duration: object
 
+    def run(self) -> None:
+        """Simulate the whole stream (in standalone mode: generate the code of the run)."""
+        self.network.run(self.duration, namespace=self.namespace)
+
     def weights(self) -> dict[str, np.ndarray]:
         """Read every plastic matrix back as ``matrix[post, pre]`` (works after a standalone run)."""
         out = {}

@@ -6,24 +6,26 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
     layer{l}      (l = 1, 2, ...) the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
     modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
     ff{l}         W       previous group's spikes -> layer{l}   (current + eligibility per spike)
-    pred{l}       W_pred  layer{l} -> layer{l}
+    pred{l}       W_pred  layer{l} -> layer{l}   (context spikes -> dendrite, delayed by one glimpse; learning)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only)
     score{l}      layer{l} -> modulator{l}
 
 Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
 A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
 ``saccade`` on the last step of each glimpse (the layers never spike on that step, so the spike
-count read there is final).
+count read there is final), and the layers the event ``settled`` when the glimpse's settle window
+(``settle_steps`` steps) ends: from then on spikes count and the dendrite's mean ``dbar`` accumulates.
 
 **Schedule of the last time step of a glimpse** (all layers at once; explicit orders in the
 ``synapses`` slot, Brian would otherwise break ties by name):
 
 ====================  =====================================================================
-order -20             score{l}: u += z d                   ([spiking.modulation] score)
+order -20             score{l}: u += z dbar                ([spiking.modulation] score)
 order -10             pred{l}/retro{l} score: r = W_pred^T z or W_retro z
-order   0             ff{l} on_spike: current and eligibility of this step's input spikes
-order  10             every plastic synapse learns (reads d, r, M(u), el, z, zprev)
-after_resets          layer latches (zprev = z, count = 0, d = next dendrite), modulator u = 0
+order   0             ff{l}, pred{l} on_spike: current, eligibility and dendrite of this step's spikes
+order  10             every plastic synapse learns (reads dbar, r, M(u), el, z, zprev)
+after_resets          layer latches (zprev = z, count = 0, dbar = 0), modulator u = 0; then ``settled``
+                      if the settle window is empty
 ====================  =====================================================================
 
 Per time step the cost is the neurons' update, one ``rand()`` per neuron and one synaptic event per
@@ -40,7 +42,10 @@ from ...errors import ModelError
 from ...models import ModelFile
 from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
 
-__all__ = ["BrianSpikingClapp", "build", "constants", "steps_per_glimpse"]
+__all__ = ["BrianSpikingClapp", "SETTLED", "build", "constants", "settle_steps", "steps_per_glimpse"]
+
+#: The custom event at which a glimpse's settle window ends (the model file's ``on_settled`` runs).
+SETTLED = "settled"
 
 
 @dataclass
@@ -54,17 +59,34 @@ class BrianSpikingClapp(BrianClapp):
     steps: int              # time steps per glimpse
     glimpse_s: float
     rate_out_hz: float
-    counted_s: float        # the part of a glimpse whose spikes count: glimpse * (1 - settle)
+    counted_s: float        # the time steps of a glimpse whose spikes count (after the settle window, not the last)
+    spike_glimpses: int | None = None    # the SpikeMonitors record the first this many glimpses only (None: all)
 
     @property
     def n_glimpses(self) -> int:
         return len(self.stimulus.values)
 
+    def run(self) -> None:
+        """Simulate the stream; the SpikeMonitors record its first ``spike_glimpses`` glimpses only.
+
+        Two runs of one network, the monitors switched off between them (spikes of a whole long run would
+        take gigabytes at kHz rates; the saved raster needs the first glimpses).
+        """
+        import brian2 as b2
+
+        n = self.spike_glimpses
+        if not self.monitors["spikes"] or n is None or n >= self.n_glimpses:
+            return super().run()
+        self.network.run(n * self.glimpse_s * b2.second, namespace=self.namespace)
+        for monitor in self.monitors["spikes"]:
+            monitor.active = False
+        self.network.run((self.n_glimpses - n) * self.glimpse_s * b2.second, namespace=self.namespace)
+
     def rates(self) -> list[np.ndarray]:
         """Per-glimpse rate readout z = count / (rate_out * counted time) of every layer: (n_glimpses, n).
 
         The model file's z, computed from the recorded counts (brian2cuda cannot record a subexpression
-        in an EventMonitor); the counted time is the glimpse less its ``settle`` window.
+        in an EventMonitor); spikes count after the glimpse's settle window, on every step but its last.
         """
         return [np.asarray(mon.nz[:]).reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.counted_s)
                 for mon, layer in zip(self.monitors["counts"], self.layers)]
@@ -102,6 +124,18 @@ def constants(neuron: ModelFile) -> dict:
     return out
 
 
+def settle_steps(settle: float, k: int, neuron: ModelFile) -> int:
+    """The settle window in time steps: ``settle`` (a fraction of the glimpse) times ``k`` steps, rounded down.
+
+    At least two steps must remain (spikes count on all but the glimpse's last step).
+    """
+    s = int(np.floor(settle * k + 1e-9))
+    if not 0 <= s <= k - 2:
+        raise ModelError(f"{neuron.where('spiking.constants.settle')}: [spiking.constants] settle = {settle:g} leaves "
+                         f"{k - s} of the glimpse's {k} time steps; allowed: 0 <= settle < {(k - 1) / k:.3g}")
+    return s
+
+
 def steps_per_glimpse(glimpse_ms: float, dt_ms: float) -> int:
     k = int(round(glimpse_ms / dt_ms))
     if k < 2 or abs(k * dt_ms - glimpse_ms) > 1e-9 * max(glimpse_ms, 1.0):
@@ -111,12 +145,13 @@ def steps_per_glimpse(glimpse_ms: float, dt_ms: float) -> int:
 
 def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
           y: np.ndarray, params: dict, eta: float, glimpse, *, dt, record_spikes: bool | int = True,
-          monitors: bool = True):
+          monitors: bool = True, spike_glimpses: int | None = None):
     """Create the spiking network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     Arguments as :func:`network.build`; ``dt`` is the simulation time step. ``monitors=False`` leaves
     out every monitor (for timing); ``record_spikes=False`` only the SpikeMonitors, an integer ``k`` records
-    the spikes of the first ``k`` neurons of each layer only (all spikes of a long run take much memory).
+    the spikes of the first ``k`` neurons of each layer only, and ``spike_glimpses`` during the first glimpses
+    only (all spikes of a long run take much memory).
     """
     import brian2 as b2
 
@@ -127,24 +162,34 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     mod_layer_eqs, mod_eqs = check_synapse_equations(synapses, "spiking", retro)
 
     k = steps_per_glimpse(float(glimpse / b2.ms), float(dt / b2.ms))
+    consts = constants(neuron)
+    settle = settle_steps(float(consts.get("settle", 0.0)), k, neuron)
     # glimpse = k * dt was checked; Brian's "time grids not aligned" warning would be a float-rounding
     # false positive (its lookup rounds t / glimpse with a safety margin far below dt).
     b2.BrianLogger.suppress_hierarchy("brian2.input.timedarray")
     stimulus = b2.TimedArray(np.asarray(x, dtype=float), dt=glimpse, name="stimulus")
     labels = b2.TimedArray(np.asarray(y, dtype=float), dt=glimpse, name="y_label")
     ns = {"stimulus": stimulus, "y_label": labels, "glimpse": glimpse, "steps_per_glimpse": k,
-          **constants(neuron)}
+          "settle_steps": settle, "window": (k - settle) * dt, **consts}
     # Brian's defaultclock, as in the rate builder: brian2cuda's pathway templates refer to it by name.
     clock = b2.defaultclock
     clock.dt = dt
     event = f"(timestep(t, dt) + 1) % {k} == 0"
+    # The settle window ends after the step on which this fires (after the glimpse-end latch if they coincide).
+    settled = f"(timestep(t, dt) + 1) % {k} == {settle % k}"
 
-    def group(n, eqs, name, threshold=None, reset=None, latch=None):
-        events = {SACCADE: event}          # a fresh dict per group (see BRIAN2_PITFALLS / prototype)
+    def group(n, eqs, name, threshold=None, reset=None, latch=None, on_settled=None, on_step=None):
+        events = {SACCADE: event}          # a fresh dict per group (brian2's NeuronGroup keeps the dict it is given)
+        if on_settled is not None:
+            events[SETTLED] = settled
         g = b2.NeuronGroup(n, eqs, threshold=threshold, reset=reset, events=events, clock=clock, name=name,
                            namespace=ns, method="exact")
         if latch and latch.strip():
-            g.run_on_event(SACCADE, latch, when="after_resets")
+            g.run_on_event(SACCADE, latch, when="after_resets", order=0)
+        if on_settled and on_settled.strip():
+            g.run_on_event(SETTLED, on_settled, when="after_resets", order=1)
+        if on_step and on_step.strip():
+            g.run_regularly(on_step, dt=dt, when="groups", order=1, name=f"{name}_on_step")
         return g
 
     inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
@@ -153,17 +198,18 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
         layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l + 1}", threshold=spk["layer"]["threshold"],
-                      reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""))
+                      reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""),
+                      on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"))
         mod = group(1, mod_eqs, f"modulator{l + 1}", latch=syn["modulation"].get("modulator_on_glimpse_end", ""))
         layer.u = b2.linked_var(mod, "u")
         layer.eta = eta
 
-        def synapse(key, source, target, model, pathways, name):
+        def synapse(key, source, target, model, pathways, name, delay=None):
             check_summed_units(model, source, target, synapses)
             code = {p: c for p, (c, _, _) in pathways.items()}
             on_event = {p: e for p, (_, e, _) in pathways.items()}
             s = b2.Synapses(source, target, model, on_pre=code, on_event=on_event, clock=clock, name=name,
-                            namespace=ns)
+                            namespace=ns, delay=delay)
             post, pre = _all_to_all(target.N, source.N)
             s.connect(i=pre, j=post)
             s.w = np.asarray(params[key], dtype=float)[post, pre]
@@ -175,10 +221,13 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         ff = synapse(f"{l + 1}/W", pre_group, layer, syn["feedforward"]["model"],
                      {"spike": (syn["feedforward"]["on_spike"], "spike", 0),
                       "learn": (syn["feedforward"]["on_glimpse_end"], SACCADE, 10)}, f"ff{l + 1}")
-        pred_paths = {"learn": (syn["prediction"]["on_glimpse_end"], SACCADE, 10)}
+        # The context's spikes reach the dendrite one glimpse later (a homogeneous delay of one glimpse).
+        pred_paths = {"context": (syn["prediction"]["on_spike"], "spike", 0),
+                      "learn": (syn["prediction"]["on_glimpse_end"], SACCADE, 10)}
         if not retro:
             pred_paths["score"] = (syn["retrodiction_transpose"]["prediction_score"], SACCADE, -10)
-        pred = synapse(f"{l + 1}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l + 1}")
+        pred = synapse(f"{l + 1}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l + 1}",
+                       delay={"context": glimpse})
         score = b2.Synapses(layer, mod, on_pre={"score": syn["modulation"]["score"]},
                             on_event={"score": SACCADE}, clock=clock, name=f"score{l + 1}", namespace=ns)
         score.connect()
@@ -213,4 +262,4 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
                              {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces}, shapes,
                              len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
-                             float(glimpse / b2.second) * (1 - float(ns.get("settle", 0.0))))
+                             float((k - settle - 1) * dt / b2.second), spike_glimpses)

@@ -1,0 +1,76 @@
+"""How faithfully the spiking network implements the rate rule: updates at frozen weights, side by side.
+
+Both variants see the same glimpse stream from the same weights, and the weights do not move:
+
+- the **rate rule** is evaluated in closed form (:func:`rate_updates`): with the weights frozen, the
+  sum of the per-glimpse updates of the Brian2 rate network is ``-sum_k grad_k`` of the layer's hinge
+  loss over the stream's (context, current) pairs, i.e. :func:`neuroplastic.rules.clapp_pairs` with
+  unit row weights (the Brian2 rate network equals this reference glimpse by glimpse);
+- the **spiking network** runs the stream with a learning rate so small (:data:`FROZEN_ETA`) that its
+  weights do not measurably change, and its summed update is read back as ``(W_after - W_before) / eta``.
+
+:func:`compare_updates` then gives, per layer, the correlation of the two summed updates of ``W``, the
+ratio of their norms ``|dW_spiking| / |dW_rate|``, and the fraction of learning glimpses (``y != 0``) on
+which the two hinge gates ``M = y Theta(1 - y u)`` agree. The same measures between the rate rule and
+itself with the input jittered by 1 % (:func:`jitter_ceiling`) show how much of a gap any noise makes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...rules import clapp_pairs, forward
+
+__all__ = ["FROZEN_ETA", "JITTER", "compare_updates", "gates", "jitter_ceiling", "rate_updates"]
+
+#: The learning rate of the frozen-weight spiking run: the weights move by about 1e-6 of their size.
+FROZEN_ETA = 1e-7
+#: Relative input jitter of the rate-vs-rate ceiling.
+JITTER = 0.01
+
+
+def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list[np.ndarray]]:
+    """The rate rule's updates summed over the stream ``(x, y)`` at frozen weights (``dW / eta``), and u per layer.
+
+    ``x`` is (length, n_in), ``y`` (length,) with 0 where nothing learns (the first glimpse, blank padding).
+    The context of glimpse ``k`` is the layer's rate at glimpse ``k - 1``.
+    """
+    updates, scores = {}, []
+    inp = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ones = np.ones(len(y))
+    for l in range(1, sum(1 for k in params if k.endswith("/W")) + 1):
+        p = {k[len(f"{l}/"):]: np.asarray(v, dtype=np.float64) for k, v in params.items() if k.startswith(f"{l}/")}
+        prev = np.concatenate([np.zeros_like(inp[:1]), inp[:-1]])
+        g = clapp_pairs(p["W"], p["W_pred"], inp, prev, y, W_retro=p.get("W_retro"), weights=ones)
+        updates[f"{l}/W"], updates[f"{l}/W_pred"] = -g.W, -g.W_pred
+        if g.W_retro is not None:
+            updates[f"{l}/W_retro"] = -g.W_retro
+        scores.append(np.asarray(g.u))
+        inp = forward(p["W"], inp).z
+    return updates, scores
+
+
+def gates(u: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The modulation factor ``M = y Theta(1 - y u)`` of every glimpse."""
+    return y * (1 - y * u > 0)
+
+
+def compare_updates(ref: tuple[dict, list], other: tuple[dict, list], y: np.ndarray) -> dict:
+    """Per layer (``"1"``, ...): ``dw_correlation`` and ``norm_ratio`` (other / ref) of ``W``, ``gate_agreement``."""
+    (dw_ref, u_ref), (dw, u) = ref, other
+    learn = np.asarray(y) != 0
+    out = {"dw_correlation": {}, "norm_ratio": {}, "gate_agreement": {}}
+    for l, (ur, uo) in enumerate(zip(u_ref, u), start=1):
+        a, b = np.ravel(dw_ref[f"{l}/W"]), np.ravel(dw[f"{l}/W"])
+        out["dw_correlation"][str(l)] = float(np.corrcoef(a, b)[0, 1])
+        out["norm_ratio"][str(l)] = float(np.linalg.norm(b) / np.linalg.norm(a))
+        out["gate_agreement"][str(l)] = float(np.mean(gates(ur, y)[learn] == gates(uo, y)[learn]))
+    return out
+
+
+def jitter_ceiling(params: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                   reference: tuple[dict, list] | None = None) -> dict:
+    """:func:`compare_updates` of the rate rule against itself on the input jittered by :data:`JITTER` (relative)."""
+    ref = reference if reference is not None else rate_updates(params, x, y)
+    jittered = np.asarray(x) * (1 + JITTER * rng.standard_normal(np.shape(x)))
+    return compare_updates(ref, rate_updates(params, jittered, y), y)
