@@ -287,9 +287,12 @@ def test_sigint_to_a_real_process_exits_130_without_a_traceback(tmp_path):
     code a C extension runs through CPython's C API (an import during the first batch, say), a
     KeyboardInterrupt makes CPython end the process by SIGINT at exit (-2) even after main() caught it
     and printed its line: 3 of 50 signals sent right after the epoch-0 checkpoint did (none of 50 after epoch 1).
-    Interrupts before the run exists are covered in-process above."""
+    Interrupts before the run exists are covered in-process above. The child gets SIGINT's default action
+    back: started in the background (`cmd &` in a script, nohup) the tests inherit SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler, as a user who ignores Ctrl-C wants."""
     argv = [sys.executable, "-m", "neuroplastic.cli", "run", str(QUICKSTART), "--out", str(tmp_path), "--quiet"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("*/checkpoints/epoch_0001.npz")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
