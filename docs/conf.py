@@ -30,13 +30,15 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",        # MathJax 3 shipped with the docs (_static/mathjax/): maths renders offline
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]
 
 exclude_patterns = ["_build", "examples", "**.ipynb_checkpoints", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.zip", "auto_examples/*.md5", "auto_examples/*.pickle"]
+                    "auto_examples/*.zip", "auto_examples/*.md5", "auto_examples/*.pickle",
+                    "sg_execution_times.rst", "auto_examples/sg_execution_times.rst"]   # left by older builds
 templates_path = ["_templates"]
 
 autosummary_generate = True
@@ -45,7 +47,14 @@ autodoc_typehints = "none"          # the numpydoc "Parameters" sections say the
 numpydoc_show_class_members = False
 numpydoc_validation_checks = set()   # numpydoc only renders; we do not lint docstrings here
 
-intersphinx_mapping = {}             # no network at build time: references stay inside the project
+# No network at build time: the inventories are local files listing the external objects the docs refer
+# to (docs/_intersphinx/make_inventories.py writes them; its docstring says how to refresh them).
+intersphinx_mapping = {project: (url, f"_intersphinx/{project}.inv") for project, url in {
+    "python": "https://docs.python.org/3.11/",
+    "numpy": "https://numpy.org/doc/2.3/",
+    "sklearn": "https://scikit-learn.org/1.9/",
+    "brian2": "https://brian2.readthedocs.io/en/2.8.0/",
+}.items()}
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"neuroplastic {release}"
@@ -66,4 +75,6 @@ sphinx_gallery_conf = {
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
     "show_memory": False,
+    # Its execution-times page loads jQuery and DataTables from CDNs: the pages must need no network.
+    "write_computation_times": False,
 }

@@ -28,6 +28,8 @@ log = logging.getLogger("neuroplastic")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuroplastic", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"neuroplastic {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log each phase (loading, building, training, probing) and its duration; -vv: debug too")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train and evaluate a protocol; results go to a run directory")
@@ -76,11 +78,31 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("bench"), help="report directory (default: bench/)")
 
     c = sub.add_parser("compare", help="compare finished runs (or sweeps): probe accuracy, loss, weights, CKA")
-    c.add_argument("runs", type=Path, nargs="+", help="run directories or sweep directories; the first is the "
-                   "reference for weight similarity and CKA")
+    c.add_argument("runs", nargs="*", metavar="RUN", help="run directories, sweep directories, or names of runs "
+                   "in --store (a run directory's name, or a protocol name for all its runs, sorted by seed then "
+                   "date); the first run is the reference for weight similarity and CKA")
     c.add_argument("--out", type=Path, default=Path("comparison"),
                    help="where comparison.csv and comparison.png/.pdf go (default: comparison/)")
     c.add_argument("--force", action="store_true", help="compare even runs of different architecture or data")
+    c.add_argument("--store", type=Path, default=Path("runs"), help="results store that names are looked up in "
+                   "(default: runs)")
+    c.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep only runs with this setting, e.g. seed=2, seed=1..3, rule.name=clapp, rule.lr=3e-4, "
+                   "status=finished (repeatable; all must hold)")
+
+    ls = sub.add_parser("runs", help="list the runs of a results store: settings that differ, seed, status, probe")
+    ls.add_argument("store", type=Path, nargs="?", default=Path("runs"), metavar="DIR",
+                    help="results store (default: runs)")
+    ls.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep only runs with this setting, e.g. seed=2, rule.name=clapp, status=finished, "
+                    "model.layers=[64,64] (repeatable; all must hold)")
+
+    e = sub.add_parser("export", help="write a spiking run's spikes and traces as NWB (pip install neuroplastic[nwb])")
+    e.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of a spiking run")
+    e.add_argument("--nwb", type=Path, metavar="PATH", help="the NWB file to write (default: RUN_DIR/spikes.nwb)")
+    for command in sub.choices.values():        # -v after the command too: neuroplastic run P -v
+        command.add_argument("-v", "--verbose", dest="verbose_command", action="count", default=0,
+                             help="log each phase and its duration; -vv: debug too")
     return p
 
 
@@ -89,9 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
-        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        from .progress import ConsoleHandler, show
+
+        show(not getattr(args, "quiet", False))  # status lines on stderr, unless --quiet
+        verbosity = args.verbose + getattr(args, "verbose_command", 0)
+        level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
+        console = ConsoleHandler(level)        # stderr; a run lowers the package's logger for its run.log, not this
+        console.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.basicConfig(level=logging.WARNING, handlers=[console])
+        log.setLevel(level if verbosity else logging.NOTSET)
         return {"run": _run, "validate": _validate, "list": _list, "compare": _compare, "figures": _figures, "bench": _bench,
-                "sweep": _sweep}[args.command](args)
+                "sweep": _sweep, "runs": _runs, "export": _export}[args.command](args)
     except NeuroplasticError as err:       # bad input: one line; anything else is a bug and shows its traceback
         print(f"neuroplastic: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -129,6 +159,10 @@ def _run(args) -> int:
     if outcome.error is not None:
         print(f"neuroplastic: error: {outcome.error}", file=sys.stderr)
         return outcome.code
+    if outcome.reused:                         # its saved result; --force runs it again
+        print(f"already finished: {outcome.directory}")
+        print(_probe_table(outcome.summary))
+        return 0
     print(_probe_table(outcome.summary))
     print(f"results: {outcome.directory}")
     return 0
@@ -209,11 +243,18 @@ def _bench(args) -> int:
     return 1 if any("failed" in r for r in results.values()) else 0
 
 
+def _export(args) -> int:
+    from .nwb import export_nwb
+
+    print(f"written: {export_nwb(args.run_dir, args.nwb)}")
+    return 0
+
+
 def _compare(args) -> int:
     from .compare import check_comparable, compare_runs, comparison_figure, expand_runs, format_table, write_csv
     from .results import save_figure
 
-    runs = expand_runs(args.runs)
+    runs = expand_runs(args.runs, store=args.store, where=args.where)
     problems = check_comparable(runs)
     if problems and not args.force:
         raise RunError("these runs are not comparable (use --force to compare anyway):\n  " + "\n  ".join(problems))
@@ -222,6 +263,23 @@ def _compare(args) -> int:
     write_csv(rows, args.out / "comparison.csv")
     save_figure(comparison_figure(rows), args.out / "comparison")
     print(f"written: {args.out / 'comparison.csv'}, {args.out / 'comparison.png'}")
+    return 0
+
+
+def _runs(args) -> int:
+    """List the results store: one line per run, then the directories that are not readable runs."""
+    from .catalog import format_listing, parse_where, scan, select
+
+    filters = parse_where(args.where)
+    entries = scan(args.store)
+    chosen = select(entries, filters)
+    others = [e for e in entries if e.manifest is None]
+    if chosen or (others and not filters):
+        print(format_listing(chosen, [] if filters else others))
+    else:
+        print(f"no runs in {args.store}" + (" with " + " ".join(args.where) if filters else ""))
+    if filters and others:
+        print(f"({len(others)} other directories of {args.store} are not readable runs; list without --where to see them)")
     return 0
 
 

@@ -8,6 +8,8 @@ A run directory ``<root>/<name>-<hash>`` holds
 - ``checkpoints/epoch_NNNN.npz``: arrays (weights, optimiser state) plus a JSON
   state (RNG, metrics so far) from which a run resumes bit-identically;
 - figures (``*.png``, ``*.pdf``) and ``summary.json``;
+- ``run.log``: what the package logged at INFO and above while the run was open (phases and their
+  durations, resumes, Brian2 build cache hits), with timestamps, appended across resumes;
 - ``.lock``: held (``flock``) by the process that runs it, for as long as it runs.
 
 Every file is written atomically (a temporary file in the same directory, flushed to disk with
@@ -35,7 +37,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 import zipfile
 from contextlib import contextmanager, suppress
 from importlib import metadata
@@ -67,6 +71,11 @@ _LOCK = ".lock"
 _TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")      # what _atomic's mkstemp names look like
 # What a checkpoint that cannot be read raises: truncated or empty (zip), a missing member, bad JSON.
 _DAMAGED = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
+_RUN_LOG = "run.log"
+#: The level of the ``neuroplastic`` logger before the first open run lowered it to INFO (for its run.log).
+_LEVEL_BEFORE: list[int] = []
+_OPEN_LOGS: list[logging.Handler] = []
+_LOG_LOCK = threading.Lock()
 
 
 def _file_mode() -> int:
@@ -200,6 +209,7 @@ class Run:
         self.manifest = manifest
         self._started = time.monotonic()
         self._lock: DirectoryLock | None = None
+        self._log: weakref.finalize | None = None          # detaches run.log (see _start_log)
 
     # -- opening -----------------------------------------------------------------------------
     @staticmethod
@@ -237,6 +247,7 @@ class Run:
             lock.release()
             raise
         run._lock = lock
+        run._start_log()
         return run
 
     @classmethod
@@ -335,10 +346,51 @@ class Run:
             lock.release()
 
     def close(self) -> None:
-        """Release the run directory's lock (the end of every run, however it ended)."""
+        """Release the run directory's lock (the end of every run, however it ended) and close its ``run.log``."""
+        self._stop_log()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+    # -- run.log --------------------------------------------------------------------------------
+    def _start_log(self) -> None:
+        """Append what the package logs at INFO and above, from this thread, to ``run.log`` until :meth:`close`.
+
+        The ``neuroplastic`` logger is lowered to INFO while a run is open (the command's console
+        handler keeps its own level, so ``-v`` alone decides what the terminal shows); the filter on
+        the thread keeps runs that threads of one process hold at once out of each other's logs. A
+        run dropped without :meth:`close` detaches its log when it is garbage-collected.
+        """
+        try:
+            handler = logging.FileHandler(self.directory / _RUN_LOG, encoding="utf-8")     # appends
+        except OSError as err:
+            log.warning("%s: cannot write %s (%s); the run goes on without it", self.directory, _RUN_LOG, err)
+            return
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        thread = threading.get_ident()
+        handler.addFilter(lambda record: record.thread == thread)
+        package = logging.getLogger("neuroplastic")
+        with _LOG_LOCK:
+            if not _OPEN_LOGS:
+                _LEVEL_BEFORE[:] = [package.level]
+                if package.getEffectiveLevel() > logging.INFO:
+                    package.setLevel(logging.INFO)
+            _OPEN_LOGS.append(handler)
+            package.addHandler(handler)
+        self._log = weakref.finalize(self, _detach_log, handler)
+        resumed = self.manifest.get("resumed", 0)
+        log.info("run %s opened (%s), command: %s", self.directory, f"resumed, {resumed} time(s)" if resumed else "new",
+                 " ".join(map(str, self.manifest.get("command") or [])))
+
+    def _stop_log(self) -> None:
+        """Close ``run.log`` and detach it; the ``neuroplastic`` logger's level is restored after the last open run."""
+        detach, self._log = self._log, None
+        if detach is None or not detach.alive:
+            return
+        log.info("run %s closed: %s, %.1f s in all", self.directory, self.manifest.get("status"),
+                 float(self.manifest.get("elapsed_s") or 0.0))
+        detach()
 
     def __enter__(self) -> "Run":
         return self
@@ -441,6 +493,17 @@ class Run:
         except OSError as err:
             log.warning("could not mark %s failed: %s", self.directory, err)
 
+
+
+def _detach_log(handler: logging.Handler) -> None:
+    """Detach a run's ``run.log`` handler and close it; the last one restores the ``neuroplastic`` logger's level."""
+    package = logging.getLogger("neuroplastic")
+    with _LOG_LOCK:
+        package.removeHandler(handler)
+        _OPEN_LOGS.remove(handler)
+        if not _OPEN_LOGS and _LEVEL_BEFORE:
+            package.setLevel(_LEVEL_BEFORE.pop())
+    handler.close()
 
 
 def _busy(directory: Path, holder: str) -> RunBusy:

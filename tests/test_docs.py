@@ -1,4 +1,6 @@
 """The documentation: references generated from the code, and a full build with every tutorial run."""
+import html
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -104,6 +106,33 @@ def test_shipped_model_files_follow_the_declared_format(path):
                 assert dotted in found, f"{path.name}: required key {dotted} is missing"
 
 
+def _inventories_module():
+    spec = importlib.util.spec_from_file_location("make_inventories", DOCS / "_intersphinx" / "make_inventories.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_intersphinx_inventories_are_current_and_conf_links_where_they_point(tmp_path):
+    """The build reads local inventories (no network): they must be what the script writes for the installed
+    versions, and conf.py must map each one to the documentation of those versions."""
+    from sphinx.util.inventory import InventoryFile
+
+    make = _inventories_module()
+    for path in make.write_inventories(tmp_path):
+        committed = DOCS / "_intersphinx" / path.name
+        assert committed.read_bytes() == path.read_bytes(), \
+            f"{committed.name} is stale: run python docs/_intersphinx/make_inventories.py"
+    conf = (DOCS / "conf.py").read_text()
+    for project, url in make.base_urls().items():
+        assert f'"{project}": "{url}"' in conf, f"docs/conf.py does not map {project} to {url}"
+    with open(DOCS / "_intersphinx" / "numpy.inv", "rb") as f:
+        numpy_inv = InventoryFile.load(f, "https://numpy.org/doc/2.3/", lambda base, uri: base + uri)
+    item = numpy_inv["py:class"]["numpy.ndarray"]
+    uri = item.uri if hasattr(item, "uri") else item[2]
+    assert uri == "https://numpy.org/doc/2.3/reference/generated/numpy.ndarray.html#numpy.ndarray"
+
+
 def test_write_references_writes_both_pages(tmp_path):
     paths = write_references(tmp_path)
     assert [p.name for p in paths] == ["protocol.rst", "model_files.rst"]
@@ -135,3 +164,30 @@ def test_docs_build_without_warnings_and_every_tutorial_draws(tmp_path):
     for page in ("reference/protocol.html", "reference/model_files.html", "api.html", "models.html",
                  "auto_examples/stl10_paper_scale.html"):
         assert (out / page).is_file(), page
+    pages = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*.html")}
+    # Maths renders offline: MathJax comes from the build itself, never from a CDN or any other host.
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert re.search(r'<script[^>]+src="_static/mathjax/tex-chtml\.js(\?v=\w+)?"', science)
+    for name, page in pages.items():
+        assert not re.search(r'<(script|img)[^>]+src="(https?:)?//|<link[^>]+href="(https?:)?//', page), \
+            f"{name} loads something from another host"
+        assert not re.search(r"mathjax@|cdn\.jsdelivr|cdnjs|unpkg\.com", page, re.I), f"{name} names a CDN"
+        if name.startswith("auto_examples/"):
+            assert not re.search(r"&lt;(matplotlib\.|Figure size)", page), f"{name} prints a stray repr"
+    # intersphinx resolves against the local inventories: pages link into numpy's, Brian2's and scikit-learn's docs.
+    for url in ("https://numpy.org/doc/2.3/reference/generated/numpy.",
+                "https://brian2.readthedocs.io/en/2.8.0/reference/brian2.",
+                "https://scikit-learn.org/1.9/modules/generated/sklearn.linear_model.LogisticRegression.html"):
+        assert any(f'href="{url}' in page for page in pages.values()), f"no page links to {url}"
+    # The rate-vs-spiking tutorial shows two runs that learn: each probe beats its random encoder and chance
+    # (0.1, ten digits), and the weights moved.
+    text = html.unescape(re.sub(r"<[^>]+>", "", pages["auto_examples/plot_rate_vs_spiking.html"]))
+    runs = re.findall(r"^(rate|spiking): \S+, [\d.]+ s\n((?:  layer .*\n)+)", text, re.M)
+    assert [variant for variant, _ in runs] == ["rate", "spiking"], text[:3000]
+    for variant, block in runs:
+        layers = re.findall(r"layer (\d): probe ([\d.]+), random encoder ([\d.]+), "
+                            r"weights moved \|dW\| / \|W0\| = ([\d.]+)", block)
+        assert len(layers) == 2, block
+        for layer, probe, random, moved in layers:
+            assert float(probe) > float(random) and float(probe) > 0.5, f"{variant} layer {layer}: {block}"
+            assert float(moved) > 0.1, f"{variant} layer {layer}: the weights barely moved ({block})"

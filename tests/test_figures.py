@@ -91,3 +91,203 @@ def test_every_figure_builds_at_tiny_scale(tmp_path):
     for name in recipes():
         for ext in ("png", "pdf", "json"):
             assert (tmp_path / "out" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+
+
+# -- the look of run summaries and figures: drawn from small run directories written here -------------------
+
+def _write_run(directory, *, rule="clapp_s", epochs=3, layers=(1, 2), classes=4, missing=(), spikes=False,
+               probe=None, seed=1):
+    """A run directory with what the plots read: manifest, metrics.csv, summary.json, features.npz and,
+    for a spiking run, brian_spikes.npz and brian_monitors.npz."""
+    import numpy as np
+
+    directory.mkdir(parents=True)
+    rows = ["epoch,stage,layer,name,value"]
+    for e in range(1, epochs + 1):
+        for l in layers:
+            for name in ("loss", "modulated"):
+                if (l, name) not in missing:
+                    rows.append(f"{e},train,{l},{name},{0.9 / e + 0.01 * l!r}")
+    probe = probe or {l: 0.5 + 0.1 * l for l in layers}
+    rows += [f"{epochs},probe,{l},accuracy,{a!r}" for l, a in probe.items()]
+    rows += [f"0,probe_random,{l},accuracy,{a - 0.05!r}" for l, a in probe.items()]
+    (directory / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (directory / "summary.json").write_text(json.dumps({
+        "probe": {str(l): a for l, a in probe.items()}, "probe_random": {str(l): a - 0.05 for l, a in probe.items()}}))
+    (directory / "manifest.json").write_text(json.dumps({
+        "name": "toy", "seed": seed, "status": "finished",
+        "protocol": {"rule": {"name": rule}, "stimulus": {"glimpse_ms": 20.0}}}))
+    labels = np.arange(40) % classes
+    np.savez(directory / "features.npz", labels=labels, **{f"layer{l}": np.random.default_rng(l).normal(size=(40, 3))
+                                                           for l in layers})
+    if spikes:
+        rng = np.random.default_rng(0)
+        arrays = {}
+        for l in layers:
+            t = np.sort(rng.uniform(0, 0.5, 300))      # 25 glimpses of 20 ms; the raster shows 12 (240 ms)
+            arrays[f"layer{l}/t_s"], arrays[f"layer{l}/i"] = t, rng.integers(0, 6, 300).astype(np.int32)
+        np.savez(directory / "brian_spikes.npz", **arrays)
+        np.savez(directory / "brian_monitors.npz", y=np.array([0] + [1, -1] * 12, dtype=float))
+    return directory
+
+
+def _texts(fig):
+    return {t.get_text() for ax in fig.axes for t in ax.texts}
+
+
+def _legend_texts(fig):
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_run_summary_accuracy_axis_runs_0_to_1_with_chance_and_panel_letters(tmp_path):
+    from neuroplastic.plots import run_summary
+    from neuroplastic.results import read_metrics
+
+    d = _write_run(tmp_path / "run", classes=4)
+    fig = run_summary(read_metrics(d), directory=d)
+    accuracy = [ax for ax in fig.axes if "accuracy" in ax.get_ylabel()]
+    assert len(accuracy) == 1
+    for ax in accuracy:
+        assert ax.get_ylim() == (0, 1)
+        chance = [l for l in ax.lines if l.get_label() == "chance (1/4)"]
+        assert chance and set(chance[0].get_ydata()) == {0.25}
+    assert {"a", "b", "c"} <= _texts(fig) and "d" not in _texts(fig)
+    loss = fig.axes[0]
+    assert list(loss.get_xticks()) == [1, 2, 3]                   # integer epochs, not 0.96-1.04
+    assert "γ ≠ 0" in fig.axes[1].get_ylabel()
+
+
+def test_run_summary_of_one_epoch_shows_one_tick_and_a_hinge_rule_no_gamma(tmp_path):
+    from neuroplastic.plots import run_summary
+    from neuroplastic.results import read_metrics
+
+    d = _write_run(tmp_path / "run", rule="hinge_dtp", epochs=1, missing={(1, "loss"), (1, "modulated")})
+    fig = run_summary(read_metrics(d), directory=d)
+    assert list(fig.axes[0].get_xticks()) == [1]
+    assert "γ" not in fig.axes[1].get_ylabel() and "hinge" in fig.axes[1].get_ylabel()
+    assert _legend_texts(fig).count("layer 1: n/a") == 2 and "layer 2" in _legend_texts(fig)
+
+
+def test_run_summary_of_a_spiking_run_has_its_raster(tmp_path):
+    import numpy as np
+
+    from neuroplastic.plots import run_summary
+    from neuroplastic.results import read_metrics
+
+    d = _write_run(tmp_path / "run", spikes=True)
+    fig = run_summary(read_metrics(d), directory=d)
+    raster = [ax for ax in fig.axes if ax.get_xlabel() == "time (ms)"]
+    assert len(raster) == 1 and "d" in _texts(fig)
+    shown = sum(len(c.get_offsets()) for c in raster[0].collections)
+    with np.load(d / "brian_spikes.npz") as data:
+        expected = sum(int((data[f"layer{l}/t_s"] < 12 * 0.02).sum()) for l in (1, 2))
+    assert shown == expected > 0
+    assert [t.get_text() for t in raster[0].get_yticklabels()] == ["layer 1", "layer 2"]
+    assert "glimpse ends: saccade" in _legend_texts(fig)
+    plain = run_summary(read_metrics(d))                          # without the directory: no raster, no chance
+    assert not [ax for ax in plain.axes if ax.get_xlabel() == "time (ms)"]
+
+
+def test_summary_figure_passes_the_run_directory(tmp_path):
+    from types import SimpleNamespace
+
+    from neuroplastic import runner
+
+    d = _write_run(tmp_path / "run", spikes=True)
+    saved = {}
+    run = SimpleNamespace(directory=d, save_figure=lambda fig, name: saved.update({name: fig}))
+    runner.summary_figure(run, SimpleNamespace(name="toy", seed=1))
+    assert [ax for ax in saved["summary"].axes if ax.get_xlabel() == "time (ms)"]
+
+
+def test_method_colours_are_unique_in_a_figure_and_the_same_across_figures():
+    from neuroplastic.plots import METHOD_STYLES, method_styles
+
+    known = ["CLAPP-s", "CLAPP", "hinge E2E BP", "hinge E2E FA", "GLL-BP", "GLL-RF", "GLL-URF", "RLL", "DTP"]
+    many = method_styles([*known, "new rule", "another", "third"])
+    assert len({c for c, _ in many.values()}) == len(many) and len({m for _, m in many.values()}) == len(many)
+    assert all(many[k] == METHOD_STYLES[k] for k in known)
+    assert method_styles(["CLAPP"])["CLAPP"] == method_styles(["RLL", "CLAPP"])["CLAPP"]
+    assert method_styles(["new rule"]) == method_styles(["new rule"])             # deterministic
+    assert method_styles(["new rule", "CLAPP-s"])["new rule"] == method_styles(["new rule"])["new rule"]
+
+
+def test_probe_comparison_gives_every_method_its_own_colour_without_hatching(tmp_path):
+    from types import SimpleNamespace
+
+    from matplotlib.colors import to_hex
+
+    from neuroplastic.plots import probe_comparison
+
+    labels = ["CLAPP-s", "CLAPP", "hinge E2E BP", "hinge E2E FA", "GLL-BP", "GLL-RF", "GLL-URF", "RLL", "DTP",
+              "new rule"]
+    runs = {label: [SimpleNamespace(directory=_write_run(tmp_path / f"{k}-{s}", classes=10, seed=s))
+                    for s in (1, 2)] for k, label in enumerate(labels)}
+    fig, numbers = probe_comparison(runs, title="t")
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    colours = {t.get_text().split(" (n=")[0]: to_hex(h.get_facecolor())
+               for h, t in zip(legend.legend_handles, legend.get_texts()) if " (n=" in t.get_text()}
+    assert set(colours) == set(labels) and len(set(colours.values())) == len(labels)
+    assert not any(p.get_hatch() for a in fig.axes for p in a.patches)
+    assert ax.get_ylim() == (0, 1) and any(l.get_label() == "chance (1/10)" for l in ax.lines)
+    assert {"a", "b"} <= _texts(fig)
+    assert "SD" in legend.get_title().get_text()
+    assert numbers["RLL"]["layer1"]["gain_points"][0] == pytest.approx(5.0)
+
+
+def test_learning_curves_say_n_a_for_what_a_method_did_not_record(tmp_path):
+    from types import SimpleNamespace
+
+    from neuroplastic.plots import learning_curves
+
+    runs = {"CLAPP-s": [SimpleNamespace(directory=_write_run(tmp_path / f"a{s}", seed=s)) for s in (1, 2)],
+            "hinge E2E BP": [SimpleNamespace(directory=_write_run(tmp_path / f"b{s}", seed=s, missing={
+                (1, "loss"), (1, "modulated"), (2, "modulated")})) for s in (1, 2)]}
+    fig, numbers = learning_curves(runs)
+    texts = _legend_texts(fig)
+    assert "hinge E2E BP, layer 2: n/a (modulation events)" in texts and "CLAPP-s, layer 1" in texts
+    assert "SD" in fig.axes[1].get_legend().get_title().get_text()
+    assert {"a", "b"} <= _texts(fig) and list(fig.axes[0].get_xticks()) == [1, 2, 3]
+    colours = {l.get_label().split(",")[0]: l.get_color() for l in fig.axes[0].lines}
+    assert colours["CLAPP-s"] != colours["hinge E2E BP"]
+
+
+def test_rate_vs_spiking_shows_the_weight_changes_of_both_layers(tmp_path):
+    import numpy as np
+
+    from neuroplastic.plots import rate_vs_spiking
+
+    class Toy:                                     # what the figure reads of a Run
+        def __init__(self, directory, seed, w0, w1):
+            self.directory, self.w0, self.w1 = directory, w0, w1
+            self.manifest = {"seed": seed, "protocol": {"stimulus": {"glimpse_ms": 20.0}}}
+
+        def initial_params(self):
+            return self.w0
+
+        def latest_checkpoint(self):
+            return 3, {f"param/{k}": v for k, v in self.w1.items()}, {}
+
+    rng = np.random.default_rng(0)
+    runs = {"rate": [], "spiking": []}
+    for seed in (1, 2):
+        w0 = {"1/W": rng.normal(size=(6, 5)), "2/W": rng.normal(size=(4, 6))}
+        change = {k: rng.normal(size=v.shape) for k, v in w0.items()}
+        for label in runs:
+            noise = 0.0 if label == "rate" else 0.3
+            w1 = {k: w0[k] + change[k] + noise * rng.normal(size=v.shape) for k, v in w0.items()}
+            d = _write_run(tmp_path / f"{label}{seed}", spikes=label == "spiking", classes=10, seed=seed)
+            runs[label].append(Toy(d, seed, w0, w1))
+    fig, numbers = rate_vs_spiking(runs)
+    dw = {ax.get_title().split("\n")[0]: ax for ax in fig.axes if ax.get_title().startswith("weight change")}
+    assert set(dw) == {"weight change, layer 1", "weight change, layer 2"}
+    assert len(dw["weight change, layer 1"].collections[0].get_offsets()) == 30
+    assert len(dw["weight change, layer 2"].collections[0].get_offsets()) == 24
+    for l in ("1", "2"):
+        assert f"r = {numbers['delta_w_correlation'][l]['mean']:.2f}" in dw[f"weight change, layer {l}"].get_title()
+    accuracy = [ax for ax in fig.axes if "accuracy" in ax.get_ylabel()]
+    assert accuracy and all(ax.get_ylim() == (0, 1) for ax in accuracy)
+    assert all(any(l.get_label() == "chance (1/10)" for l in ax.lines) for ax in accuracy)
+    assert set("abcdefg") <= _texts(fig)
+    assert [ax for ax in fig.axes if ax.get_xlabel() == "time (ms)" and ax.collections]     # the raster

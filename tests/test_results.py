@@ -126,12 +126,15 @@ def test_written_files_follow_the_umask_not_owner_only(tmp_path):
 
 # -- finished and unfinished runs ---------------------------------------------------------------------
 def test_finished_run_is_not_overwritten_without_force(finished_copy, capsys):
+    """Running a finished run again prints its saved result and exits 0, touching nothing."""
     directory = _run_dir(finished_copy)
     before = _snapshot(directory)
+    summary = json.loads((directory / "summary.json").read_text())
     for flag in ([], ["--resume"]):
         code, out, err = _cli(["run", QUICKSTART, "--out", finished_copy, "--quiet", *_sets(TINY), *flag], capsys)
-        assert code == 2
-        assert "already finished" in err and "--force" in err and str(directory) in err
+        assert code == 0, err
+        assert out.splitlines()[0] == f"already finished: {directory}"
+        assert all(f"{layer:>5}  {acc:8.3f}" in out for layer, acc in summary["probe"].items()), out
         assert _snapshot(directory) == before, "a finished run's files must not change"
 
 

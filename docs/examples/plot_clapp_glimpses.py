@@ -4,8 +4,8 @@ Train CLAPP on glimpses and probe each layer
 
 A network of two dense layers learns from glimpses of scikit-learn's digits with CLAPP-s, the
 layer-local rule of Illing et al. (2021), on the numpy reference engine. Every layer is then read
-out by a linear probe on its frozen features, next to a random-weight encoder of the same
-architecture.
+out by a linear probe (a :class:`~sklearn.linear_model.LogisticRegression` on its standardised,
+frozen features), next to a random-weight encoder of the same architecture.
 
 The protocol is ``protocols/clapp_digits.toml`` (the quickstart); here it is shrunk to a few
 hundred digits and a few epochs so that the tutorial runs in seconds.

@@ -71,8 +71,9 @@ except ModelError as err:
 # Simulate the soma in Brian2
 # ---------------------------
 # The model file is plain Brian2: its equations, threshold, reset and constants make a
-# ``NeuronGroup`` directly. Hold the synaptic current ``Is`` of three neurons at a constant drive
-# (what ``W x`` would be for a constant glimpse) and compare the shipped soma with the adaptive one.
+# :class:`~brian2.groups.neurongroup.NeuronGroup` directly. Hold the synaptic current ``Is`` of
+# three neurons at a constant drive (what ``W x`` would be for a constant glimpse) and compare the
+# shipped soma with the adaptive one.
 import brian2 as b2
 import matplotlib.pyplot as plt
 import numpy as np
@@ -116,6 +117,7 @@ axes[2].set(xlabel="drive W x", ylabel="mean rate (Hz)", title="rate vs drive")
 axes[0].legend()
 axes[2].legend()
 axes[1].legend(fontsize="x-small")
+plt.show()
 
 # %%
 # Train a network of it

@@ -60,6 +60,7 @@ for seed in sorted({r["seed"] for r in rows}):
         ax.plot(lrs, [float(r[f"probe/{layer}"]) for r in mine], style, label=f"seed {seed}, layer {layer}")
 ax.set(xscale="log", xlabel="[rule] lr", ylabel="linear-probe accuracy", title="a sweep over the learning rate")
 ax.legend(fontsize="small")
+plt.show()
 
 # %%
 # Compare the points

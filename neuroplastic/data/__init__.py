@@ -112,6 +112,9 @@ class Dataset:
     (``len``, ``shape`` and indexing by int, slice or index array, returning float arrays) for
     data sets too large to hold in memory. Images and video are grey in [0, 1], sound in [-1, 1].
     ``rate`` is the sampling rate of sound (Hz) or the frame rate of video (frames/s).
+    ``ids`` is each sample's index in the source's full data (``None``: ``0 .. n-1``); a
+    ``[data] max_samples`` subset keeps the ids of the samples it kept, so that two runs that kept
+    different subsets can pair their features sample by sample (:attr:`sample_ids`).
     """
 
     name: str
@@ -120,6 +123,7 @@ class Dataset:
     classes: tuple[str, ...]
     domain: str = "image"
     rate: float = 0.0
+    ids: np.ndarray | None = None
 
     def __post_init__(self):
         if self.domain not in DOMAINS:
@@ -130,11 +134,16 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """Each sample's index in the source's full data (int64)."""
+        return np.arange(len(self), dtype=np.int64) if self.ids is None else np.asarray(self.ids, dtype=np.int64)
+
     def subset(self, index) -> "Dataset":
-        """The samples at ``index`` (read into memory), same metadata."""
+        """The samples at ``index`` (read into memory), same metadata; their ids are kept."""
         index = np.asarray(index)
         return Dataset(self.name, np.asarray(self.samples[index]), self.labels[index], self.classes,
-                       self.domain, self.rate)
+                       self.domain, self.rate, self.sample_ids[index])
 
     def batches(self, size: int):
         """Iterate ``(samples, labels)`` in order, ``size`` at a time: one pass reads each sample once."""

@@ -18,6 +18,7 @@ Layers are numbered from 1 everywhere a layer is named: metrics, saved arrays, t
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ProtocolError, TrainingDiverged
+from ..progress import phase, showing
 from ..protocol import SCHEMA
 from ..evaluate import chosen_layers, pool_glimpses, probe_layers
 from .prepare import Prepared, prepare, seed_sequence
@@ -113,8 +115,13 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
     """Train ``protocol`` with ``engine``, checkpoint, probe, and write everything into ``run``; return the summary.
 
     ``prepared`` is :func:`~neuroplastic.engines.prepare.prepare`'s result (computed here if not given), which has
-    checked the protocol with the engine.
+    checked the protocol with the engine. ``progress`` shows the epochs' bar and each later phase's status on stderr.
     """
+    with showing(progress):
+        return _train(engine, protocol, run, progress, prepared)
+
+
+def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | None) -> dict:
     prepared = prepared if prepared is not None else prepare(protocol)
     model = engine.init(protocol, prepared, np.random.default_rng(seed_sequence(protocol, 0)))
     initial = {k: np.array(v, copy=True) for k, v in model.params.items()}
@@ -125,7 +132,11 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
                desc=protocol.name, unit=model.unit, leave=False)
     try:
         for epoch in range(start + 1, tr.epochs + 1):
+            began = time.monotonic()
             result = engine.epoch(model, epoch, rng, bar.update)
+            log.info("epoch %d/%d: done in %.1f s%s", epoch, tr.epochs, time.monotonic() - began,
+                     "".join(f", layer {layer} {name} {v:.4g}" for (layer, name), v in sorted(result.means.items())
+                             if name == "loss"))
             rows += [dict(epoch=epoch, stage="train", layer=layer, name=name, value=float(v))
                      for (layer, name), v in sorted(result.means.items())]
             for name, arrays in result.arrays.items():
@@ -135,20 +146,27 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
                 raise_diverged(protocol, run, epoch, bad)
             if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
                 save_training_state(run, epoch, model.params, rng, rows, model.optimizer)
+        bar.close()
         probe = prepared.probe_set()
-        features = engine.features(model, model.params, probe)
-        random_features = engine.features(model, initial, probe) if protocol.evaluate.baseline else None
+        with phase("probe features (trained)", logger=log):
+            features = engine.features(model, model.params, probe)
+        random_features = None
+        if protocol.evaluate.baseline:
+            with phase("probe features (random)", logger=log):
+                random_features = engine.features(model, initial, probe)
         readouts = engine.readouts(model, initial, probe)
         diagnostics = engine.diagnostics(model)
     finally:
         bar.close()
         engine.release(model)
-    probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
-                                        probe.train_idx, probe.test_idx, run=run)
+    with phase("linear probe" + (" (trained and random)" if random_features is not None else ""), logger=log):
+        probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
+                                            probe.train_idx, probe.test_idx, run=run, sample_ids=probe.dataset.sample_ids)
     rows += probe_rows
     for name, (trained, rand) in readouts.items():
-        more_rows, more = probe_encoder(protocol, trained, rand if protocol.evaluate.baseline else None,
-                                        probe.dataset.labels, probe.train_idx, probe.test_idx)
+        with phase(f"linear probe ({name})", logger=log):
+            more_rows, more = probe_encoder(protocol, trained, rand if protocol.evaluate.baseline else None,
+                                            probe.dataset.labels, probe.train_idx, probe.test_idx)
         rows += [{**r, "stage": f"{r['stage']}_{name}"} for r in more_rows]
         summary.update({f"{k}_{name}": v for k, v in more.items()})
     run.write_metrics(rows)
@@ -233,13 +251,17 @@ def raise_diverged(protocol, run, epoch: int, bad: list[str]):
                            f"{shown}; {kept}. {fix[0].upper()}{fix[1:]}.")
 
 
-def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None):
+def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None,
+                  sample_ids=None):
     """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary).
 
     With ``run``, the pooled features the probe saw are saved in ``features.npz`` (``layer<l>``, with
-    ``labels``), so comparisons between runs (CKA) need no recomputation. With ``[evaluate] folds`` >= 2
-    the trained and the random encoder are cross-validated on the same folds, drawn from a child of the
-    probe stream (k = 2), so they are independent of the split and of training.
+    ``labels`` and, if given, ``sample_ids``: each row's index in the data source's full data, see
+    :attr:`~neuroplastic.data.Dataset.sample_ids`), so comparisons between runs (CKA) need no
+    recomputation and pair the rows of two runs by sample, whatever ``[data] max_samples`` subset each
+    kept. With ``[evaluate] folds`` >= 2 the trained and the random encoder are cross-validated on the
+    same folds, drawn from a child of the probe stream (k = 2), so they are independent of the split
+    and of training.
     """
     ev = protocol.evaluate
     layers = chosen_layers(ev.layers, len(features))
@@ -257,5 +279,6 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
     if run is not None:
         saved = {f"layer{l}": pool_glimpses(np.asarray(features[l - 1]), ev.pooling).astype(np.float32)
                  for l in layers}
-        run.save_arrays("features", {**saved, "labels": np.asarray(labels)})
+        ids = {} if sample_ids is None else {"sample_ids": np.asarray(sample_ids, dtype=np.int64)}
+        run.save_arrays("features", {**saved, "labels": np.asarray(labels), **ids})
     return rows, summary

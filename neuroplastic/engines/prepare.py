@@ -6,6 +6,7 @@ an engine's insides: the chosen engine only checks the protocol first.
 """
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -15,12 +16,15 @@ from ..errors import ProtocolError, SettingError
 from ..evaluate import check_folds, check_split, stratified_split
 from ..data.augment import check_views
 from ..models import load_model
+from ..progress import phase
 from ..rules.architectures import smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
 from .registry import get_engine
 
 __all__ = ["Prepared", "check", "make_stimulus", "prepare", "seed_sequence"]
+
+log = logging.getLogger(__name__)
 
 
 def seed_sequence(protocol, stream: int) -> np.random.SeedSequence:
@@ -67,16 +71,19 @@ def prepare(protocol, running: bool = True) -> Prepared:
     d, ev = protocol.data, protocol.evaluate
     own_probe = bool(ev.source or ev.split)
     try:
-        ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
+        with phase(f"loading the data ({_named(d.source, d.split, d.path)})", logger=log):
+            ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
         # The memory estimate needs only shapes: check it before the stimulus (or anything large) is made.
         check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0)))
-        stimulus = make_stimulus(protocol, ds)
+        with phase(f"preparing the stimulus ({len(ds)} samples, {protocol.stimulus.kind})", logger=log):
+            stimulus = make_stimulus(protocol, ds)
         if not own_probe:
             _check_labelled(protocol, ds, "data.split", d.split)
             return _check_folds(protocol, Prepared(ds, stimulus, *_split(protocol, ds.labels)))
         source, path = ev.source or d.source, ev.path or d.path
         label = d.label if not ev.source else ""
-        fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
+        with phase(f"loading the probe's data ({_named(source, ev.split, path)})", logger=log):
+            fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
         if tuple(fit.samples.shape[1:]) != tuple(ds.samples.shape[1:]):
             raise ProtocolError(str(protocol.source), "evaluate.source",
                                 f"= {source!r}: its samples have shape {tuple(fit.samples.shape[1:])}, the training "
@@ -85,7 +92,8 @@ def prepare(protocol, running: bool = True) -> Prepared:
         check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0),
                                         Prepared(fit, None, np.arange(len(fit)), np.arange(0))))
         if ev.test_split:
-            test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
+            with phase(f"loading the probe's test data ({_named(source, ev.test_split, path)})", logger=log):
+                test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
             both = datasets.Dataset(fit.name, np.concatenate([np.asarray(fit.samples), np.asarray(test.samples)]),
                                     np.concatenate([fit.labels, test.labels]), fit.classes, fit.domain, fit.rate)
             probe = Prepared(both, make_stimulus(protocol, both), np.arange(len(fit)),
@@ -143,3 +151,8 @@ def _split(protocol, labels) -> tuple[np.ndarray, np.ndarray]:
     train, test = stratified_split(labels, protocol.data.test_fraction, seed=seed_sequence(protocol, 2))
     check_split(protocol.source, protocol.data.test_fraction, labels, train, test)
     return train, test
+
+
+def _named(source: str, split: str, path) -> str:
+    """A data set as a status line names it: source, split (when chosen) and where it is read from."""
+    return " ".join([source, *([split] if split else []), *([f"from {path}"] if str(path) else [])])

@@ -1,11 +1,16 @@
 """Probe every chosen layer of an encoder, trained and random, from arrays of glimpse features."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+from ..progress import phase
 from .probe import kfold_probe, linear_probe, pool_glimpses
 
 __all__ = ["probe_layers", "chosen_layers"]
+
+log = logging.getLogger(__name__)
 
 
 def chosen_layers(setting, n_layers: int) -> list[int]:
@@ -26,7 +31,8 @@ def probe_layers(features: list[np.ndarray], labels: np.ndarray, train: np.ndarr
     both = np.union1d(train, test).astype(np.int64)
     out = {}
     for layer in layers:
-        f = pool_glimpses(np.asarray(features[layer - 1]), pooling)
-        out[layer] = (kfold_probe(f[both], labels[both], folds, seed, C=C) if folds
-                      else linear_probe(f[train], labels[train], f[test], labels[test], C=C))
+        with phase(f"linear probe layer {layer}" + (f" ({folds} folds)" if folds else ""), logger=log):
+            f = pool_glimpses(np.asarray(features[layer - 1]), pooling)
+            out[layer] = (kfold_probe(f[both], labels[both], folds, seed, C=C) if folds
+                          else linear_probe(f[train], labels[train], f[test], labels[test], C=C))
     return out

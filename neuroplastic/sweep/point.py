@@ -92,6 +92,9 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         try:
             # resume=True whether or not the directory exists now: another process may create it meanwhile
             outcome = run_protocol(protocol, task["out"], resume=True, progress=False, command=task["command"])
+            if outcome.reused:                    # finished by another process since the check above: read, not run
+                log_event(task, "skip")
+                return point_row(task, directory)
             error = outcome.error
         except RunBusy as err:                    # another process runs this point now: leave it to that one
             log_event(task, "busy", error=str(err))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -28,9 +29,12 @@ from pathlib import Path
 
 from ...environ import environment
 from ...errors import DeviceError
+from ...progress import phase
 
 __all__ = ["DEVICES", "DeviceError", "NOISE_SEED_VARIABLE", "Simulator", "build_cache_dir", "check_compiler",
            "gpu_available", "seed_from_environment"]
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("runtime", "cpp", "cuda")
 _STANDALONE = {"cpp": "cpp_standalone", "cuda": "cuda_standalone"}
@@ -189,10 +193,11 @@ class Simulator:
     reuses a stale binary.
     """
 
-    def __init__(self, device: str, key: dict, *, cuda_arch: float = 9.0):
+    def __init__(self, device: str, key: dict, *, cuda_arch: float = 9.0, name: str = "the network"):
         if device not in DEVICES:
             raise DeviceError(f"unknown Brian2 device {device!r}; known: {', '.join(DEVICES)}")
         self.device = device
+        self.name = name
         self.cuda_arch = cuda_arch
         self.key = {**key, "cuda_arch": cuda_arch} if device == "cuda" else key
         self.network = None
@@ -245,11 +250,18 @@ class Simulator:
         b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
         self.directory = build_cache_dir() / self.structure_hash
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        net = make(x, y, params, eta)
-        net.run()
-        # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
-        with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
-            b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
+        cached = (self.directory / "main").is_file()
+        log.info("%s build of %s: %s (%s)", self.device, self.name, "cached, reused" if cached else "not cached yet",
+                 self.directory)
+        status = (f"reusing the cached {self.device} build of {self.name} (only changed sources recompile)" if cached
+                  else f"compiling {self.name} for the {self.device} device (first build takes "
+                       f"{'about a minute' if self.device == 'cpp' else 'minutes'}; cached afterwards)")
+        with phase(status, logger=log):
+            net = make(x, y, params, eta)
+            net.run()
+            # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
+            with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
+                b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
         self.network = net
         return self.directory
 

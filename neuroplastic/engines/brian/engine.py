@@ -34,6 +34,7 @@ import numpy as np
 
 from ...errors import DeviceError, ModelError, ProtocolError
 from ...models import load_model
+from ...progress import phase
 from ...rules import RULES, init_dense_params, stack_rates
 from ...stimuli import saccade_stream
 from ..base import Engine, EpochResult, Model, require, require_defaults
@@ -44,6 +45,8 @@ from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
 
 __all__ = ["ENGINE", "BrianEngine", "RECORDED_NEURONS"]
+
+log = logging.getLogger(__name__)
 
 #: Neurons per layer whose somatic and dendritic traces are recorded.
 RECORDED_NEURONS = 4
@@ -91,7 +94,7 @@ class _Session:
                "variant": protocol.engine.variant}
         if self.spiking:
             key.update(dt_ms=protocol.engine.dt_ms, spike_neurons=SAVED_SPIKE_NEURONS)
-        self.sim = Simulator(protocol.engine.device, key, cuda_arch=protocol.engine.cuda_arch)
+        self.sim = Simulator(protocol.engine.device, key, cuda_arch=protocol.engine.cuda_arch, name=protocol.name)
 
     def make(self, x, y, params, eta):
         import brian2 as b2
@@ -326,7 +329,8 @@ class BrianEngine(Engine):
         s, p = model.net, model.net.protocol
         if not s.spiking or not p.evaluate.fidelity:
             return {}
-        return {"fidelity": _fidelity(s, model.params)}
+        with phase("fidelity: a frozen-weight spiking epoch against the rate rule", logger=log):
+            return {"fidelity": _fidelity(s, model.params)}
 
     def build(self, protocol, prepared):
         """Generate and compile the protocol's network (cpp or cuda device) without running it; return its directory.
@@ -352,11 +356,13 @@ def _spiking_features(s: _Session, params, presentations: int) -> list[np.ndarra
     n_images, n_positions = s.patches.shape[:2]
     x = np.asarray(s.patches[:]).reshape(n_images * n_positions, -1)     # lazily read glimpses are read here
     total = None
-    for k in range(presentations):
-        bnet = s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k))
-        rates = bnet.rates()
-        s.sim.release(bnet)
-        total = rates if total is None else [t + r for t, r in zip(total, rates)]
+    with phase(f"spiking presentations of {n_images} images", total=presentations, unit="run", logger=log) as advance:
+        for k in range(presentations):
+            bnet = s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k))
+            rates = bnet.rates()
+            s.sim.release(bnet)
+            total = rates if total is None else [t + r for t, r in zip(total, rates)]
+            advance()
     return [(t / presentations).reshape(n_images, n_positions, -1) for t in total]
 
 
