@@ -61,8 +61,11 @@ def run_protocol(protocol, out: str | Path, *, resume: bool = False, force: bool
     process finishes it between this check and the start.
     """
     engine = get_engine(protocol.engine.name)
-    directory = Run.path_for(check_root(out), protocol)
-    if not force and (done := _finished(directory)) is not None:
+    try:
+        directory = Run.path_for(check_root(out), protocol)
+    except OSError:                            # an unreadable model file: prepare() below names it as bad input
+        directory = None
+    if not force and directory is not None and (done := _finished(directory)) is not None:
         return done
     with showing(progress):
         prepared = prepare(protocol)
@@ -71,7 +74,7 @@ def run_protocol(protocol, out: str | Path, *, resume: bool = False, force: bool
     except RunBusy:
         raise
     except RunError:                           # finished by another process since the check above?
-        if force or (done := _finished(directory)) is None:
+        if force or directory is None or (done := _finished(directory)) is None:
             raise
         return done
     try:

@@ -29,6 +29,10 @@ def store(tmp_path_factory):
     """Three finished runs (clapp_s seeds 2 and 1, clapp seed 1), a damaged run, a foreign directory, a sweep."""
     root = tmp_path_factory.mktemp("store") / "runs"
     runs = {"s2": _run(root, "seed=2"), "s1": _run(root, "seed=1"), "c1": _run(root, "seed=1", 'rule.name="clapp"')}
+    for second, run in enumerate(runs.values()):          # "created" has 1 s resolution: make the order explicit
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["created"] = f"2026-01-01T00:00:0{second}+0000"
+        (run / "manifest.json").write_text(json.dumps(manifest))
     damaged = root / "clapp_digits-0000000000"
     shutil.copytree(runs["s1"], damaged)
     (damaged / "manifest.json").write_text('{"name": "clapp_digits", "protocol": ')      # cut off mid-write

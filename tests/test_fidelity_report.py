@@ -127,8 +127,9 @@ def test_compare_weight_change_correlation_and_fidelity_columns(tmp_path):
                                                       "fidelity_gates", "fidelity_norm", "ceiling_norm"))
     table = format_table(rows)
     assert "ΔW r" in table and "frozen-weight fidelity (spiking vs rate rule; ceiling: rate vs rate" in table
-    assert "spiking-2" in table.split("frozen-weight fidelity")[1]
-    assert "rate-2" not in table.split("frozen-weight fidelity")[1]
+    fidelity_part = table.split("frozen-weight fidelity")[1]           # runs are labelled by what sets them apart
+    assert "engine.variant=spiking seed=2" in fidelity_part
+    assert "engine.variant=rate" not in fidelity_part
     write_csv(rows, tmp_path / "cmp.csv")
     with open(tmp_path / "cmp.csv") as fh:
         read = list(csv.DictReader(fh))
