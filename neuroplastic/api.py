@@ -192,8 +192,7 @@ class Result:
             initial = run_.initial_params()
         except RunError:
             initial = None
-        summary_path = directory / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary = run_.summary()
         features, labels, recordings = {}, None, {}
         for path in sorted(directory.glob("*.npz")):
             with np.load(path) as data:

@@ -224,8 +224,7 @@ def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
     names = unique_labels([r.directory.name for r in runs], [r.manifest for r in runs])
     rows = []
     for run, label in zip(runs, names):
-        summary_path = run.directory / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary = run.summary()
         metrics = read_metrics(run.directory)
         last = max((m["epoch"] for m in metrics if m["stage"] == "train"), default=None)
         loss = {m["layer"]: m["value"] for m in metrics

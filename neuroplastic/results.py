@@ -453,6 +453,11 @@ class Run:
         with np.load(path) as data:
             return {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
 
+    def summary(self) -> dict[str, Any]:
+        """The run's ``summary.json`` (probe accuracies, fidelity, ...), ``{}`` while it has none (unfinished)."""
+        path = self.directory / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
         """Write ``name.npz`` (e.g. monitor recordings) atomically."""
         path = self.directory / f"{name}.npz"
