@@ -352,7 +352,8 @@ def train_clapp(sequences, layers=(32,), *, rule: str = "clapp_s", epochs: int =
         Units per layer.
     rule : ``"clapp_s"`` or ``"clapp"``
         CLAPP-s (contrastive: a positive and ``negatives`` saccade sets at every step) or CLAPP
-        (each step is a saccade with probability ``saccade_prob``, with learned retrodiction).
+        (each step is a saccade with probability ``saccade_prob``, with a learned retrodiction
+        ``W_retro`` of its own, drawn independently of ``W_pred``).
     epochs, batch_size, lr, optimizer, negatives, saccade_prob, init_scale, pred_init_scale, dtype
         As ``[train]``, ``[rule]``, ``[stimulus]``, ``[model]`` and ``[engine]`` of a protocol.
     """

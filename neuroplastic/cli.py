@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="size of the runs behind the figures (default: quick; tiny is for tests)")
     f.add_argument("--runs", type=Path, default=Path("runs"), help="results store to reuse and fill (default: runs)")
     f.add_argument("--out", type=Path, help="where the figures go (default: figures/<scale>)")
+    f.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="draw each figure only from its runs with this setting, e.g. seed=1..2, rule.name=clapp "
+                   "(repeatable; all must hold; runs filtered out are not run)")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
     b = sub.add_parser("bench", help="run benchmarks/ and write a report (markdown + figure) of every ratio")
@@ -219,15 +222,16 @@ def _sweep(args) -> int:
 
 
 def _figures(args) -> int:
-    from .figures import build_figure, load_recipe, recipes
+    from .figures import build_figure, filter_recipes, load_recipe, recipes
 
     known = recipes()
     if unknown := [n for n in args.names if n not in known]:
         raise FigureError(f"no figure recipe {unknown[0]!r}; known: {', '.join(known)}")
     out = args.out or Path("figures") / args.scale
     chosen = [load_recipe(known[n], args.scale) for n in (args.names or known)]
+    chosen = filter_recipes(chosen, args.where, args.runs)     # every filter checked before any run starts
     for recipe in chosen:
-        paths = build_figure(recipe, args.runs, out, progress=not args.quiet)
+        paths = build_figure(recipe, args.runs, out, progress=not args.quiet, where=args.where)
         print(f"{recipe.name:<20} {', '.join(map(str, paths))}")
     return 0
 

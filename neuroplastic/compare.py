@@ -21,10 +21,10 @@ same n samples, invariant to rotations and isotropic scaling::
 **Paired by sample.** Two runs with ``[data] max_samples`` keep different random subsets when their
 seeds differ, so row i of one run's features is not row i of the other's. Every run saves which
 sample of the data source each row is (``sample_ids`` in ``features.npz``); CKA is computed on the
-samples both runs probed, in one order (:func:`paired_rows`). With fewer than :data:`MIN_SHARED`
-shared samples, or for a run that saved no ids (made before they were saved) and probed a
-``max_samples`` subset, CKA is NaN and the table says why (``cka_note``); a run that probed its data
-whole needs no saved ids, its rows are the samples in order.
+samples both runs probed, in one order (:func:`~neuroplastic.evaluate.similarity.pair_samples`, as
+the figures pair them). With fewer than :data:`MIN_SHARED` shared samples, or for a run that saved no
+ids (made before they were saved) and probed a ``max_samples`` subset, CKA is NaN and the table says
+why (``cka_note``); a run that probed its data whole needs no saved ids, its rows are the samples in order.
 
 **Which runs, in which order** (:func:`expand_runs`): run directories and sweep directories in the order
 given, or names within the results store (a run directory's name, or a protocol name for all its
@@ -47,19 +47,16 @@ import numpy as np
 
 from .catalog import Entry, check_filters, parse_where, scan, settings, sort_key, unique_labels
 from .evaluate import correlation, linear_cka
+from .evaluate.similarity import MIN_SHARED, pair_samples, paired_rows, sample_ids
+from .protocol import SCHEMA
 from .errors import RunError
 from .results import Run, atomic_write, number, read_metrics
 
 __all__ = ["MIN_SHARED", "SAME_KEYS", "check_comparable", "compare_runs", "comparison_figure", "expand_runs",
            "format_table", "linear_cka", "paired_rows", "write_csv"]
 
-#: Fewest samples two runs must both have probed for a paired measure (CKA) to be given: below it, NaN.
-#: CKA of a handful of samples is biased towards 1 (the centred Gram matrices of a few samples in many
-#: dimensions all look alike), so a small overlap would report similarity that is not there.
-MIN_SHARED = 10
-
 #: Protocol keys two runs must share to be compared (architecture and data).
-SAME_KEYS = ("model.arch", "model.layers", "data.source", "data.path", "data.split", "data.label",
+SAME_KEYS = ("model.arch", "model.layers", "data.source", "data.path", "data.split", "data.label", "data.colour",
              "data.max_samples", "data.test_fraction", "stimulus.patch", "stimulus.stride", "stimulus.crop",
              "evaluate.source", "evaluate.path", "evaluate.split", "evaluate.test_split")
 
@@ -114,8 +111,12 @@ def expand_runs(paths, store: str | Path = "runs", where=()) -> list[Run]:
 
 
 def _get(protocol: dict[str, Any], dotted: str):
+    """A resolved protocol's value of ``table.key``; a run made before the key existed had its default."""
     table, key = dotted.split(".")
-    return protocol.get(table, {}).get(key)
+    values = protocol.get(table, {})
+    if key not in values and key in SCHEMA.get(table, {}):
+        return SCHEMA[table][key].default
+    return values.get(key)
 
 
 def check_comparable(runs: list[Run]) -> list[str]:
@@ -165,50 +166,20 @@ def _fidelity(summary: dict[str, Any], part: str, measure: str, layer: int) -> f
     return number(values.get(str(layer))) if isinstance(values, dict) else float("nan")
 
 
-def _sample_ids(run: Run, feats: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
-    """Which sample of the data source each row of ``run``'s saved features is, or ``None`` and why not.
-
-    Saved ``sample_ids`` are used as they are. A run that saved none (older runs) is paired only if it
-    probed its data whole (no ``[data] max_samples`` subset, or a probe with its own data, which is
-    never subsampled): its rows are then the samples in the source's order.
-    """
-    rows = next((len(v) for k, v in feats.items() if k.startswith("layer")), None)
-    if rows is None:
-        return None, "it saved no probe features (features.npz)"
-    if "sample_ids" in feats:
-        ids = np.asarray(feats["sample_ids"])
-        if ids.ndim == 1 and len(ids) == rows and len(np.unique(ids)) == rows:
-            return ids, ""
-        return None, "its features.npz holds sample_ids that do not match its rows (damaged)"
-    p = run.manifest.get("protocol") or {}
-    kept = number(_get(p, "data.max_samples"))
-    kept = int(kept) if np.isfinite(kept) else 0
-    if _get(p, "evaluate.source") or _get(p, "evaluate.split") or kept == 0 or rows < kept:
-        return np.arange(rows), ""
-    return None, (f"it saved no sample ids (made before runs saved them) and probed a random subset "
-                  f"([data] max_samples = {kept}), so its rows cannot be matched to another run's samples")
-
-
-def paired_rows(ids: np.ndarray, ref_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(i, j)`` such that ``ids[i] == ref_ids[j]``: the samples both runs probed, by increasing id."""
-    _, i, j = np.intersect1d(ids, ref_ids, assume_unique=True, return_indices=True)
-    return i, j
-
-
 def _pairing(run: Run, feats, ref_ids, ref_why: str) -> tuple[np.ndarray | None, np.ndarray | None, int, str]:
     """``(rows of run, rows of the reference, shared samples, note)``; rows are ``None`` when CKA cannot be given."""
-    ids, why = _sample_ids(run, feats)
+    ids, why = sample_ids(feats, run.manifest.get("protocol") or {})
     if ids is None:
         return None, None, 0, f"CKA not given: {why}"
     if ref_ids is None:
         return None, None, 0, f"CKA not given: the reference run {ref_why.removeprefix('it ')}"
-    i, j = paired_rows(ids, ref_ids)
-    if len(i) < MIN_SHARED:
-        return None, None, len(i), (f"CKA not given: it shares {len(i)} probed samples with the reference "
+    i, j, shared = pair_samples(ids, ref_ids)
+    if i is None:
+        return None, None, shared, (f"CKA not given: it shares {shared} probed samples with the reference "
                                     f"(at least {MIN_SHARED} needed)")
-    note = "" if len(i) == len(ids) == len(ref_ids) else \
-        f"CKA on the {len(i)} samples it shares with the reference (of {len(ids)} and {len(ref_ids)})"
-    return i, j, len(i), note
+    note = "" if shared == len(ids) == len(ref_ids) else \
+        f"CKA on the {shared} samples it shares with the reference (of {len(ids)} and {len(ref_ids)})"
+    return i, j, shared, note
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -220,7 +191,7 @@ def compare_runs(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per run and layer: probe accuracies, final loss, fidelity, and similarity to the first run."""
     ref_w, ref_f = _final_weights(runs[0]), _features(runs[0])
     ref_w0, ref_dw = _delta_w(runs[0], ref_w)
-    ref_ids, ref_why = _sample_ids(runs[0], ref_f)
+    ref_ids, ref_why = sample_ids(ref_f, runs[0].manifest.get("protocol") or {})
     names = unique_labels([r.directory.name for r in runs], [r.manifest for r in runs])
     rows = []
     for run, label in zip(runs, names):

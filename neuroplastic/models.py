@@ -154,17 +154,34 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
         feedforward["on_spike"] = Entry("code", "Run at every presynaptic spike: drive the soma, accumulate the "
                                         "eligibility.")
     feedforward["on_glimpse_end"] = Entry("code", "The learning step at the end of every glimpse: "
-                                          "`w += eta M (Hebbian term)`.")
+                                          "`w += eta (M (prediction term) + M_retro (retrodiction term))`.")
     transpose = (Entry("code", "Run by the prediction synapses at the glimpse end, before learning: "
                        "`r_pre += w * z_post`.") if spiking else
                  Entry("equations", "Added to the prediction synapses' model: `r_pre = w * z_post`, summed.",
                        defines=("r_pre",)))
+    transpose_gate = Entry("equations", "Added to each layer's neurons: the gate of the retrodiction term, "
+                           "`M_retro = M` (one score, one gate).", defines=("M_retro",))
     retro = {"model": Entry("equations", "The synapse: `w`" + ("." if spiking else
                                                               " and the retrodiction `r_post` it sums."),
                             defines=("w",) if spiking else ("w", "r_post"))}
     if spiking:
         retro["score"] = Entry("code", "Sum the retrodiction `r` at the glimpse end, before learning.")
-    retro["on_glimpse_end"] = Entry("code", "The learning step, `w += eta M zprev_post z_pre`.")
+    retro["on_glimpse_end"] = Entry("code", "The learning step, `w += eta M_retro zprev_post z_pre`.")
+    retro_modulation = {
+        "layer": Entry("equations", "Added to each layer's neurons: the linked retrodiction score `u_retro` and "
+                       "its gate `M_retro = y Theta(1 - y u_retro)`.", defines=("u_retro", "M_retro")),
+        "modulator": Entry("equations", "Added to the layer's modulator neuron: `u_retro`, `M_retro`.",
+                           defines=("u_retro", "M_retro")),
+    }
+    if spiking:
+        retro_modulation["modulator_on_glimpse_end"] = Entry("code", "Run by the modulator at the end of every "
+                                                             "glimpse (reset the accumulated retrodiction score).",
+                                                             optional=True)
+    retro_modulation["score"] = (
+        Entry("code", "Layer -> modulator, at the glimpse end once `r` is summed, before any learning: accumulate "
+              "`u_retro = sum_i zprev_i r_i`.") if spiking else
+        Entry("equations", "Layer -> modulator: the retrodiction score `u_retro = sum_i zprev_i r_i`, a summed "
+              "variable.", defines=("u_retro_post",)))
     return {
         f"{variant}.modulation": Table(f"The layer's score u and modulation factor M ({variant} variant).",
                                        modulation),
@@ -179,10 +196,14 @@ def _synapse_tables(variant: str) -> dict[str, Table]:
             "on_glimpse_end": Entry("code", "The learning step, `w += eta M z_post zprev_pre`."),
         }),
         f"{variant}.retrodiction_transpose": Table(
-            f"CLAPP-s: r = W_pred^T z, through the prediction synapses ({variant} variant).",
-            {"prediction_score" if spiking else "prediction_model": transpose}),
+            f"CLAPP-s: r = W_pred^T z, through the prediction synapses, gated by M ({variant} variant).",
+            {"prediction_score" if spiking else "prediction_model": transpose, "layer": transpose_gate}),
         f"{variant}.retrodiction": Table(f"CLAPP: a separate matrix W_retro, layer -> layer ({variant} variant).",
                                          retro),
+        f"{variant}.retrodiction_modulation": Table(
+            f"CLAPP: the retrodiction pathway's own score u_retro = sum_i zprev_i r_i and gate "
+            f"M_retro = y Theta(1 - y u_retro), computed and broadcast like u and M ({variant} variant).",
+            retro_modulation),
     }
 
 

@@ -425,15 +425,37 @@ def probe_comparison(runs: dict, title: str = ""):
     the random-weight encoder of that run's own architecture and input (rules that see glimpses and
     rules that see whole images have different random baselines). (b) The gain, trained minus random of
     the same run, in points, paired by seed: on a 0-1 axis differences of a few points do not show.
+    (c) Only when runs record it (CLAPP): ``retro_distance`` = ||W_retro - W_pred^T||_F / ||W_pred||_F per
+    layer over the epochs (epoch 0: before learning), mean ± SD over seeds: how far the learned
+    retrodiction stays from the transpose that CLAPP-s reads (the weight-transport problem).
     """
     import numpy as np
     from matplotlib import patheffects
 
+    from .results import read_metrics
+
     groups = {label: _summaries(group) for label, group in runs.items()}
     styles = method_styles(groups)
     layers = sorted({int(l) for ss in groups.values() for s in ss for l in s["probe"]})
-    fig, (ax, gx) = plt.subplots(2, 1, figsize=(max(8, 0.6 * len(groups) * len(layers) + 3.5), 6.6), sharex=True,
-                                 height_ratios=[3, 1.6], constrained_layout=True)
+    retro = {}                                  # label -> layer -> (epochs, values (seeds, epochs))
+    for label, group in runs.items():
+        rows = [[m for m in read_metrics(r.directory) if m["stage"] == "train" and m["name"] == "retro_distance"]
+                for r in group]
+        for layer in sorted({m["layer"] for rs in rows for m in rs}):
+            curves = [[m["value"] for m in sorted(rs, key=lambda m: m["epoch"]) if m["layer"] == layer] for rs in rows]
+            first = [s.get("retro_distance_initial", {}).get(str(layer)) for s in groups[label]]
+            n = min(map(len, curves))
+            if n:
+                start = 0 if all(f is not None for f in first) else 1
+                values = np.array([([f] if start == 0 else []) + cv[:n] for f, cv in zip(first, curves)])
+                retro.setdefault(label, {})[layer] = (np.arange(start, n + 1), values)
+    size = (max(8, 0.6 * len(groups) * len(layers) + 3.5), 6.6 + 2.4 * bool(retro))
+    if retro:
+        fig, (ax, gx, rx) = plt.subplots(3, 1, figsize=size, height_ratios=[3, 1.6, 1.8], constrained_layout=True)
+        gx.sharex(ax)
+        ax.tick_params(labelbottom=False)
+    else:
+        fig, (ax, gx) = plt.subplots(2, 1, figsize=size, sharex=True, height_ratios=[3, 1.6], constrained_layout=True)
     width = 0.8 / len(groups)
     numbers = {}
     n_seeds = sorted({len(ss) for ss in groups.values()})
@@ -471,6 +493,28 @@ def probe_comparison(runs: dict, title: str = ""):
                    title_fontsize="small")
     _letter(ax, "a")
     _letter(gx, "b")
+    if retro:
+        all_epochs = set()
+        for label, curves in retro.items():
+            colour, marker = styles[label]
+            for layer, (epochs, values) in curves.items():
+                mean, sd = values.mean(0), _seed_sd(values)
+                all_epochs.update(epochs.tolist())
+                rx.plot(epochs, mean, LAYER_LINES[(layer - 1) % len(LAYER_LINES)], color=colour, marker=marker,
+                        ms=4, markevery=max(1, len(epochs) // 10), label=f"{label}, layer {layer}")
+                if np.isfinite(sd).any():
+                    rx.fill_between(epochs, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+                numbers.setdefault(label, {}).setdefault(f"layer{layer}", {})["retro_distance"] = {
+                    "epochs": [int(epochs[0]), int(epochs[-1])], "first": [float(mean[0]), float(sd[0])],
+                    "last": [float(mean[-1]), float(sd[-1])]}
+        _epoch_axis(rx, all_epochs)
+        rx.set_ylim(0, None)
+        rx.set(ylabel="‖W_retro − W_predᵀ‖\n/ ‖W_pred‖",
+               xlabel="epoch (0: initial weights)", title="learned W_retro vs W_predᵀ (0: CLAPP-s)")
+        n_retro = min(len(v[1]) for curves in retro.values() for v in curves.values())
+        _legend_beside(rx, title="bands: SD over seeds" if n_retro >= 2 else "n = 1 seed: no band",
+                       title_fontsize="small")
+        _letter(rx, "c")
     fig.suptitle(title or "linear probe per layer")
     return fig, numbers
 
@@ -571,6 +615,7 @@ def rate_vs_spiking(runs: dict, title: str = ""):
     import numpy as np
 
     from .evaluate import linear_cka
+    from .evaluate.similarity import MIN_SHARED, pair_samples, sample_ids
     from .results import read_metrics
 
     pairs = _pair_by_seed(runs)
@@ -695,18 +740,36 @@ def rate_vs_spiking(runs: dict, title: str = ""):
         _note(ax, "no run saved its frozen-weight fidelity\n(summary.json 'fidelity')")
         ax.set_title("frozen-weight fidelity", fontsize="medium")
 
-    ax = axes["e"]                                    # CKA between the two representations
+    ax = axes["e"]                                    # CKA between the two representations, paired by sample
     feats = [(_load(rate, "features"), _load(spiking, "features")) for _, rate, spiking, _ in pairs]
     f_layers = sorted({k[len("layer"):] for fr, fs in feats for k in fr if re.fullmatch(r"layer\d+", k) and k in fs},
                       key=int)
+    rows, shared, cka_notes = [], [], []             # per seed: rows of (rate, spiking) of one sample each
+    for (seed, rate, spiking, _), (fr, fs) in zip(pairs, feats):
+        ids_r, why_r = sample_ids(fr, rate.manifest.get("protocol") or {})
+        ids_s, why_s = sample_ids(fs, spiking.manifest.get("protocol") or {})
+        i = j = None
+        if ids_r is None or ids_s is None:
+            which, why = ("rate", why_r) if ids_r is None else ("spiking", why_s)
+            note, n_shared = f"seed {seed}: CKA not given: the {which} run {why.removeprefix('it ')}", 0
+        else:
+            i, j, n_shared = pair_samples(ids_r, ids_s)
+            note = "" if i is not None else (f"seed {seed}: CKA not given: the two runs share {n_shared} probed "
+                                             f"samples (at least {MIN_SHARED} needed)")
+        rows.append((i, j, ids_r, ids_s))
+        shared.append(n_shared)
+        cka_notes.append(note)
     cka = {}
     for l in f_layers:
         vals = []
-        for fr, fs in feats:
+        for (i, j, ids_r, ids_s), (fr, fs) in zip(rows, feats):
             a, b = fr.get(f"layer{l}"), fs.get(f"layer{l}")
-            vals.append(linear_cka(a, b) if a is not None and b is not None and len(a) == len(b) else np.nan)
+            ok = i is not None and a is not None and b is not None and len(a) == len(ids_r) and len(b) == len(ids_s)
+            vals.append(linear_cka(a[i], b[j]) if ok else np.nan)
         cka[l] = _stats(vals)
     numbers["cka"] = cka
+    numbers["cka_samples"] = shared                  # samples both runs of each seed probed, in seed order
+    numbers["cka_notes"] = cka_notes
     if f_layers:
         ax.bar(range(len(f_layers)), [cka[l]["mean"] for l in f_layers], 0.6, color="white", edgecolor="k", lw=1.2,
                yerr=_yerr([cka[l]["sd"] for l in f_layers]), ecolor="0.2", capsize=3)
@@ -714,9 +777,14 @@ def rate_vs_spiking(runs: dict, title: str = ""):
             ax.text(i, 0.03, f"{cka[l]['mean']:.2f}", ha="center", va="bottom", fontsize=9)
         ax.set(xticks=range(len(f_layers)), xticklabels=[f"layer {l}" for l in f_layers], ylim=(0, 1.05),
                xlim=(-0.6, len(f_layers) - 0.4), ylabel="linear CKA (rate, spiking)")
+        if notes := [n for n in cka_notes if n]:
+            ax.text(0.5, 0.97, "\n".join(notes), transform=ax.transAxes, ha="center", va="top", fontsize=6,
+                    color="0.3", wrap=True)
     else:
         _note(ax, "no probe features (features.npz) in both runs")
-    ax.set_title(f"representational similarity\n{sd_note}", fontsize="medium")
+    given = sorted({n for n, note in zip(shared, cka_notes) if not note})
+    on = "" if not given else f", on {given[0]}{f'–{given[-1]}' if len(given) > 1 else ''} shared samples"
+    ax.set_title(f"representational similarity{on}\n{sd_note}", fontsize="medium")
 
     ax = axes["f"]                                    # probe accuracy: trained and random, from spikes and as rates
     p_layers = sorted({l for s in sum_r + sum_s for l in s.get("probe", {})}, key=int)

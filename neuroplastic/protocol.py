@@ -180,6 +180,11 @@ COMMON: dict[str, dict[str, Key]] = {
         "max_samples": Key("int", 0, "Use at most this many samples (0 = all).", low=0),
         "test_fraction": Key("float", 0.5, "Fraction held out for the linear probe's test set.",
                              low=0, high=1, low_open=True, high_open=True),
+        "colour": Key("str", "grey", "'grey': images as grey levels (luma); 'rgb': their red, green and blue "
+                      "channels, h x w x 3, from the sources that have colour (cifar10, cifar100, stl10; see "
+                      "`neuroplastic list`), as Tang et al. train. Dense encoders read the h x w x 3 values "
+                      "flattened, the hinge rules' conv encoders 3 input channels; conv CLAPP and the Brian2 engine "
+                      "read grey images only.", choices=("grey", "rgb")),
     },
     "stimulus": {
         "kind": Key("str", "glimpses", "How samples become glimpse sequences: patches of an image on a grid, "
@@ -219,13 +224,25 @@ COMMON: dict[str, dict[str, Key]] = {
                           "identity.", low=0),
     },
     "evaluate": {
-        "probe": Key("str", "linear", "Read-out trained on frozen features.", choices=("linear",)),
+        "probe": Key("str", "linear", "Read-out trained on frozen features: 'linear' = multinomial logistic "
+                     "regression (scikit-learn, L2 strength 1 / C); 'adam' = a linear softmax layer trained by "
+                     "cross-entropy with Adam on minibatches, as the papers read out (probe_lr, probe_epochs, "
+                     "probe_batch). Both standardise the features.", choices=("linear", "adam")),
         "layers": Key("layer_list", "all", "Layers to probe.", low=1),
         "pooling": Key("str", "mean", "How a sample's glimpse features become one vector: 'mean' over "
                        "glimpses (as in the paper) or 'concat' (beware: flatters random encoders).",
                        choices=("mean", "concat")),
         "baseline": Key("bool", True, "Also probe a random-weight encoder of the same architecture."),
         "C": Key("float", 1.0, "Inverse L2 strength of the logistic-regression probe.", low=0, low_open=True),
+        "probe_lr": Key("float", 1e-3, "Adam's learning rate (probe = 'adam' only).", low=0, low_open=True),
+        "probe_epochs": Key("int", 100, "Passes over the probe's training split (probe = 'adam' only).", low=1,
+                            high=MAX_EPOCHS),
+        "probe_batch": Key("int", 256, "Minibatch size (probe = 'adam' only).", low=1),
+        "validation": Key("float", 0.0, "Fraction of the probe's training split (of each fold's training folds "
+                          "with folds >= 2) held out, stratified, as a validation split; 0 = none. probe = 'adam' "
+                          "keeps the epoch of best validation accuracy (early stopping); probe = 'linear' only "
+                          "holds it out, so that tuning C need never look at the test split.", low=0, high=1,
+                          high_open=True),
         "folds": Key("int", 0, "How the probe is scored: 0 = fitted on the train split, tested on the test split; "
                      "k >= 2 = stratified k-fold cross-validation over every sample of the probe's data, each "
                      "predicted once by a probe fitted on the other k - 1 folds (k at most the size of the "
@@ -241,6 +258,10 @@ COMMON: dict[str, dict[str, Key]] = {
                           "[data] test_fraction of [evaluate] split."),
     },
 }
+
+
+#: ``[evaluate]`` keys that only one kind of probe reads; given with another probe they are refused.
+PROBE_KEYS = {"probe_lr": "adam", "probe_epochs": "adam", "probe_batch": "adam"}
 
 
 def _assemble() -> tuple[dict[str, dict[str, Key]], dict[str, list[str]]]:
@@ -311,6 +332,12 @@ class Section:
         return f"Section({self._table!r}, {self._values!r})"
 
 
+#: Keys added after runs of the protocols that do not set them existed, with the value that reproduces
+#: those runs: at that value a run's identity (and so its directory name) leaves the key out.
+_ADDED_KEYS = {"data.colour": "grey", "evaluate.validation": 0.0, "stimulus.mean": 0.0, "stimulus.std": 1.0,
+               "rule.sampling": "rolled", "rule.head_input": "mean"}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A validated protocol: top-level keys plus one :class:`Section` per table."""
@@ -350,6 +377,10 @@ class Protocol:
         """
         protocol = self.as_dict()
         protocol["train"].pop("max_memory", None)       # a resource bound, not what the run computes
+        for dotted, value in _ADDED_KEYS.items():       # as before the key existed: earlier runs keep their names
+            table, key = dotted.split(".")
+            if key in protocol.get(table, {}) and protocol[table][key] == value:
+                protocol[table].pop(key)
         for table in ("data", "evaluate"):
             if protocol[table].get("path"):
                 protocol[table]["path"] = Path(protocol[table]["path"]).name
@@ -475,7 +506,15 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
 
     for table, keys in COMMON.items():
         for key, spec in keys.items():
-            resolve(table, key, spec)
+            if key not in PROBE_KEYS or table != "evaluate":
+                resolve(table, key, spec)
+    probe, given_ev = resolved["evaluate"].get("probe"), raw.get("evaluate")
+    for key, kind in PROBE_KEYS.items():           # read by one kind of probe only: absent from the others' runs
+        if probe == kind:
+            resolve("evaluate", key, COMMON["evaluate"][key])
+        elif probe is not None and isinstance(given_ev, dict) and key in given_ev:
+            problems.append((f"evaluate.{key}", f"= {_show(given_ev[key])}: read only with [evaluate] probe = "
+                             f"{kind!r}, not with probe = {probe!r}"))
     if isinstance(name := resolved[""].get("name"), str) and (problem := name_problem(name)) is not None:
         problems.append(("name", f"= {_show(name)}: {problem} (it names the run directories)"))
     rule, engine = resolved["rule"].get("name"), resolved["engine"].get("name")
@@ -544,20 +583,22 @@ def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file
 
 
 def _check_data(data: dict[str, Any], base_dir: Path, source: str) -> None:
-    """Cross-check ``[data]``: split and label the source has, a path that exists (made absolute)."""
-    from .data import DATASETS
+    """Cross-check ``[data]``: split, label and colour the source has, a path that exists (made absolute)."""
+    from .data import DATASETS, colour_problem
 
     src = DATASETS[data["source"]]
     for key, allowed in (("split", src.splits), ("label", src.labels)):
         if data[key] and data[key] not in allowed:
             raise ProtocolError(source, f"data.{key}", f"= {data[key]!r}: not a {key} of {data['source']}; "
                                 f"allowed: {', '.join(map(repr, allowed))}")
+    if (problem := colour_problem(data["source"], data["colour"])) is not None:
+        raise ProtocolError(source, "data.colour", f"= {data['colour']!r}: {problem}")
     data["path"] = _absolute_path(data["path"], base_dir, source, "data.path")
 
 
 def _check_probe_data(ev: dict[str, Any], data: dict[str, Any], base_dir: Path, source: str) -> None:
     """Cross-check the probe's own data (``[evaluate] source, path, split, test_split``), if any."""
-    from .data import DATASETS
+    from .data import DATASETS, colour_problem
 
     if ev["source"] and ev["source"] not in DATASETS:
         close = _did_you_mean(ev["source"], DATASETS)
@@ -572,6 +613,9 @@ def _check_probe_data(ev: dict[str, Any], data: dict[str, Any], base_dir: Path, 
     if ev["test_split"] and not ev["split"]:
         raise ProtocolError(source, "evaluate.test_split", f"= {ev['test_split']!r}: set [evaluate] split too "
                             "(the split the probe is trained on)")
+    if ev["source"] and (problem := colour_problem(ev["source"], data["colour"])) is not None:
+        raise ProtocolError(source, "evaluate.source", f"= {ev['source']!r}: the probe reads its data in [data] "
+                            f"colour = {data['colour']!r}, and {problem}")
     ev["path"] = _absolute_path(ev["path"], base_dir, source, "evaluate.path")
 
 

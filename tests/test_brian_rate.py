@@ -55,6 +55,18 @@ def test_runtime_rate_network_equals_numpy_reference(rule):
     assert_same_weights(net.weights(), ref, params)
     for l, mon in enumerate(net.monitors["modulation"]):
         np.testing.assert_allclose(np.asarray(mon.u[0])[1:], out["u"][l][1:], atol=1e-9)
+    if rule == "clapp":
+        # True CLAPP: W_retro starts independent of W_pred^T and has its own score and gate, which differ
+        # from the prediction pathway's on some glimpses (so the weights above check the separate gate).
+        assert np.abs(params["1/W_retro"] - params["1/W_pred"].T).max() > 0.1
+        for l, mon in enumerate(net.monitors["modulation"]):
+            u, u_retro = np.asarray(mon.u[0])[1:], np.asarray(mon.u_retro[0])[1:]
+            np.testing.assert_allclose(u_retro, out["u_retro"][l][1:], atol=1e-9)
+            M_retro = y[1:] * (1 - y[1:] * u_retro > 0)
+            np.testing.assert_array_equal(M_retro, out["gamma_retro"][l][1:])
+            assert np.any(y[1:] * (1 - y[1:] * u > 0) != M_retro)
+    else:
+        assert "u_retro" not in net.modulators[0].variables
     # The dendrite predicts from the previous glimpse: traces recorded once per glimpse.
     assert net.monitors["traces"][0].z.shape == (2, T)
 

@@ -78,6 +78,34 @@ def test_runtime_spiking_network_structure():
     np.testing.assert_array_equal(net.weights()["1/W"], params["1/W"])
 
 
+def test_runtime_spiking_clapp_has_its_own_retrodiction_score_and_gate():
+    """CLAPP: u_retro = sum_i zprev_i (W_retro z)_i from the rate readouts, gate M_retro = y Theta(1 - y u_retro),
+    and W_retro learns eta M_retro zprev z^T while W_pred learns eta M z zprev^T (weights nearly frozen)."""
+    sizes, T, G, eta = [10, 8, 6], 40, 20.0, 1e-8
+    params, x, y = problem(sizes, T, "clapp")
+    net = Simulator("runtime", {}).run(maker(sizes, "clapp", G, dt_ms=0.5), x, y, params, eta)
+    after = net.weights()
+    gate = lambda u: y * (1 - y * u > 0)  # noqa: E731
+    differ = []
+    for l, (z, u, u_retro) in enumerate(zip(net.rates(), net.scores(), net.retro_scores()), start=1):
+        zprev = np.concatenate([np.zeros_like(z[:1]), z[:-1]])
+        np.testing.assert_allclose(u_retro, np.sum(zprev * (z @ params[f"{l}/W_retro"].T), axis=1),
+                                   rtol=1e-5, atol=1e-9)
+        dw_retro = (after[f"{l}/W_retro"] - params[f"{l}/W_retro"]) / eta
+        expected = np.einsum("k,ki,kj->ij", gate(u_retro), zprev, z)
+        np.testing.assert_allclose(dw_retro, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+        dw_pred = (after[f"{l}/W_pred"] - params[f"{l}/W_pred"]) / eta
+        np.testing.assert_allclose(dw_pred, np.einsum("k,ki,kj->ij", gate(u), z, zprev), rtol=0,
+                                   atol=1e-4 * np.abs(dw_pred).max())
+        # Not vacuous: where the two gates differ, M would have given W_retro another update.
+        if np.any(gate(u) != gate(u_retro)):
+            differ.append(l)
+            other = np.einsum("k,ki,kj->ij", gate(u), zprev, z)
+            assert np.abs(other - expected).max() > 0.01 * np.abs(expected).max()
+    assert differ
+    assert not np.allclose(params["1/W_retro"], params["1/W_pred"].T)      # W_retro starts independent
+
+
 def test_noise_seed_replaces_the_spike_noise_per_run():
     """The same noise seed gives the same spikes, another seed other spikes (runtime; cpp: the slow test below)."""
     sizes, T, G = [6, 4], 4, 20.0

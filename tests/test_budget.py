@@ -131,21 +131,48 @@ def test_every_shipped_protocol_with_built_in_data_fits_this_machine(name):
     assert est.total < 2**30, est.describe()         # the quick protocols are small
 
 
-def _shapes_only(n: int, shape: tuple) -> Dataset:
-    """A data set of ``n`` samples of ``shape`` that holds no memory (a broadcast zero)."""
-    return Dataset("shapes", np.broadcast_to(np.zeros((), np.float32), (n, *shape)), np.zeros(n, int), ("a",))
+def _shapes_only(n: int, shape: tuple, lazy: bool = False) -> Dataset:
+    """A data set of ``n`` samples of ``shape`` that holds no memory (a broadcast zero).
+
+    ``lazy``: the samples stand for a file read batch by batch (as the STL-10 loader reads its splits),
+    which the estimate counts as holding nothing.
+    """
+    samples = np.broadcast_to(np.zeros((), np.float32), (n, *shape))
+    if lazy:
+        samples = _Lazy(samples.shape)
+    return Dataset("shapes", samples, np.zeros(n, int), ("a",))
+
+
+class _Lazy:
+    """The shape and type of a lazily read array, and nothing else."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __len__(self):
+        return self.shape[0]
 
 
 @pytest.mark.parametrize("name", sorted(n for n in protocols() if "paper" in n))
 def test_the_paper_protocols_fit_a_workstation(name):
-    """Estimated with the shapes of their data (STL-10, CIFAR), which need not be on disk."""
+    """Estimated with the shapes of their data (STL-10, CIFAR), which need not be on disk.
+
+    The authors' VGG6 on two views of 250 STL-10 crops (``tang_*_stl10_paper``) is the largest, about
+    28 GiB (25 GiB of it the activations of one batch): a GPU-sized (or large-workstation) run; every
+    other paper protocol fits 16 GiB.
+    """
     p = load(protocols()[name])
     n, probe_n, side = (100_000, 13_000, 96) if p.data.source == "stl10" else (50_000, 60_000, 32)
-    ds, probe = _shapes_only(n, (side, side)), _shapes_only(probe_n, (side, side))
+    shape = (side, side, 3) if p.data.colour == "rgb" else (side, side)
+    lazy = p.data.source == "stl10"                  # the STL-10 loader reads its splits batch by batch
+    ds, probe = _shapes_only(n, shape, lazy), _shapes_only(probe_n, shape, lazy)
     prepared = Prepared(ds, None, np.arange(n), np.arange(0), Prepared(probe, None, np.arange(5000),
                                                                           np.arange(5000, probe_n)))
     est = estimate(p, prepared)
-    assert 2**30 < est.total < 16 * 2**30, est.describe()
+    bound = 48 if name.startswith("tang_") and p.model.arch == "tang_vgg6" else 16
+    assert 2**30 < est.total < bound * 2**30, est.describe()
 
 
 def test_the_estimate_is_within_an_order_of_magnitude_of_the_measured_peak(tmp_path):

@@ -71,6 +71,28 @@ def test_patch_grids_random_crops_are_windows_of_their_own_image():
     assert len(corners) > 10                                   # crops move around the image
 
 
+def test_patch_grids_mirror_training_images_at_random_and_normalise_every_image():
+    images = np.random.default_rng(2).random((40, 16, 16))
+    plain = PatchGrids(images, patch=4, stride=4, crop=8, dtype="float64")
+    grids = PatchGrids(images, patch=4, stride=4, crop=8, dtype="float64", flip=True, mean=0.4, std=0.25)
+    index = np.arange(40)
+    x, ref = grids.batch(index, np.random.default_rng(3)), plain.batch(index, np.random.default_rng(3))
+    # the crops are drawn first, so each image is its unmirrored crop, or that crop mirrored (the grid's
+    # columns reversed and every patch mirrored), normalised
+    kept = [np.allclose(x[k], (ref[k] - 0.4) / 0.25) for k in index]
+    mirrored = [np.allclose(x[k], (ref[k][:, ::-1, :, ::-1] - 0.4) / 0.25) for k in index]
+    assert all(a != b for a, b in zip(kept, mirrored))
+    assert 10 < sum(mirrored) < 30                             # about half
+    # the probe's images (no generator) are centred, normalised and never mirrored
+    np.testing.assert_allclose(grids.batch(index), (plain.batch(index) - 0.4) / 0.25)
+
+
+def test_paper_protocols_use_the_authors_input_pipeline_and_patch_score():
+    for name in ("clapp_s_stl10_paper", "clapp_stl10_paper"):
+        p = load(ROOT / "protocols" / f"{name}.toml")
+        assert (p.stimulus.flip, p.stimulus.mean, p.stimulus.std, p.rule.score) == (True, 0.412, 0.257, "patch")
+
+
 def test_patch_grids_read_only_the_batch():
     images = CountingArray(np.arange(8 * 10 * 10, dtype=np.float32).reshape(8, 10, 10))
     grids = PatchGrids(images, patch=5, stride=5)
@@ -149,8 +171,10 @@ def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
      r"sound; allowed here: 'dense'"),
     ('[model]\narch = "small"\n[rule]\nname = "hinge_dtp"\n[stimulus]\nkind = "views"', "model.arch",
      r"\[model\] arch = 'small': rule 'hinge_dtp' propagates targets through learned inverses of dense layers"),
-    ('[rule]\nname = "hinge_gll_bp"\n[stimulus]\nkind = "views"\ncrop = 4', "stimulus.crop",
-     r"\[stimulus\] crop = 4: not read by rule 'hinge_gll_bp' on engine 'numpy'"),
+    ('[rule]\nname = "hinge_gll_bp"\n[stimulus]\nkind = "views"\ncrop = 9', "stimulus.crop",
+     r"\[stimulus\] crop = 9: larger than the images \(8 x 8\)"),
+    ('[rule]\nname = "hinge_gll_bp"\noffsets = [2]\n[stimulus]\nkind = "views"', "rule.offsets",
+     r"\[rule\] offsets = \[2\]: not read by rule 'hinge_gll_bp' on engine 'numpy'"),
     ('[model]\narch = "small"\n[stimulus]\npatch = 8\nstride = 4\n[data]\nsource = "natural_images"\n'
      '[rule]\noffsets = [3]', "rule.offsets",
      r"\[rule\] offsets = \[3\]: the patch grid has 3 rows, so a patch can predict at most 2 rows below it"),
@@ -165,10 +189,11 @@ def test_settings_an_engine_cannot_honour_are_refused(text, key, message):
 
 def test_tang_stl10_paper_protocol_reads_unlabeled_images_batch_by_batch(tmp_path):
     write_stl10(tmp_path, train_labels=[1, 2] * 4, n_test=4, n_unlabeled=9, test_labels=[1, 2] * 2)
-    sets = [f'data.path="{tmp_path}"', "model.layers=[8,8]", "train.epochs=1", "train.batch_size=4", "rule.head=8"]
+    sets = [f'data.path="{tmp_path}"', 'model.arch="small"', "train.epochs=1", "train.batch_size=4", "rule.head=8"]
     path = ROOT / "protocols" / "tang_e2e_bp_stl10_paper.toml"
     prepared = prepare(load(path, sets))
     assert not isinstance(prepared.dataset.samples, np.ndarray)          # never read whole
+    assert prepared.dataset.samples.shape[1:] == (96, 96, 3)             # RGB, cut to 64 x 64 views
     assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet",
                  *(a for o in sets for a in ("--set", o))]) == 0
     summary = json.loads((Run.path_for(tmp_path / "runs", load(path, sets)) / "summary.json").read_text())

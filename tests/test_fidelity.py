@@ -16,7 +16,7 @@ def test_rate_updates_are_the_online_rule_summed_at_frozen_weights(rule):
     the weights do not move gives, divided by it, the closed-form sum; its scores are the same too."""
     params, x, y = random_problem(SIZES, 120, rule, seed=3, offset=0.5)
     y[60:70] = 0                                           # a blank stretch, as the spiking padding has
-    updates, scores = rate_updates(params, x, y)
+    updates, scores, retro = rate_updates(params, x, y)
     eta = 1e-9            # the weights drift by ~1e-7 (a 1e-7 relative effect); rounding adds ~1e-16 / eta each step
     net = ClappStack(SIZES, rule, {k: v.copy() for k, v in params.items()})
     train_stream(net, x, y, eta)
@@ -29,6 +29,17 @@ def test_rate_updates_are_the_online_rule_summed_at_frozen_weights(rule):
         learn = y != 0
         np.testing.assert_allclose(u[learn], frozen["u"][l][learn], rtol=1e-12, atol=1e-12)
         assert np.any(gates(u, y)[learn] != 0) and np.any(gates(u, y)[learn] == 0)
+    assert (retro is None) == (rule == "clapp_s")
+    if rule == "clapp":
+        # CLAPP's retrodiction score, computed here directly: u_retro = c . (W_retro z), c = the rate one glimpse back
+        inp = x
+        for l, u_retro in enumerate(retro):
+            W, W_retro = params[f"{l + 1}/W"], params[f"{l + 1}/W_retro"]
+            z = np.maximum(inp @ W.T, 0)
+            c = np.concatenate([np.maximum(np.zeros((1, W.shape[1])) @ W.T, 0), z[:-1]])
+            np.testing.assert_allclose(u_retro, np.sum(c * (z @ W_retro.T), axis=1), rtol=1e-12, atol=1e-12)
+            assert np.any(gates(u_retro, y) != gates(scores[l], y))       # the two pathways' gates differ
+            inp = z
 
 
 def test_compare_updates_measures():
@@ -46,6 +57,12 @@ def test_compare_updates_measures():
     assert out["norm_ratio"]["1"] == pytest.approx(np.linalg.norm(b["1/W"]) / np.linalg.norm(a["1/W"]))
     assert out["gate_agreement"]["1"] == pytest.approx(1 - flips / 49)
     assert flips > 0
+    assert "gate_agreement_retro" not in out
+    # CLAPP: with retrodiction scores on both sides, their gates are compared too (the other measures unchanged).
+    retro = compare_updates((a, [u_a], [u_a]), (b, [u_b], [u_b]), y)
+    assert retro["gate_agreement_retro"]["1"] == pytest.approx(1 - flips / 49)
+    assert {k: retro[k] for k in out} == out
+    assert "gate_agreement_retro" not in compare_updates((a, [u_a], None), (b, [u_b], None), y)
 
 
 def test_jitter_ceiling_is_high_but_not_perfect():

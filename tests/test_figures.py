@@ -49,6 +49,59 @@ def test_learning_curves_build_from_runs_and_reuse_them(tmp_path, capsys):
     assert [(r / "manifest.json").stat().st_mtime_ns for r in runs] == stamps
 
 
+def test_where_draws_a_figure_from_the_runs_it_keeps_and_records_the_filters(tmp_path, monkeypatch):
+    import re
+
+    from neuroplastic import results
+
+    drawn = []
+    save = results.save_figure
+    monkeypatch.setattr(results, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path))
+    args = ["figures", "learning_curves", "--scale", "tiny", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out"), "--quiet", "--where", 'rule.name="clapp"']
+    assert cli(args) == 0
+    saved = json.loads((tmp_path / "out" / "learning_curves.json").read_text())
+    assert saved["where"] == ['rule.name="clapp"'] and set(saved["runs"]) == set(saved["numbers"]) == {"CLAPP"}
+    assert [d.name for d in (tmp_path / "runs").iterdir()] == saved["runs"]["CLAPP"]    # the CLAPP-s run never ran
+    legend = _legend_texts(drawn[-1])                         # the figure (the first: the run's summary)
+    assert "CLAPP, layer 1" in legend and not any("CLAPP-s" in t for t in legend)
+    assert not any(re.search(r"[0-9a-f]{10}", t) for t in legend), legend           # method labels, not run hashes
+
+
+def test_filter_recipes_keeps_the_seeds_and_methods_that_pass(tmp_path):
+    from neuroplastic.figures import filter_recipes
+
+    path = tmp_path / "two.toml"
+    path.write_text('plot = "learning_curves"\n'
+                    '[[runs]]\nlabel = "CLAPP-s"\nprotocol = "clapp_digits"\nset = [\'rule.name = "clapp_s"\']\n'
+                    'seeds = [1, 2, 3]\n'
+                    '[[runs]]\nlabel = "CLAPP"\nprotocol = "clapp_digits"\nset = [\'rule.name = "clapp"\']\n'
+                    'seeds = [1, 2, 3]\n')
+    recipe = load_recipe(path)
+    assert filter_recipes([recipe], [], tmp_path) == [recipe]
+    (by_seed,) = filter_recipes([recipe], ["seed=1..2"], tmp_path)
+    assert [(s.label, s.seeds) for s in by_seed.runs] == [("CLAPP-s", (1, 2)), ("CLAPP", (1, 2))]
+    (by_rule,) = filter_recipes([recipe], ["rule.name=clapp", "seed=3"], tmp_path)
+    assert [(s.label, s.seeds) for s in by_rule.runs] == [("CLAPP", (3,))]
+    with pytest.raises(FigureError, match=r"figure two: none of its 6 runs passes --where status=finished "
+                                          r"\(its runs: CLAPP-s \(clapp_digits, rule.name = \"clapp_s\"; seeds 1, 2, 3\)"):
+        filter_recipes([recipe], ["status=finished"], tmp_path)                # nothing has run yet
+
+
+@pytest.mark.parametrize("figure, where, message", [
+    ("learning_curves", "rule.nme=clapp", "--where rule.nme=clapp: unknown key 'rule.nme'; did you mean rule.name"),
+    ("learning_curves", "seed=5", "figure learning_curves: none of its 2 runs passes --where seed=5 (its runs: CLAPP-s"),
+    ("learning_curves", "seed", "--where 'seed': expected KEY=VALUE"),
+    ("rate_vs_spiking", 'engine.variant="rate"', "figure rate_vs_spiking pairs its runs 'rate', 'spiking' seed by "
+                                                 "seed, and --where engine.variant=\"rate\" leaves only 'rate'"),
+])
+def test_a_bad_or_empty_where_is_refused_before_anything_runs(tmp_path, capsys, figure, where, message):
+    assert cli(["figures", figure, "--scale", "tiny", "--runs", str(tmp_path / "runs"),
+                "--out", str(tmp_path / "out"), "--quiet", "--where", where]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_unknown_figure_is_named(tmp_path, capsys):
     assert cli(["figures", "fig9", "--out", str(tmp_path)]) == 2
     assert "no figure recipe 'fig9'; known: " in capsys.readouterr().err
@@ -253,21 +306,24 @@ def test_learning_curves_say_n_a_for_what_a_method_did_not_record(tmp_path):
     assert colours["CLAPP-s"] != colours["hinge E2E BP"]
 
 
+class Toy:
+    """What the rate_vs_spiking figure reads of a Run, beside its directory: weights and the manifest."""
+
+    def __init__(self, directory, seed, w0, w1, data=None):
+        self.directory, self.w0, self.w1 = directory, w0, w1
+        self.manifest = {"seed": seed, "protocol": {"stimulus": {"glimpse_ms": 20.0}, "data": data or {}}}
+
+    def initial_params(self):
+        return self.w0
+
+    def latest_checkpoint(self):
+        return 3, {f"param/{k}": v for k, v in self.w1.items()}, {}
+
+
 def test_rate_vs_spiking_shows_the_weight_changes_of_both_layers(tmp_path):
     import numpy as np
 
     from neuroplastic.plots import rate_vs_spiking
-
-    class Toy:                                     # what the figure reads of a Run
-        def __init__(self, directory, seed, w0, w1):
-            self.directory, self.w0, self.w1 = directory, w0, w1
-            self.manifest = {"seed": seed, "protocol": {"stimulus": {"glimpse_ms": 20.0}}}
-
-        def initial_params(self):
-            return self.w0
-
-        def latest_checkpoint(self):
-            return 3, {f"param/{k}": v for k, v in self.w1.items()}, {}
 
     rng = np.random.default_rng(0)
     runs = {"rate": [], "spiking": []}
@@ -291,3 +347,48 @@ def test_rate_vs_spiking_shows_the_weight_changes_of_both_layers(tmp_path):
     assert all(any(l.get_label() == "chance (1/10)" for l in ax.lines) for ax in accuracy)
     assert set("abcdefg") <= _texts(fig)
     assert [ax for ax in fig.axes if ax.get_xlabel() == "time (ms)" and ax.collections]     # the raster
+
+
+def test_rate_vs_spiking_pairs_cka_by_sample_id_not_by_row(tmp_path):
+    """Seed 1: the spiking run probed 60 samples, 50 of them the rate run's, in another order; its features
+    are the rate run's rotated and scaled, so CKA on the shared samples is 1, and row by row it is not.
+    Seed 2 shares too few samples and seed 3's rate run saved no ids of its subset: NaN, with the reason."""
+    import numpy as np
+
+    from neuroplastic.evaluate import linear_cka
+    from neuroplastic.evaluate.similarity import MIN_SHARED
+    from neuroplastic.plots import rate_vs_spiking
+
+    rng = np.random.default_rng(0)
+    table = {l: rng.normal(size=(100, 5)) for l in (1, 2)}           # features of each sample of the source
+    rotation = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    ids = {1: (np.arange(60), rng.permutation(np.arange(10, 70))),
+           2: (np.arange(60), np.r_[np.arange(55, 60), np.arange(60, 115) % 100 + 100]),
+           3: (None, np.arange(60))}
+    runs = {"rate": [], "spiking": []}
+    for seed, (rate_ids, spiking_ids) in ids.items():
+        w0 = {"1/W": rng.normal(size=(5, 4)), "2/W": rng.normal(size=(5, 5))}
+        for label, sample in (("rate", rate_ids), ("spiking", spiking_ids)):
+            d = _write_run(tmp_path / f"{label}{seed}", spikes=label == "spiking", seed=seed)
+            rows = np.arange(60) if sample is None else sample
+            arrays = {f"layer{l}": (table[l][rows % 100] if label == "rate" else 3 * table[l][rows % 100] @ rotation)
+                      for l in (1, 2)}
+            np.savez(d / "features.npz", labels=rows % 4, **arrays,
+                     **({} if sample is None else {"sample_ids": sample}))
+            runs[label].append(Toy(d, seed, w0, {k: v + 1 for k, v in w0.items()},
+                                   data={"max_samples": 60} if sample is None else None))
+    fig, numbers = rate_vs_spiking(runs)
+    for l in ("1", "2"):
+        first, second, third = numbers["cka"][l]["values"]
+        assert first == pytest.approx(1.0)
+        with np.load(tmp_path / "rate1" / "features.npz") as r, np.load(tmp_path / "spiking1" / "features.npz") as s:
+            assert linear_cka(r[f"layer{l}"], s[f"layer{l}"]) < 0.5      # what pairing row by row would show
+        assert np.isnan(second) and np.isnan(third)
+    assert numbers["cka_samples"] == [50, 5, 0]
+    assert numbers["cka_notes"][0] == ""
+    assert numbers["cka_notes"][1] == (f"seed 2: CKA not given: the two runs share 5 probed samples "
+                                       f"(at least {MIN_SHARED} needed)")
+    assert numbers["cka_notes"][2].startswith("seed 3: CKA not given: the rate run saved no sample ids")
+    panel = next(ax for ax in fig.axes if ax.get_ylabel() == "linear CKA (rate, spiking)")
+    assert "on 50 shared samples" in panel.get_title()
+    assert any("seed 2: CKA not given" in t.get_text() for t in panel.texts)

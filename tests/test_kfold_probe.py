@@ -140,3 +140,27 @@ def test_run_with_folds_reports_a_probe(tmp_path):
     for accuracy in (*summary["probe"].values(), *summary["probe_random"].values()):
         assert 0 <= accuracy <= 1 and round(accuracy * 120) == pytest.approx(accuracy * 120)   # all 120 samples
     assert "layer" in out.getvalue() and "trained" in out.getvalue()
+
+
+def test_the_status_line_counts_the_folds_and_quiet_shows_none(capsys, monkeypatch):
+    import time
+
+    from neuroplastic import progress
+    from neuroplastic.progress import showing
+
+    done = []
+    features, labels = _problem()
+    kfold_probe(features[0].mean(axis=1), labels, 3, seed=0, on_fold=lambda: done.append(1))
+    assert len(done) == 3                                         # one advance per fold
+    monkeypatch.setattr(progress, "REFRESH_S", 0.01)              # redraw while a fold runs
+    fitted = probe_module._fitted_probe
+    monkeypatch.setattr(probe_module, "_fitted_probe", lambda *a: time.sleep(0.1) or fitted(*a))  # a slower fold
+    every = np.arange(len(labels))
+    with showing(True):
+        probe_layers(features, labels, every, every, [1], folds=3)
+    err = capsys.readouterr().err
+    assert "linear probe layer 1 (3 folds): 0/3" in err
+    assert any(f"linear probe layer 1 (3 folds): {k}/3" in err for k in (1, 2, 3)), err
+    with showing(False):
+        probe_layers(features, labels, every, every, [1], folds=3)
+    assert capsys.readouterr().err == ""

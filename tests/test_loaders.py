@@ -970,3 +970,77 @@ def test_view_settings_that_fit():
     x = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
     y = augment(x, np.random.default_rng(0), crop_pad=8, blur_sigma=8.0)
     assert y.shape == x.shape and np.isfinite(y).all()
+
+
+# -- colour ([data] colour = "rgb"): the bytes / 255, rows x columns x channels
+
+def test_stl10_rgb_is_the_bytes_over_255_channels_last_and_lazy(tmp_path):
+    root, images = write_stl10(tmp_path, n_unlabeled=5)
+    raw = np.fromfile(root / "train_X.bin", np.uint8)
+    raw[:STL_BYTES] = 0
+    raw[stl_offset(0, 0, 5, 20)] = 255          # red, row 5, column 20
+    raw[stl_offset(0, 2, 70, 3)] = 51           # blue, row 70, column 3
+    raw.tofile(root / "train_X.bin")
+    images["train"][0] = 0
+    images["train"][0, 5, 20, 0], images["train"][0, 70, 3, 2] = 255, 51
+    ds = data.load("stl10", path=str(tmp_path), split="train", colour="rgb")
+    assert isinstance(ds.samples, RecordFile) and (ds.samples.shape, ds.samples.dtype) == ((3, 96, 96, 3), np.float32)
+    im = ds.samples[0]
+    assert im[5, 20, 0] == 1.0 and im[70, 3, 2] == np.float32(51 / 255)
+    im[5, 20, 0] = im[70, 3, 2] = 0
+    assert not im.any()                          # not at the transposed (20, 5) or (3, 70), nor another channel
+    for split in ("train", "test", "unlabeled"):
+        ds = data.load("stl10", path=str(root), split=split, colour="rgb")
+        expected = (images[split] / 255).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(ds.samples), expected)
+        assert np.asarray(ds.samples).flags.c_contiguous
+    lazy = data.load("stl10", path=str(tmp_path), split="unlabeled", colour="rgb").samples
+    full = (images["unlabeled"] / 255).astype(np.float32)
+    for key in (-1, slice(1, 5, 2), [4, 1, 4], (2, slice(10, 12), 7), ([1, 3], 5, 6, 1)):
+        np.testing.assert_array_equal(lazy[key], full[key], err_msg=str(key))
+    sub = data.load("stl10", path=str(tmp_path), split="unlabeled", colour="rgb", max_samples=2, seed=3)
+    assert isinstance(sub.samples, np.ndarray) and sub.samples.shape == (2, 96, 96, 3)
+    grey = data.load("stl10", path=str(tmp_path), split="unlabeled")          # grey is still the default
+    np.testing.assert_allclose(np.asarray(grey.samples), luma(images["unlabeled"]), atol=1e-6)
+
+
+def test_cifar_rgb_is_the_bytes_over_255_channels_last(tmp_path):
+    root, rgb, labels = write_cifar10(tmp_path)
+    batch = pickle.loads((root / "data_batch_1").read_bytes())
+    batch[b"data"][0] = 0
+    batch[b"data"][0, 5 * 32 + 20] = 255          # red plane, row 5, column 20
+    batch[b"data"][0, 1024 + 30 * 32 + 1] = 17    # green plane, row 30, column 1
+    (root / "data_batch_1").write_bytes(pickle.dumps(batch))
+    rgb[0] = 0
+    rgb[0, 5, 20, 0], rgb[0, 30, 1, 1] = 255, 17
+    ds = data.load("cifar10", path=str(tmp_path), split="train", colour="rgb")
+    assert (ds.samples.shape, ds.samples.dtype) == ((20, 32, 32, 3), np.float32) and ds.samples.flags.c_contiguous
+    assert ds.samples[0, 5, 20, 0] == 1.0 and ds.samples[0, 30, 1, 1] == np.float32(17 / 255)
+    assert np.count_nonzero(ds.samples[0]) == 2
+    np.testing.assert_array_equal(ds.samples, (rgb[:20] / 255).astype(np.float32))
+    assert ds.labels.tolist() == labels[:20]
+    test = data.load("cifar10", path=str(root), split="test", colour="rgb")
+    np.testing.assert_array_equal(test.samples, (rgb[20:] / 255).astype(np.float32))
+    np.testing.assert_allclose(data.load("cifar10", path=str(root)).samples, luma(rgb[:20]), atol=1e-6)   # grey
+
+    root100, rgb100 = write_cifar100(tmp_path)
+    ds = data.load("cifar100", path=str(root100), split="test", label="coarse", colour="rgb")
+    assert ds.labels.tolist() == [19, 0]
+    np.testing.assert_array_equal(ds.samples, (rgb100[3:] / 255).astype(np.float32))
+    with pytest.raises(ValueError, match="unknown colour 'rgba'; allowed: grey, rgb"):
+        cifar.load_cifar100(root100, colour="rgba")                    # called directly, without the registry
+    with pytest.raises(ValueError, match="unknown colour 'rgba'; allowed: grey, rgb"):
+        stl10.load(tmp_path, colour="rgba")
+
+
+@pytest.mark.parametrize("source, holds", [("digits", "grey images"), ("natural_images", "grey images"),
+                                           ("vowels", "sound"), ("librispeech", "sound"),
+                                           ("moving_shapes", "grey clips"), ("ucf101", "grey clips")])
+def test_sources_without_colour_refuse_rgb(tmp_path, source, holds):
+    with pytest.raises(SettingError) as err:                 # before any file is looked for
+        data.load(source, path=str(tmp_path / "nowhere"), colour="rgb")
+    assert err.value.key == "data.colour"
+    assert str(err.value) == (f"[data] colour = 'rgb': {source} holds {holds}; allowed with it: 'grey' "
+                              "(sources with 'rgb': cifar10, cifar100, stl10)")
+    assert data.DATASETS[source].colours == ("grey",)
+    assert all(data.DATASETS[s].colours == ("grey", "rgb") for s in ("cifar10", "cifar100", "stl10"))

@@ -53,6 +53,8 @@ def without_rate_table(text: str, instead: str) -> str:
 
 RATE_LATCH = "on_glimpse_end = '''\nzprev = z\naprev = a\n'''"
 RATE_PREDICTION_LEARN = 'on_glimpse_end = "w += eta_post * M_post * z_post * zprev_pre"\n'
+RETRO_GATE = "M_retro = y_label(t) * int(1 - y_label(t) * u_retro > 0) : 1"
+SPIKING_RETRO_MODULATOR = "    # gamma_r = y Theta(1 - y u_retro)\n'''\nmodulator = '''\nu_retro : 1" + " " * 53 + "# accumulated"
 LAYER_THRESHOLD = ('threshold = "rand() < rate_out * v * dt * int((timestep(t, dt) + 1) % steps_per_glimpse != 0)"'
                    "\n")
 
@@ -133,7 +135,7 @@ CASES = {
     "synapses_on_pre_inconsistent_units": (
         "synapses", "rate", "clapp_s", synapses(("z_post * zprev_pre\"", "z_post * zprev_pre * second\"")), ["unit"]),
     "synapses_on_pre_undefined_variable": (
-        "synapses", "rate", "clapp_s", synapses(("rho_prime_prev_post * xprev_pre)", "rho_prime_prev_post * xprev_q)")),
+        "synapses", "rate", "clapp_s", synapses(("rho_prime_prev_post * xprev_pre ", "rho_prime_prev_post * xprev_q ")),
         ["xprev_q"]),
     "synapses_model_bad_flag": (
         "synapses", "rate", "clapp_s", synapses(("a_post = w * x_pre : 1 (summed)", "a_post = w * x_pre : 1 (sumed)")),
@@ -167,6 +169,23 @@ CASES = {
     "synapses_spiking_missing_score": (
         "synapses", "spiking", "clapp", synapses(('score = "r_post += w * z_pre"\n', "")),
         ["[spiking.retrodiction]", "score"]),
+    # -- CLAPP's retrodiction pathway: its own score u_retro and gate M_retro ([*.retrodiction_modulation]) --
+    "synapses_clapp_missing_retrodiction_gate": (
+        "synapses", "rate", "clapp", synapses((RETRO_GATE, "# " + RETRO_GATE)),
+        ["'M_retro'", "[rate.retrodiction_modulation] layer"]),
+    "synapses_spiking_clapp_missing_retrodiction_gate": (
+        "synapses", "spiking", "clapp", synapses((RETRO_GATE + SPIKING_RETRO_MODULATOR, "# " + RETRO_GATE
+                                                  + SPIKING_RETRO_MODULATOR)),
+        ["'M_retro'", "[spiking.retrodiction_modulation] layer"]),
+    "synapses_clapp_missing_retrodiction_score": (
+        "synapses", "rate", "clapp", synapses(('score = "u_retro_post = zprev_pre * r_pre : 1 (summed)"\n', "")),
+        ["[rate.retrodiction_modulation] score is missing"]),
+    "synapses_clapp_retrodiction_score_undefined_variable": (
+        "synapses", "rate", "clapp", synapses(("u_retro_post = zprev_pre * r_pre", "u_retro_post = zprev_pre * q_pre")),
+        ["q_pre"]),
+    "synapses_clapp_s_missing_transpose_gate": (
+        "synapses", "rate", "clapp_s", synapses(("layer = \"M_retro = M : 1", "layer = \"M_retro_s = M : 1")),
+        ["'M_retro'", "[rate.retrodiction_transpose] layer"]),
 }
 
 #: What the numpy engine reads from a neuron file: its kind and [rate] nonlinearity (of a well-formed file).

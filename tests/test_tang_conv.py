@@ -3,11 +3,15 @@
 * ``conv2d_input_grad`` (col2im) equals torch autograd of ``conv2d`` and finite differences, and refuses
   what it cannot know (the input size under a stride > 1);
 * ``ConvViewEncoder``: init conventions (one random encoder for every method, He-normal kernels, the
-  feedback each method needs), features = spatial means of the layers' outputs;
+  feedback each method needs, heads N(0, 1 / fan-in)), features = spatial means of the layers' outputs;
 * end-to-end BP equals torch autograd of the network (and finite differences); a layer-wise update equals
-  autograd of the layer's head loss with its input detached; FA equals autograd of a network whose backward
-  uses the fixed kernels B and is not BP; RF reaches the layer through B_H; URF's B_H gets the head's update;
-* the engine: conv encoders for every hinge method but DTP, and a bit-identical resume through the CLI.
+  autograd of the layer's head loss with its input detached (and finite differences); FA equals autograd of
+  a network whose backward uses the fixed kernels B and is not BP; RF reaches the layer through B_H; URF's
+  B_H gets the head's update; all of it for heads on the spatial mean, the flattened map and its 2 x 2
+  average pool ([rule] head_input), and for linear layers;
+* Tang et al.'s encoders: the layer sequences of their CONV6 and VGG6, their heads' sizes, one step on RGB;
+* the engine: conv encoders for every hinge method but DTP, head_input refused where it means nothing, and a
+  bit-identical resume through the CLI.
 """
 from pathlib import Path
 
@@ -17,15 +21,17 @@ import pytest
 from neuroplastic.protocol import ProtocolError, load
 from neuroplastic.engines.numpy.engine import ENGINE as engine
 from neuroplastic.rules.conv import conv2d, conv2d_input_grad
-from neuroplastic.rules import RULES
+from neuroplastic.rules import RULES, SETTINGS
+from neuroplastic.rules.architectures import parse_architecture
 from neuroplastic.rules.hinge import hinge_views
 from neuroplastic.rules.hinge_methods import HingeSettings
-from neuroplastic.rules.hinge_conv import ConvViewEncoder
+from neuroplastic.rules.hinge_conv import HEAD_INPUTS, ConvViewEncoder
 from helpers import assert_cli_resume_is_bit_identical, fd_grad, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = [3, "M", 4, "M"]                  # 8 x 8 images -> 3 maps of 4 x 4 -> 4 maps of 2 x 2
 TOL = 1e-9                               # float64: the numpy and torch sums differ only by rounding
+HEADS = ["mean", "flatten", "pool2"]     # what a head reads of its layer's maps ([rule] head_input)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,10 +79,11 @@ def test_conv2d_input_grad_refuses_what_it_cannot_know():
 # ---------------------------------------------------------------------------------------------
 # 2. the encoder
 
-def encoder(process, feedback, activation="tanh", arch=ARCH, seed=0, N=8, side=8):
+def encoder(process, feedback, activation="tanh", arch=ARCH, seed=0, N=8, side=8, head_input="mean"):
     """A float64 encoder and two close views (positives nearer than negatives), hinge thresholds at the medians."""
     rng = np.random.default_rng(seed)
-    net = ConvViewEncoder.init(arch, activation, process, feedback, 5, rng, dtype="float64")
+    net = ConvViewEncoder.init(arch, activation, process, feedback, 5, rng, dtype="float64", head_input=head_input,
+                               size=(side, side))
     x1 = rng.random((N, side, side))
     x2 = x1 + 0.1 * rng.standard_normal(x1.shape)
     return net, x1, x2
@@ -85,7 +92,7 @@ def encoder(process, feedback, activation="tanh", arch=ARCH, seed=0, N=8, side=8
 def thresholds(net, l, x1, x2, negatives=3):
     """tau, delta with the hinge's margins at the median positive and negative distances at layer l's head."""
     H = net.params[f"{l + 1}/H"]
-    e1, e2 = (net.features(x)[l] @ H.T for x in (x1, x2))
+    e1, e2 = (net.head_inputs(x)[l] @ H.T for x in (x1, x2))
     D = np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)
     N = len(D)
     lo = np.median(np.diag(D))
@@ -148,6 +155,15 @@ def torch_hinge(torch, e1, e2, h: HingeSettings):
             + torch.relu(h.tau + h.delta - D[a, b]).sum() / k) / N
 
 
+def torch_read(torch, h, head_input):
+    """What a head reads of NCHW maps ``h``, flattened in the encoder's (row, column, channel) order."""
+    if head_input == "mean":
+        return h.mean(dim=(2, 3))
+    if head_input == "pool2":
+        h = torch.nn.functional.avg_pool2d(h, 2)
+    return h.permute(0, 2, 3, 1).reshape(len(h), -1)
+
+
 def aligned(x, W, B, torch):
     """``W * x`` forward; backward to ``x`` through the kernel ``B`` (feedback alignment), to ``W`` as usual."""
     conv = torch.nn.functional.conv2d
@@ -158,16 +174,16 @@ def torch_encoder(torch, net, P, x, top, *, detach=None, fa=False, head_fb=None)
     """Head output of layer ``top`` (0-based) in torch (NCHW); ``detach``: the layer whose input is data;
     ``fa``: kernels send the error down through ``B``; ``head_fb``: the head's backward uses that matrix."""
     phi = torch_act(torch, net.activation)
-    h = torch.tensor(x)[:, None]
+    h = torch.tensor(x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2)
     for l in range(top + 1):
         W = P[f"{l + 1}/W"].permute(0, 3, 1, 2)
         h = h.detach() if l == detach else h
         a = (aligned(h, W, P[f"{l + 1}/B"].permute(0, 3, 1, 2), torch) if fa and l > 0
              else torch.nn.functional.conv2d(h, W, padding=1))
-        h = phi(a)
+        h = a if net.specs[l].linear else phi(a)
         if net.specs[l].pool:
             h = torch.nn.functional.max_pool2d(h, 2)
-    f = h.mean(dim=(2, 3))
+    f = torch_read(torch, h, net.head_input)
     H = P[f"{top + 1}/H"]
     if head_fb is None:
         return f @ H.T
@@ -179,13 +195,14 @@ def torch_params(torch, params):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("head_input", HEADS)
 @pytest.mark.parametrize("activation", ["relu", "hardtanh", "tanh"])
-@pytest.mark.parametrize("arch", [ARCH, [3, 4, "M"]])
-def test_e2e_bp_equals_autograd(activation, arch):
+@pytest.mark.parametrize("arch", [ARCH, [3, 4, "M"], [3, "L", "M", 4]])
+def test_e2e_bp_equals_autograd(activation, arch, head_input):
     torch = pytest.importorskip("torch")
-    net, x1, x2 = encoder("e2e", "bp", activation, arch)
+    net, x1, x2 = encoder("e2e", "bp", activation, arch, head_input=head_input)
     if activation == "hardtanh":                              # drives beyond +-1, so saturation shows
-        net.params["1/W"] *= 4
+        net.params["1/W"] *= 4 if head_input == "mean" else 2   # (not so far that most maps are alike)
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge)
     P = torch_params(torch, net.params)
@@ -199,23 +216,56 @@ def test_e2e_bp_equals_autograd(activation, arch):
         assert np.abs(ref).max() > 0 and rel_err(g, ref) < TOL, k
 
 
-def test_e2e_bp_matches_finite_differences():
+@pytest.mark.parametrize("head_input", HEADS)
+def test_e2e_bp_matches_finite_differences(head_input):
     """Differences of the loss with view 1's embedding held fixed: its gradient is blocked."""
-    net, x1, x2 = encoder("e2e", "bp", "tanh")
+    net, x1, x2 = encoder("e2e", "bp", "tanh", head_input=head_input)
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge)
-    e1 = net.features(x1)[1] @ net.params["2/H"].T
+    e1 = net.head_inputs(x1)[1] @ net.params["2/H"].T
     for k in ("1/W", "2/W", "2/H"):
         def loss(P, k=k):
-            moved = ConvViewEncoder(ARCH, "tanh", {**net.params, k: P})
-            return hinge_views(e1, moved.features(x2)[1] @ moved.params["2/H"].T, *hinge).loss
+            moved = ConvViewEncoder(ARCH, "tanh", {**net.params, k: P}, head_input=head_input)
+            return hinge_views(e1, moved.head_inputs(x2)[1] @ moved.params["2/H"].T, *hinge).loss
+        assert rel_err(grads[k], fd_grad(loss, net.params[k].copy())) < 1e-6, k
+
+
+@pytest.mark.parametrize("head_input", HEADS)
+@pytest.mark.parametrize("layer", [0, 1])
+def test_layerwise_bp_matches_finite_differences(layer, head_input):
+    """Layer ``layer`` on its (data) input: differences of its head's loss in its kernel and head."""
+    net, x1, x2 = encoder("gll", "bp", "tanh", head_input=head_input)
+    hinge = thresholds(net, layer, x1, x2)
+    h1, h2 = net.layer_input(x1, layer), net.layer_input(x2, layer)
+    res, grads = net.layer_grads(layer, h1, h2, hinge, "bp")
+    e1 = net.head_inputs(x1)[layer] @ net.params[f"{layer + 1}/H"].T
+    for k in (f"{layer + 1}/W", f"{layer + 1}/H"):
+        def loss(P, k=k):
+            moved = ConvViewEncoder(ARCH, "tanh", {**net.params, k: P}, head_input=head_input)
+            return hinge_views(e1, moved.head_inputs(x2)[layer] @ moved.params[f"{layer + 1}/H"].T, *hinge).loss
         assert rel_err(grads[k], fd_grad(loss, net.params[k].copy())) < 1e-6, k
 
 
 @pytest.mark.torch
-def test_e2e_fa_uses_the_fixed_feedback_kernels_and_is_not_bp():
+@pytest.mark.parametrize("arch, side, width", [([3, "M", 4], 10, 2 * 2 * 4), ([3, "L", "M", 4, "M"], 12, 1 * 1 * 4)])
+def test_pool2_heads_drop_an_odd_last_row_and_column_as_torch_does(arch, side, width):
+    """5 x 5 (and 3 x 3) maps: the 2 x 2 average pool leaves out the last row and column, and no error goes there."""
     torch = pytest.importorskip("torch")
-    net, x1, x2 = encoder("e2e", "fa")
+    net, x1, x2 = encoder("e2e", "bp", "tanh", arch, side=side, head_input="pool2")
+    assert net.params["2/H"].shape == (5, width)
+    hinge = thresholds(net, 1, x1, x2)
+    res, grads = net.e2e_grads(x1, x2, hinge)
+    P = torch_params(torch, net.params)
+    torch_hinge(torch, torch_encoder(torch, net, P, x1, 1), torch_encoder(torch, net, P, x2, 1), hinge).backward()
+    for k, g in grads.items():
+        assert rel_err(g, P[k].grad.numpy()) < TOL, k
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("head_input", HEADS)
+def test_e2e_fa_uses_the_fixed_feedback_kernels_and_is_not_bp(head_input):
+    torch = pytest.importorskip("torch")
+    net, x1, x2 = encoder("e2e", "fa", head_input=head_input)
     hinge = thresholds(net, 1, x1, x2)
     res, grads = net.e2e_grads(x1, x2, hinge, feedback="fa")
     P = torch_params(torch, net.params)
@@ -230,11 +280,12 @@ def test_e2e_fa_uses_the_fixed_feedback_kernels_and_is_not_bp():
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("head_input", HEADS)
 @pytest.mark.parametrize("layer", [0, 1])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(layer, activation):
+def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(layer, activation, head_input):
     torch = pytest.importorskip("torch")
-    net, x1, x2 = encoder("gll", "bp", activation)
+    net, x1, x2 = encoder("gll", "bp", activation, head_input=head_input)
     hinge = thresholds(net, layer, x1, x2)
     res, grads = net.layer_grads(layer, net.layer_input(x1, layer), net.layer_input(x2, layer), hinge, "bp")
     P = torch_params(torch, net.params)
@@ -250,9 +301,10 @@ def test_layerwise_bp_equals_autograd_of_the_head_loss_with_the_input_detached(l
 
 
 @pytest.mark.torch
-def test_rf_reaches_the_layer_through_the_fixed_random_matrix_and_is_not_bp():
+@pytest.mark.parametrize("head_input", HEADS)
+def test_rf_reaches_the_layer_through_the_fixed_random_matrix_and_is_not_bp(head_input):
     torch = pytest.importorskip("torch")
-    net, x1, x2 = encoder("gll", "rf")
+    net, x1, x2 = encoder("gll", "rf", head_input=head_input)
     hinge = thresholds(net, 1, x1, x2)
     h1, h2 = net.layer_input(x1, 1), net.layer_input(x2, 1)
     res, grads = net.layer_grads(1, h1, h2, hinge, "rf")
@@ -267,11 +319,12 @@ def test_rf_reaches_the_layer_through_the_fixed_random_matrix_and_is_not_bp():
     assert rel_err(grads["2/W"], bp["2/W"]) > 0.1
 
 
-def test_urf_feedback_gets_the_heads_update():
-    net, x1, x2 = encoder("gll", "urf")
+@pytest.mark.parametrize("head_input", HEADS)
+def test_urf_feedback_gets_the_heads_update(head_input):
+    net, x1, x2 = encoder("gll", "urf", head_input=head_input)
     hinge = thresholds(net, 0, x1, x2)
     res, grads = net.layer_grads(0, x1, x2, hinge, "urf")
-    f2 = net.features(x2)[0]
+    f2 = net.head_inputs(x2)[0]
     np.testing.assert_allclose(grads["1/H"], res.grad.T @ f2, rtol=1e-12)     # dH = G^T f
     assert np.array_equal(grads["1/B_H"], grads["1/H"])
     rf = net.layer_grads(0, x1, x2, hinge, "rf")[1]
@@ -287,7 +340,84 @@ def test_feedback_a_method_does_not_have_is_refused():
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. the engine
+# 4. Tang et al.'s encoders
+
+def test_tang_architectures_are_the_authors_layer_sequences():
+    """(channels, max-pool, linear) of every layer, as the authors' setup_net builds CONV6 and VGG6."""
+    conv6 = [(s.channels, s.pool, s.linear) for s in parse_architecture("tang_conv6")]
+    assert conv6 == [(32, False, False),       # conv 3 -> 32, hardtanh                     32 x 32
+                     (32, True, True),         # conv 32 -> 32, max-pool (no non-linearity)  16 x 16
+                     (64, False, False),       # conv 32 -> 64, hardtanh                     16 x 16
+                     (64, True, True),         # conv 64 -> 64, max-pool                      8 x 8
+                     (512, True, True)]        # conv 64 -> 512, max-pool                     4 x 4
+    vgg6 = [(s.channels, s.pool, s.linear) for s in parse_architecture("tang_vgg6")]
+    assert vgg6 == [(128, False, False), (256, True, False), (256, False, False), (512, True, False),
+                    (1024, True, False), (1024, True, False)]       # 64 -> 32, 32, 16, 8, 4
+    assert parse_architecture("tang_vgg6") == parse_architecture("vgg6")     # CLAPP's VGG-6 layers
+    for bad in (["L", 3], [3, "M", "L"], [3, "L", "L"]):
+        with pytest.raises(ValueError, match="'L' must follow a channel count"):
+            parse_architecture(bad)
+
+
+def test_tang_heads_have_the_authors_sizes_and_fan_in():
+    """CONV6: Linear(C h w, head) on the flattened map; VGG6: on the flattened 2 x 2 average pool of it."""
+    conv6 = ConvViewEncoder.init("tang_conv6", "hardtanh", "gll", "rf", 8, np.random.default_rng(0), in_channels=3,
+                                 head_input="flatten", size=(32, 32)).params
+    assert [conv6[f"{l}/H"].shape[1] for l in range(1, 6)] == [32 * 32 * 32, 32 * 16 * 16, 64 * 16 * 16,
+                                                               64 * 8 * 8, 512 * 4 * 4]
+    assert conv6["1/W"].shape == (32, 3, 3, 3)                           # RGB
+    assert np.var(conv6["5/H"]) == pytest.approx(1 / 8192, rel=0.05)    # N(0, 1 / fan-in)
+    assert np.var(conv6["1/B_H"]) == pytest.approx(1 / 32768, rel=0.05)
+    vgg6 = ConvViewEncoder.init("tang_vgg6", "hardtanh", "gll", "bp", 1, np.random.default_rng(0), in_channels=3,
+                                head_input="pool2", size=(64, 64)).params
+    assert [vgg6[f"{l}/H"].shape[1] for l in range(1, 7)] == [128 * 32 * 32, 256 * 16 * 16, 256 * 16 * 16,
+                                                              512 * 8 * 8, 1024 * 4 * 4, 1024 * 2 * 2]
+    with pytest.raises(ValueError, match="pass the input size"):
+        ConvViewEncoder.init(ARCH, "relu", "e2e", "bp", 5, np.random.default_rng(0), head_input="flatten")
+    with pytest.raises(ValueError, match="'pool2' averages 2 x 2 windows.*1 x 1"):
+        ConvViewEncoder.init(ARCH, "relu", "e2e", "bp", 5, np.random.default_rng(0), head_input="pool2",
+                             size=(4, 4))
+    assert SETTINGS["rule.head_input"]["choices"] == HEAD_INPUTS and SETTINGS["rule.head_input"]["default"] == "mean"
+    with pytest.raises(ValueError, match="unknown head_input 'max'; allowed: 'mean', 'flatten', 'pool2'"):
+        ConvViewEncoder.init(ARCH, "relu", "e2e", "bp", 5, np.random.default_rng(0), head_input="max")
+    net = ConvViewEncoder.init(ARCH, "relu", "e2e", "bp", 5, np.random.default_rng(0), head_input="flatten",
+                               size=(8, 8))
+    with pytest.raises(ValueError, match="head of layer 2 has 16 inputs.*gives 36"):
+        net.e2e_grads(np.zeros((2, 12, 12)), np.zeros((2, 12, 12)), HingeSettings())
+
+
+EVERY = (("e2e", "bp"), ("e2e", "fa"), ("gll", "bp"), ("gll", "rf"), ("gll", "urf"))
+
+
+@pytest.mark.parametrize("arch, side, head_input, methods", [
+    ("tang_conv6", 8, "flatten", EVERY),
+    ("tang_vgg6", 32, "pool2", (("e2e", "fa"), ("gll", "urf"))),     # 16 M weights: one e2e, one layer-wise
+])
+def test_tang_encoders_take_one_step_on_rgb_images(arch, side, head_input, methods):
+    """Tiny RGB batches (the channels come from the images): each method's gradients, shaped as its weights."""
+    rng = np.random.default_rng(0)
+    x1 = rng.random((3, side, side, 3)).astype(np.float32)
+    x2 = (x1 + 0.05 * rng.standard_normal(x1.shape)).astype(np.float32)
+    hinge = HingeSettings(2.0, 1.0, 1)
+    for process, feedback in methods:
+        net = ConvViewEncoder.init(arch, "hardtanh", process, feedback, 4, np.random.default_rng(1), in_channels=3,
+                                   head_input=head_input, size=(side, side))
+        if process == "e2e":
+            res, grads = net.e2e_grads(x1, x2, hinge, feedback)
+            assert len(grads) == net.n_layers + 1
+        else:
+            for l in (0, net.n_layers - 1):
+                res, grads = net.layer_grads(l, net.layer_input(x1, l), net.layer_input(x2, l), hinge, feedback)
+                assert sorted(grads) == sorted([f"{l + 1}/W", f"{l + 1}/H"] + ([f"{l + 1}/B_H"] if feedback == "urf"
+                                                                               else []))
+        assert np.isfinite(res.loss) and res.loss > 0
+        for k, g in grads.items():
+            assert g.shape == net.params[k].shape and g.dtype == np.float32 and np.isfinite(g).all(), k
+        assert any(np.abs(g).max() > 0 for g in grads.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. the engine
 
 def quick(method, *sets):
     return load(ROOT / "protocols" / f"tang_{method}_quick.toml", ['model.arch="small"', *sets])
@@ -299,8 +429,56 @@ def test_conv_encoders_for_every_hinge_method_but_dtp():
             engine.check(quick(name[len("hinge_"):]))
     with pytest.raises(ProtocolError, match=r"\[model\] arch = 'small': rule 'hinge_dtp'.*allowed: 'dense'"):
         engine.check(quick("dtp"))
-    with pytest.raises(ProtocolError, match=r"\[stimulus\] crop = 8: not read by rule"):
-        engine.check(quick("gll_bp", "stimulus.crop=8"))
+    with pytest.raises(ProtocolError, match=r"\[rule\] offsets = \[2\]: not read by rule"):
+        engine.check(quick("gll_bp", "rule.offsets=[2]"))
+
+
+def test_views_are_random_windows_and_the_probe_reads_the_centre_window():
+    from neuroplastic.data.augment import augment, random_window
+    from neuroplastic.engines.numpy.learners import learner
+    from neuroplastic.engines.prepare import prepare
+
+    images = np.random.default_rng(0).random((30, 8, 8))
+    views = augment(images, np.random.default_rng(1), crop_pad=0, jitter_strength=0.0, window=5)
+    for view, im in zip(views, images):                     # each view is one 5 x 5 window of its own image
+        assert sum(np.array_equal(view, im[t:t + 5, l:l + 5]) for t in range(4) for l in range(4)) == 1
+    assert len({tuple(v[0, :2]) for v in views}) > 20
+    np.testing.assert_array_equal(random_window(images, None, 5), images[:, 1:6, 1:6])
+    # the engine: views of 6 x 6 windows of the 8 x 8 digits train a conv encoder; features of the centre windows
+    protocol = quick("gll_bp", "stimulus.crop=6", "data.max_samples=40", "train.batch_size=8")
+    engine.check(protocol)
+    prepared = prepare(protocol)
+    model = learner(protocol, prepared, np.random.default_rng(0))
+    model.step(np.arange(8), np.random.default_rng(1), 0, 10)
+    probe = prepared.probe_set()
+    ref = learner(quick("gll_bp", "data.max_samples=40"), prepare(quick("gll_bp", "data.max_samples=40")),
+                  np.random.default_rng(0))
+    centre = random_window(np.asarray(probe.dataset.samples, dtype=np.float32), None, 6)
+    expected = [f[:, None, :] for f in type(ref.net)(ref.net.arch, ref.net.activation, model.params, 1).features(centre)]
+    for got, want in zip(model.features(model.params, probe), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ProtocolError, match=r"\[stimulus\] crop = 9: larger than the images \(8 x 8\)"):
+        prepare(quick("gll_bp", "stimulus.crop=9"))
+
+
+def test_head_input_reaches_the_conv_encoder_and_is_refused_where_it_means_nothing():
+    from neuroplastic.engines.numpy.learners import learner
+    from neuroplastic.engines.prepare import prepare
+
+    protocol = quick("gll_bp", 'model.arch="tang_conv6"', 'rule.head_input="flatten"', "data.max_samples=40",
+                     "rule.head=4", 'model.activation="hardtanh"')
+    engine.check(protocol)
+    prepared = prepare(protocol)
+    net = learner(protocol, prepared, np.random.default_rng(0))               # digits: 8 x 8 grey
+    assert net.net.head_input == "flatten" and net.params["1/H"].shape == (4, 8 * 8 * 32)
+    assert net.params["5/H"].shape == (4, 1 * 1 * 512)
+    assert np.isfinite(net.step(prepared.train_idx[:6], np.random.default_rng(1), 0, 5)[1]["loss"])
+    dense = load(ROOT / "protocols" / "tang_gll_bp_quick.toml", ['rule.head_input="pool2"'])
+    with pytest.raises(ProtocolError, match=r"\[rule\] head_input = 'pool2': a dense encoder's heads.*'mean'"):
+        engine.check(dense)
+    clapp = load(ROOT / "protocols" / "clapp_s_conv_quick.toml", ['model.arch="tang_conv6"'])
+    with pytest.raises(ProtocolError, match=r"\[model\] arch = 'tang_conv6': its linear layers.*'tang_vgg6'"):
+        engine.check(clapp)
 
 
 TINY = ['model.arch="small"', "data.max_samples=200", "train.epochs=3", "train.batch_size=32", "rule.head=8"]

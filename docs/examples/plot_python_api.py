@@ -17,8 +17,8 @@ shrunk to a few hundred digits and a few epochs so that this page runs in second
 # Load a protocol
 # ---------------
 # A shipped protocol is loaded by name (``neuroplastic list`` shows them), a file by its path.
-# Overrides are keyword arguments ``table__key=value``: ``train__epochs=6`` is the command line's
-# ``--set train.epochs=6``. A key that does not exist is refused, naming the key and what is
+# Overrides are keyword arguments ``table__key=value``: ``train__epochs=10`` is the command line's
+# ``--set train.epochs=10``. A key that does not exist is refused, naming the key and what is
 # allowed, as ``--set`` does.
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,8 +26,7 @@ import numpy as np
 import neuroplastic
 from neuroplastic.errors import ProtocolError
 
-protocol = neuroplastic.load_protocol("clapp_digits", data__max_samples=300, train__epochs=6,
-                                      model__layers=[32, 32])
+protocol = neuroplastic.load_protocol("clapp_digits", train__epochs=10, model__layers=[32, 32])
 print(protocol.name, protocol.rule.name, protocol.model.layers, protocol.train.epochs)
 try:
     neuroplastic.load_protocol("clapp_digits", rule__lrate=1e-3)

@@ -7,12 +7,15 @@ into glimpse sequences without knowing where they came from:
 =========  ==============================  ==========================================
 domain     one sample                      a glimpse (``[stimulus] patch``, ``stride``)
 =========  ==============================  ==========================================
-``image``  grey image (height, width)      a patch x patch square on a grid
+``image``  grey image (height, width),     a patch x patch square on a grid
+           or colour (height, width, 3)
 ``sound``  waveform (length,)              a window of ``patch`` samples
 ``video``  grey clip (frames, height, w)   a block of ``patch`` frames
 =========  ==============================  ==========================================
 
-Labels are used only by the linear probe, never by learning. Loaders know no engine.
+Images are grey unless ``[data] colour = "rgb"`` asks a source that has colour (:attr:`Source.colours`)
+for its three channels, channels last. Labels are used only by the linear probe, never by learning.
+Loaders know no engine.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ import numpy as np
 
 from ..errors import DataError, SettingError
 
-__all__ = ["DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "load"]
+__all__ = ["COLOURS", "DATASETS", "DOMAINS", "DataError", "Dataset", "Source", "colour_problem", "load"]
 
 DOMAINS = ("image", "sound", "video")
+#: What ``[data] colour`` may ask for: grey levels (ITU-R BT.601 luma) or the red, green and blue channels.
+COLOURS = ("grey", "rgb")
 
 
 def _os_reason(err: OSError) -> str:
@@ -110,7 +115,8 @@ class Dataset:
 
     ``samples`` is an ``(n, *sample_shape)`` float array, or an array-like over a memory map
     (``len``, ``shape`` and indexing by int, slice or index array, returning float arrays) for
-    data sets too large to hold in memory. Images and video are grey in [0, 1], sound in [-1, 1].
+    data sets too large to hold in memory. Images are grey ``(h, w)`` or colour ``(h, w, 3)`` (channels
+    last) in [0, 1], video grey in [0, 1], sound in [-1, 1].
     ``rate`` is the sampling rate of sound (Hz) or the frame rate of video (frames/s).
     ``ids`` is each sample's index in the source's full data (``None``: ``0 .. n-1``); a
     ``[data] max_samples`` subset keeps the ids of the samples it kept, so that two runs that kept
@@ -157,7 +163,8 @@ class Source:
 
     ``load(path=, split=, label=, seed=)`` returns a :class:`Dataset`. ``splits`` and ``labels``
     list the allowed ``[data] split`` and ``[data] label`` values (the first is the default);
-    ``needs_path`` says whether ``[data] path`` must point to the files on disk.
+    ``needs_path`` says whether ``[data] path`` must point to the files on disk. ``colours`` lists
+    the ``[data] colour`` values it offers; a source with more than ``"grey"`` also takes ``colour=``.
     """
 
     load: Callable[..., Dataset]
@@ -167,15 +174,29 @@ class Source:
     splits: tuple[str, ...] = ("all",)
     labels: tuple[str, ...] = ("class",)
     extra: str = ""      # the pip extra a loader needs, named in its import error
+    colours: tuple[str, ...] = ("grey",)
 
 
 #: Every data source by name (``[data] source``), filled from the domain modules below.
 DATASETS: dict[str, Source] = {}
 
 
+def colour_problem(source: str, colour: str) -> str | None:
+    """Why ``source`` cannot give ``[data] colour = colour``, naming what it allows and which sources do; ``None``
+    if it can."""
+    src = DATASETS[source]
+    if colour in src.colours:
+        return None
+    coloured = ", ".join(sorted(n for n, s in DATASETS.items() if colour in s.colours)) or "none"
+    holds = ({"image": "grey images", "video": "grey clips"}.get(src.domain, src.domain) if src.colours == ("grey",)
+             else f"{' or '.join(src.colours)} images")
+    return (f"{source} holds {holds}; allowed with it: {', '.join(map(repr, src.colours))} "
+            f"(sources with {colour!r}: {coloured})")
+
+
 def load(source: str, path: str = "", split: str = "", label: str = "", max_samples: int = 0,
-         seed: int = 0) -> Dataset:
-    """Load ``source``; empty ``split``/``label`` take the source's default.
+         seed: int = 0, colour: str = "grey") -> Dataset:
+    """Load ``source``; empty ``split``/``label`` take the source's default, ``colour`` is one of its ``colours``.
 
     ``max_samples > 0`` keeps a random subset of that size (in sample order), read into memory.
     Raises :class:`DataError` for files that are missing or malformed, :class:`SettingError` for
@@ -191,10 +212,13 @@ def load(source: str, path: str = "", split: str = "", label: str = "", max_samp
         raise SettingError("data.split", f"[data] split = {split!r} is not a split of {source}; allowed: {', '.join(src.splits)}")
     if label not in src.labels:
         raise SettingError("data.label", f"[data] label = {label!r} is not a labelling of {source}; allowed: {', '.join(src.labels)}")
+    if (problem := colour_problem(source, colour)) is not None:
+        raise SettingError("data.colour", f"[data] colour = {colour!r}: {problem}")
     if src.needs_path and not str(path):
         raise SettingError("data.path", f"[data] path = '': {source} is read from disk; set it to the directory "
                          f"holding the data set ({src.doc})")
-    ds = src.load(path=path, split=split, label=label, seed=seed)
+    in_colour = {"colour": colour} if len(src.colours) > 1 else {}
+    ds = src.load(path=path, split=split, label=label, seed=seed, **in_colour)
     if max_samples and max_samples < len(ds):
         keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:max_samples])
         ds = ds.subset(keep)

@@ -13,7 +13,8 @@ file's own bytes can hold, no container of more than :data:`MAX_ITEMS` elements 
 shared by reference every time it is referenced), no file over :data:`MAX_FILE_BYTES`. A hostile file
 is refused before anything large is allocated.
 The images are converted to grey float32 in [0, 1] and held in memory (60000 x 32 x 32 x 4 bytes
-= 245 MB for the whole set).
+= 245 MB for the whole set) or, with ``colour="rgb"``, to 32 x 32 x 3 float32 (rows, columns,
+channels; three times as much).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Dataset, DataError, Source, _os_reason
-from .mapped import grey
+from . import COLOURS, Dataset, DataError, Source, _os_reason
+from .mapped import grey, rgb
 
 __all__ = ["SOURCES", "load_cifar10", "load_cifar100"]
 
@@ -372,10 +373,12 @@ def cifar_dir(path, variant: str) -> Path:
     raise DataError(p, f"no {variant} data here: expected a '{name}' directory (or to be one) holding {files}")
 
 
-def _load(variant: str, path, split: str, label: str) -> Dataset:
+def _load(variant: str, path, split: str, label: str, colour: str = "grey") -> Dataset:
     name, splits, meta_file, labelings = VARIANTS[variant]
     if split not in splits:
         raise ValueError(f"unknown {variant} split {split!r}; allowed: {', '.join(splits)}")
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; allowed: {', '.join(COLOURS)}")
     if label not in labelings:
         raise ValueError(f"unknown {variant} label {label!r}; allowed: {', '.join(labelings)}")
     label_key, names_key = labelings[label]
@@ -397,26 +400,32 @@ def _load(variant: str, path, split: str, label: str) -> Dataset:
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
             raise DataError(batch_path, f"{label_key!r} holds labels {y.min()}..{y.max()}, expected 0.."
                             f"{len(classes) - 1} ({len(classes)} names in {meta_path.name})")
-        images.append(grey(data.reshape(-1, 3, SIDE, SIDE), axis=1))
+        planes = data.reshape(-1, 3, SIDE, SIDE)                  # (image, channel, row, column)
+        images.append(grey(planes, axis=1) if colour == "grey" else rgb(planes, axis=1))
         labels.append(y)
     return Dataset(variant, np.concatenate(images), np.concatenate(labels), classes, "image")
 
 
-def load_cifar10(path, split: str = "train", label: str = "class", seed: int = 0, **_) -> Dataset:
-    """CIFAR-10 ``split`` from ``cifar-10-batches-py`` (or its parent): grey 32 x 32 images."""
-    return _load("cifar10", path, split, label)
+def load_cifar10(path, split: str = "train", label: str = "class", seed: int = 0, colour: str = "grey",
+                 **_) -> Dataset:
+    """CIFAR-10 ``split`` from ``cifar-10-batches-py`` (or its parent): grey 32 x 32 images or, ``colour="rgb"``,
+    32 x 32 x 3."""
+    return _load("cifar10", path, split, label, colour)
 
 
-def load_cifar100(path, split: str = "train", label: str = "fine", seed: int = 0, **_) -> Dataset:
-    """CIFAR-100 ``split`` from ``cifar-100-python`` (or its parent); ``label`` 'fine' (100) or 'coarse' (20)."""
-    return _load("cifar100", path, split, label)
+def load_cifar100(path, split: str = "train", label: str = "fine", seed: int = 0, colour: str = "grey",
+                  **_) -> Dataset:
+    """CIFAR-100 ``split`` from ``cifar-100-python`` (or its parent); ``label`` 'fine' (100) or 'coarse' (20);
+    grey 32 x 32 images or, ``colour="rgb"``, 32 x 32 x 3."""
+    return _load("cifar100", path, split, label, colour)
 
 
 SOURCES = {
     "cifar10": Source(load_cifar10, "image", "CIFAR-10 python batches (path: cifar-10-batches-py/ or its parent); "
-                      "grey 32 x 32, 10 classes; trusted files only (pickle)",
-                      needs_path=True, splits=("train", "test")),
+                      "grey 32 x 32 (or RGB 32 x 32 x 3 with [data] colour = 'rgb'), 10 classes; trusted files "
+                      "only (pickle)", needs_path=True, splits=("train", "test"), colours=COLOURS),
     "cifar100": Source(load_cifar100, "image", "CIFAR-100 python batches (path: cifar-100-python/ or its parent); "
-                       "grey 32 x 32, label 'fine' (100 classes) or 'coarse' (20); trusted files only (pickle)",
-                       needs_path=True, splits=("train", "test"), labels=("fine", "coarse")),
+                       "grey 32 x 32 (or RGB 32 x 32 x 3 with [data] colour = 'rgb'), label 'fine' (100 classes) "
+                       "or 'coarse' (20); trusted files only (pickle)", needs_path=True, splits=("train", "test"),
+                       labels=("fine", "coarse"), colours=COLOURS),
 }

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import DataError, _os_reason, check_file
 
-__all__ = ["LUMA", "LazyArray", "RecordFile", "grey", "record_count"]
+__all__ = ["LUMA", "LazyArray", "RecordFile", "grey", "record_count", "rgb"]
 
 #: ITU-R BT.601 luma weights of R, G, B: the grey level of every colour data set.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -37,6 +37,16 @@ def grey(rgb: np.ndarray, axis: int = -1) -> np.ndarray:
     g += channels[1] * w[1]
     g += channels[2] * w[2]
     return np.clip(g, 0.0, 1.0, out=g)   # the weights sum to 1 only up to float32 rounding
+
+
+def rgb(raw: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Colour float32 in [0, 1], channels last and C-contiguous, from uint8 RGB whose channels lie along ``axis``.
+
+    Each value is the byte / 255, correctly rounded to float32.
+    """
+    out = np.array(np.moveaxis(raw, axis, -1), dtype=np.float32, order="C")
+    out /= np.float32(255)
+    return out
 
 
 class LazyArray:

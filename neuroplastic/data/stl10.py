@@ -7,7 +7,8 @@ after the other, each plane written column by column (MATLAB order), so a record
 
 The 100000 unlabeled images (2.76 GB) are what the self-supervised rules learn from; their
 labels are -1. Samples are a :class:`~neuroplastic.data.mapped.RecordFile`: grey 96 x 96 float32
-in [0, 1], read from the file only when indexed, so memory stays flat (see ``mapped``).
+in [0, 1] or, with ``colour="rgb"``, 96 x 96 x 3 (rows, columns, channels), read from the file only
+when indexed, so memory stays flat (see ``mapped``).
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Dataset, DataError, Source, _os_reason, check_file, read_text
-from .mapped import RecordFile, grey, record_count
+from . import COLOURS, Dataset, DataError, Source, _os_reason, check_file, read_text
+from .mapped import RecordFile, grey, record_count, rgb
 
 __all__ = ["RECORD", "SOURCES", "SPLITS", "load", "stl10_dir"]
 
@@ -31,6 +32,11 @@ FILES = "train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, clas
 def grey_images(raw: np.ndarray) -> np.ndarray:
     """Grey ``(k, rows, cols)`` images from raw ``(k, channel, column, row)`` records."""
     return np.ascontiguousarray(grey(raw, axis=1).transpose(0, 2, 1))
+
+
+def rgb_images(raw: np.ndarray) -> np.ndarray:
+    """Colour ``(k, rows, cols, 3)`` images from raw ``(k, channel, column, row)`` records."""
+    return rgb(raw.transpose(0, 3, 2, 1))
 
 
 def stl10_dir(path) -> Path:
@@ -67,10 +73,13 @@ def _labels(path: Path, n_classes: int) -> np.ndarray:
     return y - 1
 
 
-def load(path, split: str = "train", label: str = "class", seed: int = 0, **_) -> Dataset:
-    """STL-10 ``split`` from ``path`` (``stl10_binary`` or its parent): grey 96 x 96 images, lazily."""
+def load(path, split: str = "train", label: str = "class", seed: int = 0, colour: str = "grey", **_) -> Dataset:
+    """STL-10 ``split`` from ``path`` (``stl10_binary`` or its parent): grey 96 x 96 images or, ``colour="rgb"``,
+    96 x 96 x 3, lazily."""
     if split not in SPLITS:
         raise ValueError(f"unknown STL-10 split {split!r}; allowed: {', '.join(SPLITS)}")
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; allowed: {', '.join(COLOURS)}")
     root = stl10_dir(path)
     classes = _class_names(root / "class_names.txt")
     x_file = root / f"{split}_X.bin"
@@ -80,12 +89,13 @@ def load(path, split: str = "train", label: str = "class", seed: int = 0, **_) -
     else:
         labels = _labels(root / f"{split}_y.bin", len(classes))
         n = record_count(x_file, RECORD_BYTES, expected=len(labels), layout=LAYOUT)
-    samples = RecordFile(x_file, n, RECORD, (SIDE, SIDE), grey_images)
+    samples = (RecordFile(x_file, n, RECORD, (SIDE, SIDE), grey_images) if colour == "grey" else
+               RecordFile(x_file, n, RECORD, (SIDE, SIDE, 3), rgb_images))
     return Dataset("stl10", samples, labels, classes, "image")
 
 
 SOURCES = {
-    "stl10": Source(load, "image", "STL-10 binary format (path: stl10_binary/ or its parent); grey 96 x 96, "
-                    "10 classes, read lazily; split 'unlabeled' = 100000 images labelled -1",
-                    needs_path=True, splits=SPLITS),
+    "stl10": Source(load, "image", "STL-10 binary format (path: stl10_binary/ or its parent); grey 96 x 96 "
+                    "(or RGB 96 x 96 x 3 with [data] colour = 'rgb'), 10 classes, read lazily; split 'unlabeled' "
+                    "= 100000 images labelled -1", needs_path=True, splits=SPLITS, colours=COLOURS),
 }

@@ -30,6 +30,7 @@ from ..errors import ProtocolError, TrainingDiverged
 from ..progress import phase, showing
 from ..protocol import SCHEMA
 from ..evaluate import chosen_layers, pool_glimpses, probe_layers
+from ..evaluate.probe import ProbeSettings
 from .prepare import Prepared, prepare, seed_sequence
 
 __all__ = ["Engine", "EpochResult", "Model", "probe_encoder", "require", "require_defaults", "train"]
@@ -265,15 +266,17 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
     """
     ev = protocol.evaluate
     layers = chosen_layers(ev.layers, len(features))
-    fold_seed = int(seed_sequence(protocol, 2).spawn(1)[0].generate_state(1)[0])
+    folds_seq, probe_seq = seed_sequence(protocol, 2).spawn(2)      # spawn(2)[0] is spawn(1)[0]: folds as before
+    fold_seed = int(folds_seq.generate_state(1)[0])
+    settings = ProbeSettings.of(ev, int(probe_seq.generate_state(1)[0]))   # the same for trained and random
     probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
-                         fold_seed)
+                         fold_seed, settings)
     rows = [dict(epoch=protocol.train.epochs, stage="probe", layer=l, name="accuracy", value=a)
             for l, a in probe.items()]
     summary = {"probe": {str(l): a for l, a in probe.items()}}
     if random_features is not None:
         base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
-                            fold_seed)
+                            fold_seed, settings)
         rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
         summary["probe_random"] = {str(l): a for l, a in base.items()}
     if run is not None:

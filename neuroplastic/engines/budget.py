@@ -170,7 +170,7 @@ def _glimpse_shape(ds, stimulus) -> tuple[int, int]:
     p, s = stimulus.patch, stimulus.stride
     if ds.domain == "image":
         h, w = shape[:2]
-        return _n_range(h, p, s) * _n_range(w, p, s), p * p
+        return _n_range(h, p, s) * _n_range(w, p, s), p * p * int(np.prod(shape[2:], dtype=np.int64))   # x colours
     return _n_range(shape[0], p, s), p * int(np.prod(shape[1:], dtype=np.int64))
 
 
@@ -335,11 +335,14 @@ def _views(protocol, prepared, rule) -> Estimate:
     it = np.dtype(protocol.engine.dtype).itemsize
     r, m = protocol.rule, protocol.rule.head
     ds, probe = prepared.dataset, prepared.probe_set()
-    shape = tuple(int(s) for s in ds.samples.shape[1:])
+    image = tuple(int(s) for s in ds.samples.shape[1:])
+    crop = protocol.stimulus.crop                          # views are crop x crop windows of the images
+    shape = (crop, crop, *image[2:]) if crop else image
     n_in = int(np.prod(shape, dtype=np.int64))
     parts = _common_parts(protocol, prepared)
     if isinstance(ds.samples, np.ndarray):
-        parts.append(Part("images in the engine's type", len(ds) * n_in * it, ("data.max_samples",)))
+        parts.append(Part("images in the engine's type", len(ds) * int(np.prod(image, dtype=np.int64)) * it,
+                          ("data.max_samples",)))
     B = min(protocol.train.batch_size, max(_n_train(prepared), 2))
     k = min(r.negatives, B - 1)
     layerwise = rule.process in ("gll", "rll", "dtp")
@@ -358,11 +361,13 @@ def _views(protocol, prepared, rule) -> Estimate:
         act_keys: tuple[str, ...] = ("model.layers", "train.batch_size")
         act_detail = f"2 views x {B} images, layers {_show(protocol.model.layers)}"
     else:
-        layers = _conv_layers(protocol.model.arch, shape[0])
+        layers = _conv_layers(protocol.model.arch, shape[0], shape[2] if len(shape) == 3 else 1)   # colour channels
         shapes = {}
-        for l, (_, c_in, _, C, _) in enumerate(layers):
+        for l, (_, c_in, side, C, pool) in enumerate(layers):
+            out = side // 2 if pool else side              # what a head reads: the mean, the map or its 2 x 2 average
+            fan_in = {"mean": C, "flatten": out * out * C, "pool2": (out // 2) ** 2 * C}[r.head_input]
             shapes[l + 1] = [("W", (C, 3, 3, c_in))] + ([("B", (C, 3, 3, c_in))] if rule.feedback == "fa" and l else []) \
-                + ([(name, (m, C)) for name in head] if layerwise or l == len(layers) - 1 else [])
+                + ([(name, (m, fan_in)) for name in head] if layerwise or l == len(layers) - 1 else [])
         widths = [C for *_, C, _ in layers]
         # Both views through every layer, each layer's input, drive, rate, pooled map and error kept
         # (end-to-end methods send the error back through all of them).
@@ -380,7 +385,8 @@ def _views(protocol, prepared, rule) -> Estimate:
                       f"{B} images x {k + 1} pairs x head {m}"))
     n = len(probe.dataset)
     feats = _probe_features(protocol, n, 1, widths, it)
-    parts.append(Part(feats.what, feats.bytes + n * n_in * it, feats.keys, feats.detail))
+    parts.append(Part(feats.what, feats.bytes + n * int(np.prod(probe.dataset.samples.shape[1:], dtype=np.int64)) * it,
+                      feats.keys, feats.detail))
     return Estimate(parts)
 
 

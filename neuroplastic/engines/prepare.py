@@ -14,6 +14,7 @@ import numpy as np
 from .. import data as datasets
 from ..errors import ProtocolError, SettingError
 from ..evaluate import check_folds, check_split, stratified_split
+from ..evaluate.probe import validation_split
 from ..data.augment import check_views
 from ..models import load_model
 from ..progress import phase
@@ -56,6 +57,11 @@ class Prepared(NamedTuple):
 def check(protocol, running: bool = True) -> None:
     """The checks that need no data: the engine accepts the settings, and the model files are usable."""
     get_engine(protocol.engine.name).check(protocol, running=running)
+    if protocol.data.colour != "grey" and protocol.model.arch != "dense" and protocol.stimulus.kind != "views":
+        raise ProtocolError(str(protocol.source), "data.colour", f"= {protocol.data.colour!r}: convolutional CLAPP "
+                            f"([model] arch = {protocol.model.arch!r}) cuts its patch grids from grey images, as in "
+                            "the paper; allowed with it: 'grey' (colour images go to [model] arch = 'dense', whose "
+                            "glimpses flatten patch x patch x 3, or to the hinge rules)")
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
 
 
@@ -72,7 +78,7 @@ def prepare(protocol, running: bool = True) -> Prepared:
     own_probe = bool(ev.source or ev.split)
     try:
         with phase(f"loading the data ({_named(d.source, d.split, d.path)})", logger=log):
-            ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed)
+            ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed, colour=d.colour)
         # The memory estimate needs only shapes: check it before the stimulus (or anything large) is made.
         check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0)))
         with phase(f"preparing the stimulus ({len(ds)} samples, {protocol.stimulus.kind})", logger=log):
@@ -83,7 +89,7 @@ def prepare(protocol, running: bool = True) -> Prepared:
         source, path = ev.source or d.source, ev.path or d.path
         label = d.label if not ev.source else ""
         with phase(f"loading the probe's data ({_named(source, ev.split, path)})", logger=log):
-            fit = datasets.load(source, path, ev.split, label, seed=protocol.seed)
+            fit = datasets.load(source, path, ev.split, label, seed=protocol.seed, colour=d.colour)
         if tuple(fit.samples.shape[1:]) != tuple(ds.samples.shape[1:]):
             raise ProtocolError(str(protocol.source), "evaluate.source",
                                 f"= {source!r}: its samples have shape {tuple(fit.samples.shape[1:])}, the training "
@@ -93,7 +99,7 @@ def prepare(protocol, running: bool = True) -> Prepared:
                                         Prepared(fit, None, np.arange(len(fit)), np.arange(0))))
         if ev.test_split:
             with phase(f"loading the probe's test data ({_named(source, ev.test_split, path)})", logger=log):
-                test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed)
+                test = datasets.load(source, path, ev.test_split, label, seed=protocol.seed, colour=d.colour)
             both = datasets.Dataset(fit.name, np.concatenate([np.asarray(fit.samples), np.asarray(test.samples)]),
                                     np.concatenate([fit.labels, test.labels]), fit.classes, fit.domain, fit.rate)
             probe = Prepared(both, make_stimulus(protocol, both), np.arange(len(fit)),
@@ -112,10 +118,15 @@ def prepare(protocol, running: bool = True) -> Prepared:
 def make_stimulus(protocol, dataset):
     """A data set's stimulus under ``[stimulus]`` and ``[model] arch`` (see :class:`Prepared`)."""
     st, arch = protocol.stimulus, protocol.model.arch
+    view_side = dataset.samples.shape[1]
     if st.kind == "views":
-        check_views(dataset.samples.shape[1:], st.crop_pad, st.blur)
+        h, w = dataset.samples.shape[1:3]                                   # (h, w) of grey or colour images
+        if st.crop > min(h, w):
+            raise ProtocolError(protocol.source, "stimulus.crop", f"= {st.crop}: larger than the images ({h} x {w})")
+        check_views((st.crop, st.crop) if st.crop else (h, w), st.crop_pad, st.blur)
+        view_side = st.crop or h
     if arch != "dense":
-        side, key, value = ((dataset.samples.shape[1], "model.arch", arch) if st.kind == "views"
+        side, key, value = ((view_side, "model.arch", arch) if st.kind == "views"
                             else (st.patch, "stimulus.patch", st.patch))
         if side < (need := smallest_input(arch)):
             raise ProtocolError(protocol.source, key, f"= {value!r}: the {arch!r} encoder halves its maps at each max-pool, so it needs inputs of at "
@@ -124,7 +135,8 @@ def make_stimulus(protocol, dataset):
         return None
     if arch == "dense":
         return glimpse_sequences(dataset, st)
-    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype)
+    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype, flip=st.flip,
+                       mean=st.mean, std=st.std)
     rows, offsets = grids.grid_shape[0], protocol.rule.offsets
     if max(offsets) >= rows:
         raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
@@ -144,6 +156,12 @@ def _check_folds(protocol, prepared: Prepared) -> Prepared:
     """``prepared``, once its probe data has at least ``[evaluate] folds`` samples of every class."""
     probe = prepared.probe_set()
     check_folds(protocol.source, protocol.evaluate.folds, probe.dataset.labels, probe.train_idx, probe.test_idx)
+    if protocol.evaluate.validation and not protocol.evaluate.folds:   # refused before training, not after it
+        try:
+            validation_split(probe.dataset.labels[probe.train_idx], protocol.evaluate.validation, seed=0)
+        except ValueError as err:
+            raise ProtocolError(protocol.source, "evaluate.validation",
+                                str(err).removeprefix("[evaluate] validation ")) from None
     return prepared
 
 

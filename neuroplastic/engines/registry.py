@@ -50,8 +50,8 @@ SETTINGS: dict[str, dict[str, dict]] = {
 }
 
 #: The keys of a rule (``neuroplastic.rules.RULES[name].keys``) each engine honours; ``None``: all.
-#: The Brian2 network learns one pair per glimpse with the layer's own W_pred^T retrodiction, so
-#: the rules' negatives, conv settings and hinge settings are not its keys.
+#: The Brian2 network learns one pair per glimpse in dense layers, so the rules' negatives, conv
+#: settings and hinge settings are not its keys.
 RULE_KEYS: dict[str, frozenset | None] = {
     "numpy": None,
     "brian": frozenset({"stimulus.saccade_prob", "model.pred_init_scale"}),

@@ -13,12 +13,12 @@ nothing else of neuroplastic, so engines, tests and benchmarks all check the sam
 from dataclasses import dataclass
 
 from .clapp import (ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forward, init_dense_params, relu,
-                    relu_prime, stack_rates)
+                    relu_prime, retro_distance, stack_rates)
 from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores
 
 __all__ = ["RULES", "SETTINGS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
            "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime",
-           "stack_rates"]
+           "retro_distance", "stack_rates"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,19 @@ SETTINGS: dict[str, dict] = {
     "rule.score": dict(kind="str", default="location", choices=("location", "patch"), doc="Conv CLAPP: score, hinge "
                        "and modulation per location of the map (the paper's text) or of each patch's spatial mean "
                        "(the authors' code)."),
+    "rule.sampling": dict(kind="str", default="rolled", choices=("rolled", "authors"), doc="Conv CLAPP: how "
+                          "negatives are drawn. 'rolled': pair sets, each pairing the context of every image with "
+                          "the same position of another image of the batch (one B x B score matrix serves them "
+                          "all). 'authors': as the authors' code, per layer: CLAPP-s, each negative a uniformly "
+                          "random patch of the predicted rows (any column, any image, its own included); CLAPP, "
+                          "one random image per image and offset (its own included) at every position, and one "
+                          "positive-or-negative coin per image."),
     "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="CLAPP: probability that a step is "
                                   "a saccade (y = -1) rather than a fixation (y = +1)."),
     "stimulus.crop": dict(kind="int", default=0, low=0, doc="Conv CLAPP: crop each image to crop x crop pixels "
                           "before cutting its patch grid, at a random place per training batch and at the centre "
-                          "for the probe (paper: 64; 0 = whole image)."),
+                          "for the probe (paper: 64; 0 = whole image). Views: each view starts as a crop x crop "
+                          "window at a random place, the probe reads the centre window (the authors' STL-10: 64)."),
     "model.pred_init_scale": dict(kind="float", default=0.1, low=0, doc="Prediction (and retrodiction) weights "
                                   "start as N(0, pred_init_scale^2 / n)."),
     "rule.tau": dict(kind="float", default=2.0, low=0, low_open=True, doc="Hinge rules: L1 distance that separates "
@@ -74,6 +82,10 @@ SETTINGS: dict[str, dict] = {
                        "tau - delta, negatives pushed above tau + delta."),
     "rule.head": dict(kind="int", default=64, low=1, doc="Hinge rules: size of the linear head(s) whose outputs "
                       "the loss compares."),
+    "rule.head_input": dict(kind="str", default="mean", choices=("mean", "flatten", "pool2"), doc="Hinge rules on "
+                            "conv encoders: what a head reads of its layer's maps: their spatial mean (C inputs), "
+                            "the flattened map (the authors' CONV6) or the flattened 2 x 2 average pool of it "
+                            "(their VGG6). Dense encoders: 'mean'."),
     "rule.target_step": dict(kind="float", default=0.05, low=0, low_open=True, doc="DTP: top target "
                              "h_L - target_step * d(loss of the image)/dh_L."),
     "rule.inverse_noise": dict(kind="float", default=0.1, low=0, low_open=True, doc="DTP: standard deviation of "
@@ -82,8 +94,13 @@ SETTINGS: dict[str, dict] = {
                             "inverses."),
     "stimulus.crop_pad": dict(kind="int", default=1, low=0, doc="Views: shift each view by up to this many pixels "
                               "(pad with 0, crop back)."),
-    "stimulus.flip": dict(kind="bool", default=False, doc="Views: mirror views left-right at random (off for "
-                          "digits: a mirrored digit is another symbol)."),
+    "stimulus.flip": dict(kind="bool", default=False, doc="Views: mirror views left-right at random; conv CLAPP: "
+                          "mirror each training image (p = 1/2) before its patch grid is cut, as the authors do "
+                          "(off for digits: a mirrored digit is another symbol)."),
+    "stimulus.mean": dict(kind="float", default=0.0, doc="Conv CLAPP: the encoder sees (x - mean) / std, training "
+                          "and probe alike (the authors' STL-10 grey: 0.412)."),
+    "stimulus.std": dict(kind="float", default=1.0, low=0, low_open=True, doc="Conv CLAPP: see stimulus.mean "
+                         "(the authors' STL-10 grey: 0.257)."),
     "stimulus.jitter": dict(kind="float", default=0.4, low=0, high=1, doc="Views: scale brightness and contrast "
                             "by factors from [1 - jitter, 1 + jitter]."),
     "stimulus.blur": dict(kind="float", default=0.0, low=0, doc="Views: Gaussian blur with a standard deviation "
@@ -93,10 +110,10 @@ SETTINGS: dict[str, dict] = {
 }
 
 #: Keys of the CLAPP rules on conv encoders (``[model] arch`` other than "dense").
-_CONV = ("rule.offsets", "rule.score", "stimulus.crop")
+_CONV = ("rule.offsets", "rule.score", "rule.sampling", "stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std")
 #: Keys of every hinge rule.
-_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "stimulus.crop_pad", "stimulus.flip",
-          "stimulus.jitter", "stimulus.blur", "model.activation")
+_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "stimulus.crop", "stimulus.crop_pad",
+          "stimulus.flip", "stimulus.jitter", "stimulus.blur", "model.activation")
 
 
 #: Every rule a protocol may name (``[rule] name``), by name.
@@ -105,7 +122,8 @@ RULES = {
                     doc="CLAPP-s: W_pred^T retrodiction, positive + k negatives per step (= gradient descent).",
                     keys=("rule.negatives", "model.pred_init_scale", *_CONV)),
     "clapp": Rule("clapp", retro=True, pairing="stochastic",
-                  doc="CLAPP: learned W_retro, one fixation or one saccade per step.",
+                  doc="CLAPP: independent learned W_retro with its own score and gate, one fixation or one "
+                      "saccade per step.",
                   keys=("stimulus.saccade_prob", "model.pred_init_scale", *_CONV)),
 }
 

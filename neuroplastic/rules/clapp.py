@@ -16,8 +16,25 @@ weights ``W_pred`` (n_out, n_out) and, for CLAPP, retrodiction weights
     \Delta W = \eta\,\gamma\,[(d \odot \rho'(a))\, x^\top + (r \odot \rho'(a^{t-\delta t}))\, x^{t-\delta t\,\top}]
 
 with the retrodiction ``r = W_pred^T z`` (CLAPP-s, this is exactly
-:math:`-\eta\,\partial L/\partial W`) or ``r = W_retro z`` (CLAPP), and
-:math:`\Delta W_{retro} = \eta\,\gamma\, c z^\top` (it tracks ``W_pred^T``).
+:math:`-\eta\,\partial L/\partial W`).
+
+CLAPP replaces ``W_pred^T`` by a separate, independently initialised matrix
+``W_retro`` with its own score and gate, as the authors' ``--asymmetric_W_pred``
+does: the prediction pathway scores ``u`` with the context held fixed, the
+retrodiction pathway scores the same pair the other way round with the current
+rate held fixed,
+
+.. math::
+
+    r = W_{retro}\, z,\qquad u_r = c^\top r,\qquad \gamma_r = y\,\Theta(1 - y u_r),\qquad
+    L = \max(0, 1 - y u)\big|_{c\ \mathrm{fixed}} + \max(0, 1 - y u_r)\big|_{z\ \mathrm{fixed}}
+
+    \Delta W = \eta\,[\gamma\,(d \odot \rho'(a))\, x^\top + \gamma_r\,(r \odot \rho'(a^{t-\delta t}))\,
+    x^{t-\delta t\,\top}],\qquad \Delta W_{retro} = \eta\,\gamma_r\, c z^\top
+
+so no synapse ever reads the transpose of another: the weight-transport problem
+is avoided, and ``W_retro`` tracks ``W_pred^T`` only as far as the two scores
+agree.
 
 The functions return *gradients* (:math:`\partial L/\partial\theta`, averaged
 over rows) so that any optimiser (SGD, Adam) applies them; the Hebbian update of
@@ -33,7 +50,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 __all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences",
-           "init_dense_params", "stack_rates"]
+           "init_dense_params", "retro_distance", "stack_rates"]
 
 
 def relu(a):
@@ -65,10 +82,12 @@ def forward(W, x) -> LayerForward:
 class ClappGrads(NamedTuple):
     """Per-layer result of one block of pairs.
 
-    ``loss`` is the mean hinge loss over rows, ``gamma`` the modulation factor
-    of each row, ``u`` the score of each row; ``W``, ``W_pred`` and ``W_retro``
-    are gradients (mean over rows), ``W_retro`` is ``None`` for CLAPP-s;
-    ``z`` is the layer's rate for the current glimpses (the next layer's input).
+    ``loss`` is the mean hinge loss over rows (CLAPP: the sum of its two
+    pathways' losses), ``gamma`` the modulation factor of each row, ``u`` the
+    score of each row; ``W``, ``W_pred`` and ``W_retro`` are gradients (mean
+    over rows); ``z`` is the layer's rate for the current glimpses (the next
+    layer's input). ``W_retro``, ``gamma_retro`` and ``u_retro`` (the
+    retrodiction pathway's gradient, gate and score) are ``None`` for CLAPP-s.
     """
 
     loss: object
@@ -78,6 +97,8 @@ class ClappGrads(NamedTuple):
     W_pred: object
     W_retro: object
     z: object
+    gamma_retro: object = None
+    u_retro: object = None
 
 
 def stack_rates(params: dict, x) -> list:
@@ -122,12 +143,20 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
     n = x.shape[0]
     w = xp.full((n,), 1.0 / n, dtype=W.dtype) if weights is None else weights
     g = -(gamma * w)[:, None]                 # d loss / d u, per row, with the mean folded in
-    r = cur.z @ (W_pred if W_retro is None else W_retro.T)   # retrodiction r = W_pred^T z (or W_retro z)
-    grad_W = (g * d * relu_prime(cur.a)).T @ x + (g * r * relu_prime(prev.a)).T @ x_prev
-    grad_W_pred = (g * cur.z).T @ c
-    grad_W_retro = None if W_retro is None else (g * c).T @ cur.z
     loss = xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
-    return ClappGrads(loss, gamma, u, grad_W, grad_W_pred, grad_W_retro, cur.z)
+    grad_W_pred = (g * cur.z).T @ c
+    if W_retro is None:                       # CLAPP-s: r = W_pred^T z, gated by the one score
+        r, g_r, grad_W_retro, gamma_r, u_r = cur.z @ W_pred, g, None, None, None
+    else:                                     # CLAPP: r = W_retro z, with its own score and gate
+        r = cur.z @ W_retro.T
+        u_r = xp.sum(c * r, axis=-1)
+        margin_r = 1 - y * u_r
+        gamma_r = y * xp.astype(margin_r > 0, W.dtype)
+        g_r = -(gamma_r * w)[:, None]
+        loss = loss + xp.sum(w * xp.maximum(margin_r, xp.zeros_like(margin_r)))
+        grad_W_retro = (g_r * c).T @ cur.z
+    grad_W = (g * d * relu_prime(cur.a)).T @ x + (g_r * r * relu_prime(prev.a)).T @ x_prev
+    return ClappGrads(loss, gamma, u, grad_W, grad_W_pred, grad_W_retro, cur.z, gamma_r, u_r)
 
 
 def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrads:
@@ -179,8 +208,11 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
     delta_a = xp.zeros((B, T, n), dtype=W.dtype)  # d loss / d a, built up in place
     delta_cur = delta_a[:, 1:, :]                 # (view) d loss / d z of the current glimpses
     dd = None                                     # d loss / d d = sum over sets of g * z_cur
+    # CLAPP's retrodiction pathway scores u_r = c . (W_retro z_cur) = z_cur . e with e = W_retro^T c
+    e = None if W_retro is None else xp.reshape(c2 @ W_retro, (B, T - 1, n))
+    dr = None                                     # sum over sets of g_r * z_cur
     loss = xp.zeros((), dtype=W.dtype)
-    gammas, us = [], []
+    gammas, us, gammas_r, us_r = [], [], [], []
     for s, shift in enumerate(shifts):
         y = 1.0 if shift % B == 0 else -1.0
         z_cur = z_next if shift % B == 0 else xp.roll(z_next, shift, axis=0)
@@ -193,23 +225,33 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
         gd = g * d                                # back to the sequence the glimpse came from:
         delta_cur += gd if shift % B == 0 else xp.roll(gd, -shift, axis=0)
         gz = g * z_cur
-        if dd is None:
-            dd = gz
-        else:
-            dd += gz
+        dd = gz if dd is None else dd + gz
         gammas.append(gamma)
         us.append(u)
+        if e is not None:
+            u_r = xp.vecdot(z_cur, e)
+            margin_r = 1 - y * u_r
+            gamma_r = y * xp.astype(margin_r > 0, W.dtype)
+            loss = loss + xp.sum(w * xp.maximum(margin_r, 0.0))
+            gz_r = -(gamma_r * w)[..., None] * z_cur
+            dr = gz_r if dr is None else dr + gz_r
+            gammas_r.append(gamma_r)
+            us_r.append(u_r)
     # All pair sets share the context c, so their outer products and retrodictions are summed first:
-    # sum_s (g_s z_cur_s)^T c = dd^T c, and sum_s g_s (z_cur_s W_pred) = dd W_pred (or dd W_retro^T).
+    # sum_s (g_s z_cur_s)^T c = dd^T c, and sum_s g_s (z_cur_s W_pred) = dd W_pred (CLAPP: dr, W_retro^T).
     dd2 = _rows(dd)
     grad_W_pred = dd2.T @ c2
-    # CLAPP: sum_s (g_s c)^T z_cur_s = (dd^T c)^T, the transpose of W_pred's gradient (a copy, not a view)
-    grad_W_retro = None if W_retro is None else xp.asarray(grad_W_pred.T, copy=True)
-    back = W_pred if W_retro is None else W_retro.T
-    delta_a[:, :-1, :] += xp.reshape(dd2 @ back, (B, T - 1, n))   # retrodiction r = W_pred^T z (or W_retro z)
+    if W_retro is None:
+        grad_W_retro, back = None, dd2 @ W_pred
+    else:
+        dr2 = _rows(dr)
+        grad_W_retro = c2.T @ dr2                 # sum_s (g_r,s c)^T z_cur_s
+        back = dr2 @ W_retro.T
+    delta_a[:, :-1, :] += xp.reshape(back, (B, T - 1, n))   # retrodiction r = W_pred^T z (or W_retro z)
     delta_a *= relu_prime(a)
     grad_W = _rows(delta_a).T @ x2
-    return ClappGrads(loss, xp.stack(gammas), xp.stack(us), grad_W, grad_W_pred, grad_W_retro, z)
+    retro = (None, None) if W_retro is None else (xp.stack(gammas_r), xp.stack(us_r))
+    return ClappGrads(loss, xp.stack(gammas), xp.stack(us), grad_W, grad_W_pred, grad_W_retro, z, *retro)
 
 
 def _rows(a):
@@ -222,8 +264,10 @@ def init_dense_params(sizes, retro: bool, rng: np.random.Generator, *, dtype="fl
     """Initial weights of a stack of dense CLAPP layers, as every engine starts it.
 
     He-normal feed-forward weights ``W ~ N(0, init_scale^2 * 2 / n_in)``; small random prediction
-    weights ``W_pred ~ N(0, pred_init_scale^2 / n)``; with ``retro`` (CLAPP), ``W_retro`` starts as
-    the transpose of ``W_pred`` it learns to track. Keys ``"{l}/W"``, ``"{l}/W_pred"``, ``"{l}/W_retro"``
+    weights ``W_pred ~ N(0, pred_init_scale^2 / n)``; with ``retro`` (CLAPP), an independent
+    ``W_retro`` from the same distribution (drawn right after its layer's ``W_pred``), as the
+    authors initialise it: a transposed copy would stay the transpose under CLAPP's updates. Keys
+    ``"{l}/W"``, ``"{l}/W_pred"``, ``"{l}/W_retro"``
     with layers ``l`` counted from 1, as in metrics and saved arrays. The draws come in this
     order from ``rng``, so one seed gives one network on every engine.
     """
@@ -232,5 +276,17 @@ def init_dense_params(sizes, retro: bool, rng: np.random.Generator, *, dtype="fl
         params[f"{l + 1}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
         params[f"{l + 1}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
         if retro:
-            params[f"{l + 1}/W_retro"] = params[f"{l + 1}/W_pred"].T.copy()
+            params[f"{l + 1}/W_retro"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
     return params
+
+
+def retro_distance(W_pred, W_retro) -> float:
+    """How far CLAPP's ``W_retro`` is from the transpose it replaces: ``||W_retro - W_pred^T||_F / ||W_pred||_F``.
+
+    Dense ``(n, n)`` or conv ``(K, C, C)`` (each offset's matrix transposed, the norm over all
+    ``K``). 0 means the retrodiction is CLAPP-s's; two independent draws of the same distribution
+    start near sqrt(2). It measures how much of the weight-transport problem learning solves.
+    """
+    xp = array_namespace(W_pred, W_retro)
+    diff = W_retro - xp.matrix_transpose(W_pred)
+    return float(xp.sqrt(xp.sum(diff * diff)) / xp.sqrt(xp.sum(W_pred * W_pred)))

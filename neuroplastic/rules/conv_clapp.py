@@ -22,10 +22,21 @@ score, the hinge loss and the modulation factor are taken **per location**
     \Delta W_{pred} = \eta \textstyle\sum_l \gamma_l\, z_l c_l^\top
 
     \Delta W = \eta \textstyle\sum_l \gamma_l \,[\,\mathrm{hebb}(d_l \odot \rho'(a), x)
-               + \mathrm{hebb}(r_l \odot \rho'(a^{ctx}), x^{ctx})\,]
+               + \mathrm{hebb}(r_l \odot \rho'(a^{ctx}), x^{ctx})\,],\qquad r_l = W_{pred}^\top z_l
 
-    r_l = W_{pred}^\top z_l \ \text{(CLAPP-s)}\quad\text{or}\quad W_{retro}\, z_l \ \text{(CLAPP;}
-    \ \Delta W_{retro} = \eta \textstyle\sum_l \gamma_l\, c_l z_l^\top)
+for CLAPP-s. CLAPP (the authors' ``--asymmetric_W_pred``) retrodicts through a
+separate, independently initialised ``W_retro`` (C x C per offset) that scores
+the same pair the other way round, with its own gate; each pathway holds the
+other side of the pair fixed (:mod:`neuroplastic.rules.clapp`):
+
+.. math::
+
+    r_l = W_{retro}\, z_l,\qquad u_{r,l} = c_l^\top r_l,\qquad \gamma_{r,l} = y\,\Theta(1 - y u_{r,l}),\qquad
+    L = \tfrac{1}{n_l}\textstyle\sum_l [\max(0, 1 - y u_l) + \max(0, 1 - y u_{r,l})]
+
+    \Delta W = \eta \textstyle\sum_l [\,\gamma_l\,\mathrm{hebb}(d_l \odot \rho'(a), x)
+               + \gamma_{r,l}\,\mathrm{hebb}(r_l \odot \rho'(a^{ctx}), x^{ctx})\,],\qquad
+    \Delta W_{retro} = \eta \textstyle\sum_l \gamma_{r,l}\, c_l z_l^\top
 
 where ``hebb`` is the Hebbian product of a conv kernel (the postsynaptic factor
 of each output location times its presynaptic window, summed over the
@@ -34,12 +45,21 @@ reaches only the winner of each pooling window. ``score="patch"`` scores the
 spatial mean of the map instead (one location per patch: what the authors'
 code does, ``adaptive_avg_pool2d(out, 1)`` before the loss). Either way the
 result is exactly :math:`-\eta\,\partial L / \partial W` of the layer's own
-loss (input treated as data), the conv form of :mod:`neuroplastic.rules.clapp`.
+loss (input treated as data; for CLAPP, with each pathway's other side held
+fixed), the conv form of :mod:`neuroplastic.rules.clapp`.
 
 As in the authors' code, the loss is on the layer's *output*, after the
 max-pool that follows it (their module = conv + ReLU + pool), and a layer may
 predict several row offsets ``k`` at once, each with its own ``W_pred``
 (paper: k = 2 .. 6, i.e. 5 steps skipping one row).
+
+Which pairs are scored: :func:`grid_scores` takes *rolled* pair sets (set ``s`` pairs the
+context of image ``b`` with the current patch of image ``(b - shift_s) mod B`` at the same grid
+position), so that one B x B score matrix per location serves every set; :func:`sampled_scores`
+takes the authors' sampling, a positive and ``n`` negatives per context patch, each negative any
+patch of the grid (CLAPP-s: a uniformly random patch of the predicted rows, any column, any image,
+its own included; CLAPP: one random image per image and offset, the same position). The loss,
+its weighting and the gradients have the same form either way.
 
 Gradients are returned (mean over pairs and locations with the weights given),
 so that any optimiser applies them; the paper's Hebbian update is ``-lr * grad``.
@@ -55,11 +75,11 @@ from array_api_compat import array_namespace
 
 from .conv import conv2d, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
 
-__all__ = ["ConvClappGrads", "ScoreGrads", "conv_clapp_layer", "conv_forward", "grid_scores"]
+__all__ = ["ConvClappGrads", "ScoreGrads", "conv_clapp_layer", "conv_forward", "grid_scores", "sampled_scores"]
 
 
 class ScoreGrads(NamedTuple):
-    """What :func:`grid_scores` returns: the part of the rule that lives on the output maps."""
+    """What :func:`grid_scores` and :func:`sampled_scores` return: the part of the rule that lives on the output maps."""
 
     loss: object
     gamma: list
@@ -67,16 +87,21 @@ class ScoreGrads(NamedTuple):
     W_pred: object
     W_retro: object
     delta: object
+    gamma_retro: list = None
+    u_retro: list = None
 
 
 class ConvClappGrads(NamedTuple):
     """Per-layer result of one batch of patch grids.
 
-    ``loss`` is the weighted hinge loss; ``gamma`` and ``u`` are lists, one
-    entry per row offset ``k``, of arrays ``(S, B, G_r - k, G_c, n_l)`` (pair
-    set, image of the context, its row and column, location); ``W``,
-    ``W_pred`` (K, C, C) and ``W_retro`` (``None`` for CLAPP-s) are gradients;
-    ``z (B, G_r, G_c, h, w, C)`` is the layer's output, the next layer's input.
+    ``loss`` is the weighted hinge loss (CLAPP: the sum of its two pathways'
+    losses); ``gamma`` and ``u`` are lists, one entry per row offset ``k``, of
+    arrays ``(S, B, G_r - k, G_c, n_l)`` (pair set, image of the context, its
+    row and column, location; sampled negatives: S = 1 + n, set 0 the positive); ``W``, ``W_pred`` (K, C, C) and ``W_retro`` are
+    gradients; ``z (B, G_r, G_c, h, w, C)`` is the layer's output, the next
+    layer's input. ``W_retro``, ``gamma_retro`` and ``u_retro`` (the
+    retrodiction pathway's gradient, and its gates and scores, lists like
+    ``gamma``) are ``None`` for CLAPP-s.
     """
 
     loss: object
@@ -86,6 +111,8 @@ class ConvClappGrads(NamedTuple):
     W_pred: object
     W_retro: object
     z: object
+    gamma_retro: list = None
+    u_retro: list = None
 
 
 def conv_forward(W, x, *, stride: int = 1, padding: int = 1, pool: bool = False):
@@ -118,12 +145,14 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
         have no partner and are ignored. A pair's locations share its weight
         (each counts ``1 / n_l``).
     W_retro : array (K, C, C), optional
-        CLAPP's retrodiction matrices; ``None`` selects CLAPP-s (``W_pred^T``).
+        CLAPP's retrodiction matrices, each with its own score and gate; ``None``
+        selects CLAPP-s (``W_pred^T``, gated by the prediction's score).
 
     Returns
     -------
     ScoreGrads
-        ``delta = dL/dq``, same shape as ``q``; ``W_pred``/``W_retro`` gradients (K, C, C).
+        ``delta = dL/dq``, same shape as ``q``; ``W_pred``/``W_retro`` gradients (K, C, C);
+        for CLAPP, ``gamma_retro`` and ``u_retro`` shaped like ``gamma`` and ``u``.
 
     Notes
     -----
@@ -131,9 +160,12 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
     . d(b)``: one batched product gives every score, and the modulation factors
     of all sets are written into one B x B matrix ``G = dL/dU`` whose products with
     the maps give ``dL/dz`` and ``dL/dd`` — the cost hardly grows with the number of
-    negatives. Sets with the same shift score the same pairs, so they are merged
-    (their weights added) before the scores are gathered; ``gamma`` and ``u`` are
-    still returned per set. The maps are transposed once to (G_r, G_c, n_l, B, C)
+    negatives. CLAPP's retrodiction scores ``U_r[b', b] = c(b) . W_retro z(b') =
+    z(b') . (W_retro^T c(b))`` come the same way, with ``W_retro^T c`` in place of
+    ``d``, and their ``G_r`` gives ``dL/dc`` and ``dL/dW_retro`` (none to ``z``, held
+    fixed in that pathway, as ``c`` is in the prediction's). Sets with the same
+    shift score the same pairs, so they are merged (their weights added) before
+    the scores are gathered; ``gamma`` and ``u`` are still returned per set. The maps are transposed once to (G_r, G_c, n_l, B, C)
     so that every row slice is contiguous.
     """
     xp = array_namespace(q, W_pred)
@@ -149,7 +181,8 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
     y = xp.asarray([1.0 if shift == 0 else -1.0 for shift in distinct], dtype=q.dtype)[:, None]   # (m, 1)
     b = xp.arange(B)
     flat = xp.reshape(((b[None, :] - xp.asarray(distinct)[:, None]) % B) * B + b[None, :], (-1,))  # (m B,)
-    gammas, us = [], []
+    grad_W_retro = None if W_retro is None else xp.zeros_like(W_retro)
+    gammas, us, gammas_r, us_r = [], [], [], []
     for kappa, k in enumerate(offsets):
         R = Gr - k
         if R < 1:
@@ -173,15 +206,124 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
         dd = xp.matrix_transpose(G) @ nxt                              # dL/dd(b) = sum_b' G[b', b] z(b')
         dd2 = xp.reshape(dd, (-1, C))
         grad_W_pred[kappa, ...] = dd2.T @ ctx2                         # sum_l g z c^T
-        back = W_pred[kappa] if W_retro is None else W_retro[kappa].T
-        dT[:R] += xp.reshape(dd2 @ back, ctx.shape)                    # retrodiction r = W_pred^T z (or W_retro z)
         # per set: (R, G_c, n_l, S, B) -> (S, B, R, G_c, n_l)
         gammas.append(xp.permute_dims(xp.take(gamma, which, axis=3), (3, 4, 0, 1, 2)))
         us.append(xp.permute_dims(xp.take(u, which, axis=3), (3, 4, 0, 1, 2)))
-    # CLAPP: dL/dW_retro = sum_l g c z^T, the transpose of W_pred's gradient
-    grad_W_retro = None if W_retro is None else _contiguous(xp.permute_dims(grad_W_pred, (0, 2, 1)))
+        if W_retro is None:                                            # CLAPP-s: r = W_pred^T z, the same gate
+            dT[:R] += xp.reshape(dd2 @ W_pred[kappa], ctx.shape)
+            continue
+        # CLAPP: u_r = c(b) . (W_retro z(b')) = z(b') . e(b) with e = W_retro^T c, its own gate, z held fixed
+        e = xp.reshape(ctx2 @ W_retro[kappa], ctx.shape)
+        U_r = xp.reshape(nxt @ xp.matrix_transpose(e), (R, Gc, n_l, B * B))
+        u_r = xp.reshape(xp.take(U_r, flat, axis=-1), (R, Gc, n_l, m, B))
+        margin_r = 1 - y * u_r
+        gamma_r = y * xp.astype(margin_r > 0, q.dtype)
+        loss = loss + xp.sum(wl * xp.maximum(margin_r, xp.zeros_like(margin_r)))
+        G_r = xp.zeros_like(U_r)                                       # dL/dU_r
+        G_r[..., flat] = xp.reshape(-gamma_r * wl, (R, Gc, n_l, m * B))
+        dr2 = xp.reshape(xp.matrix_transpose(xp.reshape(G_r, (R, Gc, n_l, B, B))) @ nxt, (-1, C))
+        grad_W_retro[kappa, ...] = ctx2.T @ dr2                        # sum_l g_r c z^T
+        dT[:R] += xp.reshape(dr2 @ W_retro[kappa].T, ctx.shape)        # dL/dc = g_r r, r = W_retro z
+        gammas_r.append(xp.permute_dims(xp.take(gamma_r, which, axis=3), (3, 4, 0, 1, 2)))
+        us_r.append(xp.permute_dims(xp.take(u_r, which, axis=3), (3, 4, 0, 1, 2)))
     delta = xp.permute_dims(dT, (3, 0, 1, 2, 4))                        # back to (B, G_r, G_c, n_l, C)
-    return ScoreGrads(loss, gammas, us, grad_W_pred, grad_W_retro, delta)
+    retro = (None, None) if W_retro is None else (gammas_r, us_r)
+    return ScoreGrads(loss, gammas, us, grad_W_pred, grad_W_retro, delta, *retro)
+
+
+def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> ScoreGrads:
+    """Hinge losses of sampled (context, current) patch pairs at every location, and their gradients.
+
+    The authors' sampling: every context patch has its positive (the patch ``k`` rows below
+    in the same image) and ``n`` negatives, each any patch of the grid the caller chose
+    (:meth:`~neuroplastic.engines.numpy.conv_stack.ConvClappStack.pair_sets` draws them as the
+    authors do). Location ``l`` of the context is scored against location ``l`` of the partner.
+
+    Parameters
+    ----------
+    q, W_pred, offsets, W_retro
+        As in :func:`grid_scores`.
+    neg_index : int array (K, n, B, G_r, G_c)
+        Negative ``j`` of the context patch ``(b, r, c)`` for offset ``k`` is the patch with flat
+        index ``neg_index[kappa, j, b, r, c] = (b' G_r + r') G_c + c'`` of ``q``.
+    weights : array (K, 1 + n, B, G_r, G_c)
+        Weight of each pair, indexed by its context patch: set 0 the positive (y = +1), set
+        ``1 + j`` negative ``j`` (y = -1); rows ``r >= G_r - k`` are ignored. A pair's locations
+        share its weight (each counts ``1 / n_l``).
+
+    Returns
+    -------
+    ScoreGrads
+        As :func:`grid_scores`, with ``gamma`` and ``u`` (and CLAPP's ``gamma_retro``, ``u_retro``)
+        per offset shaped ``(1 + n, B, G_r - k, G_c, n_l)``: set 0 the positive.
+
+    Notes
+    -----
+    The negatives are gathered one at a time (memory stays that of one map per negative), and
+    ``dL/dz`` of the sampled patches is scattered back with a sparse one-hot product
+    (``scipy.sparse``; a patch drawn twice gets both contributions): numpy arrays only.
+    """
+    import numpy as np
+    from scipy import sparse
+
+    B, Gr, Gc, n_l, C = q.shape
+    n = neg_index.shape[1]
+    if weights.shape[:2] != (len(offsets), 1 + n):
+        raise ValueError(f"weights of shape {weights.shape}: expected (K, 1 + n, B, G_r, G_c) = "
+                         f"({len(offsets)}, {1 + n}, ...) for {n} negatives")
+    n_p = B * Gr * Gc
+    flat_q = np.reshape(q, (n_p, n_l, C))
+    delta = np.zeros_like(q)
+    flat_delta = np.reshape(delta, (n_p, n_l * C))                   # a view: scatters land in delta
+    loss = np.zeros((), dtype=q.dtype)
+    grad_W_pred = np.zeros_like(W_pred)
+    grad_W_retro = None if W_retro is None else np.zeros_like(W_retro)
+    gammas, us, gammas_r, us_r = [], [], [], []
+    for kappa, k in enumerate(offsets):
+        R = Gr - k
+        if R < 1:
+            raise ValueError(f"row offset {k} leaves no pair on a grid of {Gr} rows")
+        ctx, nxt = q[:, :R], q[:, k:]                                  # (B, R, G_c, n_l, C)
+        ctx2 = np.reshape(ctx, (-1, C))
+        wl = weights[kappa, :, :, :R, :, None] / n_l                    # (1 + n, B, R, G_c, 1)
+        index = np.reshape(neg_index[kappa, :, :, :R, :], (n, -1))      # (n, B R G_c)
+        pathways = [(np.reshape(ctx2 @ W_pred[kappa].T, ctx.shape), W_pred[kappa], True)]  # d = W_pred c
+        if W_retro is not None:                                        # e = W_retro^T c: u_r = c . W_retro z = z . e
+            pathways.append((np.reshape(ctx2 @ W_retro[kappa], ctx.shape), W_retro[kappa].T, False))
+        for pred, M, to_z in pathways:
+            # set 0: the positive; set 1 + j: negative j, gathered; g = dL/du = -gamma w
+            u = np.empty((1 + n, B, R, Gc, n_l), dtype=q.dtype)
+            u[0] = np.sum(nxt * pred, axis=-1)
+            for j in range(n):
+                u[1 + j] = np.reshape(np.sum(flat_q[index[j]] * np.reshape(pred, (-1, n_l, C)), axis=-1), u.shape[1:])
+            y = np.full((1 + n, 1, 1, 1, 1), -1.0, dtype=q.dtype)
+            y[0] = 1.0
+            margin = 1 - y * u
+            gamma = y * (margin > 0).astype(q.dtype)
+            loss = loss + np.sum(wl * np.maximum(margin, 0))
+            g = -gamma * wl
+            dpred = g[0, ..., None] * nxt                              # dL/dpred = sum_s g_s z_s
+            for j in range(n):
+                dpred += g[1 + j, ..., None] * np.reshape(flat_q[index[j]], ctx.shape)
+            dpred2 = np.reshape(dpred, (-1, C))
+            if to_z:                                                   # the prediction: z gets g d
+                delta[:, k:] += g[0, ..., None] * pred
+                for j in range(n):
+                    onehot = sparse.csr_matrix((np.ones(index.shape[1], dtype=q.dtype),
+                                                (index[j], np.arange(index.shape[1]))), shape=(n_p, index.shape[1]))
+                    flat_delta += onehot @ np.reshape(g[1 + j, ..., None] * pred, (-1, n_l * C))
+                grad_W_pred[kappa] = dpred2.T @ ctx2                   # sum g z c^T
+                gammas.append(gamma)
+                us.append(u)
+                if W_retro is None:                                    # CLAPP-s: r = W_pred^T z, the same gate
+                    delta[:, :R] += np.reshape(dpred2 @ M, ctx.shape)
+            else:                                                      # CLAPP's retrodiction, z held fixed
+                grad_W_retro[kappa] = ctx2.T @ dpred2                  # sum g_r c z^T
+                delta[:, :R] += np.reshape(dpred2 @ M, ctx.shape)      # dL/dc = g_r W_retro z
+                gammas_r.append(gamma)
+                us_r.append(u)
+    retro = (None, None) if W_retro is None else (gammas_r, us_r)
+    return ScoreGrads(loss, gammas, us, grad_W_pred, grad_W_retro, delta, *retro)
 
 
 def _contiguous(a):
@@ -191,8 +333,8 @@ def _contiguous(a):
     return out
 
 
-def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, stride: int = 1, padding: int = 1,
-               pool: bool = False, score: str = "location") -> ConvClappGrads:
+def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, neg_index=None, stride: int = 1,
+                     padding: int = 1, pool: bool = False, score: str = "location") -> ConvClappGrads:
     """Explicit CLAPP(-s) gradients of one conv layer for a batch of patch grids.
 
     Parameters
@@ -204,7 +346,10 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, st
     x : array (B, G_r, G_c, h, w, C_in)
         Layer input: the map of every patch of every image (the previous layer's output).
     offsets, shifts, weights, W_retro
-        As in :func:`grid_scores`.
+        As in :func:`grid_scores` (rolled pair sets).
+    neg_index
+        Sampled negatives instead (``shifts`` is then ``None``; ``neg_index`` and ``weights`` as in
+        :func:`sampled_scores`).
     stride, padding : int
         Of the convolution.
     pool : bool
@@ -224,7 +369,12 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, st
         q = xp.reshape(z, (B, Gr, Gc, h * w, C))
     else:
         q = xp.reshape(xp.mean(z, axis=(1, 2)), (B, Gr, Gc, 1, C))
-    sg = grid_scores(q, W_pred, offsets, shifts, weights, W_retro=W_retro)
+    if neg_index is None:
+        sg = grid_scores(q, W_pred, offsets, shifts, weights, W_retro=W_retro)
+    elif shifts is not None:
+        raise ValueError("pass either shifts (rolled pair sets) or neg_index (sampled negatives), not both")
+    else:
+        sg = sampled_scores(q, W_pred, offsets, neg_index, weights, W_retro=W_retro)
     # dL/dz: every location of the scored map, or the patch mean spread over the map
     if score == "location":
         delta_z = xp.reshape(sg.delta, (N, h, w, C))        # a fresh array: safe to modify in place
@@ -240,4 +390,4 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, st
         delta_a = delta_z * xp.astype(z0 > 0, z0.dtype)
     grad_W = conv2d_weight_grad(x4, delta_a, W.shape[1], stride, padding)
     z_out = xp.reshape(z, (B, Gr, Gc, h, w, C))
-    return ConvClappGrads(sg.loss, sg.gamma, sg.u, grad_W, sg.W_pred, sg.W_retro, z_out)
+    return ConvClappGrads(sg.loss, sg.gamma, sg.u, grad_W, sg.W_pred, sg.W_retro, z_out, sg.gamma_retro, sg.u_retro)

@@ -1,29 +1,41 @@
-r"""Convolutional encoders for two-view learning: conv layers, heads on spatial means, feedback kernels.
+r"""Convolutional encoders for two-view learning: conv layers, heads on their maps, feedback kernels.
 
 Layer ``l`` (1-based, in the equations and in the parameter dict: ``"{l}/..."``, as
 in :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`) is a 3x3 convolution with
 stride 1 and padding 1 (:mod:`neuroplastic.rules.conv`, channels-last maps), the
-non-linearity and, if the architecture has ``"M"`` after it, a 2x2 max-pool:
+non-linearity (none for a linear layer, ``"L"`` in the architecture) and, if the
+architecture has ``"M"`` after it, a 2x2 max-pool:
 
 .. math::
 
     a_l = W_l * h_{l-1},\qquad z_l = \phi(a_l),\qquad h_l = \mathrm{pool}(z_l),
-    \qquad h_0 = x \ (\text{grey images, one channel})
+    \qquad h_0 = x \ (\text{images, } C_0 \text{ channels: 1 grey, 3 RGB})
 
-with no biases. A head reads the spatial mean of the layer's output, so it
-sees every location alike whatever the size of the map:
+with no biases. A head is a linear map, without bias, of what it reads of the
+layer's output ``h_l`` (a ``u_l x v_l`` map of ``C_l`` channels, ``S_l = u_l v_l`` locations),
+set by ``[rule] head_input``:
 
 .. math::
 
-    f_l = \frac{1}{S_l} \sum_s h_{l,s},\qquad e_l = H_l f_l
+    e_l = H_l f_l,\qquad f_l = \begin{cases}
+        \frac{1}{S_l} \sum_s h_{l,s} & \text{"mean": } C_l \text{ inputs, every location alike} \\
+        \mathrm{vec}(h_l) & \text{"flatten": } S_l C_l \text{ inputs (Tang et al.'s CONV6)} \\
+        \mathrm{vec}(\mathrm{avg}_2(h_l)) & \text{"pool2": } \lfloor u_l/2 \rfloor \lfloor v_l/2 \rfloor C_l
+            \text{ inputs (their VGG6)}
+    \end{cases}
+
+(``avg_2``: 2 x 2 average pool with stride 2, an odd last row or column dropped, as
+torch does; ``vec`` flattens in (row, column, channel) order.)
 
 The backward pass mirrors :mod:`~neuroplastic.rules.hinge_methods`. From ``G = dL/de``
-at a head, ``delta f_l = G F_H``; the mean spreads it evenly over the ``S_l``
-locations, the pool routes it to each window's maximum, and
+at a head, ``delta f_l = G F_H``; the head's read sends it back to the map, ``R^T``:
+the mean spreads it evenly over the ``S_l`` locations, the flatten reshapes it,
+the average pool gives each of a window's four locations a quarter. The pool
+routes it to each window's maximum, and
 
 .. math::
 
-    \delta_l = \mathrm{pool}^\top\!\Big(\frac{\delta f_l}{S_l}\Big) \odot \phi'(a_l),\qquad
+    \delta_l = \mathrm{pool}^\top\!\big(R^\top \delta f_l\big) \odot \phi'(a_l),\qquad
     \frac{\partial L}{\partial W_l} = \sum_{n,s} \delta_{l,ns}\, \mathrm{window}_s(h_{l-1,n}),\qquad
     \delta h_{l-1} = \delta_l \star F_l
 
@@ -31,6 +43,7 @@ locations, the pool routes it to each window's maximum, and
 ``F_H = H``, ``F_l = W_l``; FA: ``F_H = B_H`` and ``F_l = B_l``, a fixed random
 kernel. Layer-wise, layer ``l`` learns from its own head with its input as data,
 through ``H_l`` (BP), a fixed ``B_H`` (RF) or a ``B_H`` updated like ``H_l`` (URF).
+A linear layer has ``phi' = 1``.
 
 Parameters, one flat dict as :class:`~neuroplastic.rules.hinge_dense.ViewEncoder`'s:
 
@@ -38,8 +51,8 @@ Parameters, one flat dict as :class:`~neuroplastic.rules.hinge_dense.ViewEncoder
 key            shape                   what
 =============  ======================  =====================================================
 ``l/W``        (C_l, 3, 3, C_{l-1})    kernel
-``l/H``        (m, C_l)                head of layer l
-``l/B_H``      (m, C_l)                feedback in place of ``H`` (RF, URF; FA at the top)
+``l/H``        (m, D_l)                head of layer l; ``D_l`` its inputs (C_l for "mean")
+``l/B_H``      (m, D_l)                feedback in place of ``H`` (RF, URF; FA at the top)
 ``l/B``        (C_l, 3, 3, C_{l-1})    feedback kernel in place of ``W`` (FA, layers >= 2)
 =============  ======================  =====================================================
 
@@ -55,15 +68,46 @@ from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpo
 from .hinge import hinge_views
 from .hinge_layers import ACTIVATIONS, gaussian, head_params
 
-__all__ = ["ConvViewEncoder"]
+__all__ = ["HEAD_INPUTS", "ConvViewEncoder"]
 
 #: Every conv layer: a 3 x 3 kernel, stride 1, padding 1 (the map keeps its size; the pool halves it).
 KERNEL, STRIDE, PADDING = 3, 1, 1
+#: What a head reads of its layer's maps (``[rule] head_input``; see the module docstring).
+HEAD_INPUTS = ("mean", "flatten", "pool2")
 
 
 def _maps(x):
     """Grey images ``(N, h, w)`` get their channel axis; maps ``(N, h, w, C)`` pass unchanged."""
     return x[..., None] if x.ndim == 3 else x
+
+
+def _avgpool2(h):
+    """2 x 2 average pool, stride 2, of maps ``(N, h, w, C)``; an odd last row or column is dropped."""
+    N, r, c, C = h.shape
+    r2, c2 = r // 2, c // 2
+    return h[:, :2 * r2, :2 * c2, :].reshape(N, r2, 2, c2, 2, C).mean(axis=(2, 4))
+
+
+def _avgpool2_backward(shape, dp):
+    """``dL/dh`` (``shape``) from ``dp = dL/davg_2(h)``: a quarter to each location of the window."""
+    dh = np.zeros(shape, dtype=dp.dtype)
+    r2, c2 = dp.shape[1], dp.shape[2]
+    dh[:, :2 * r2, :2 * c2, :] = np.repeat(np.repeat(dp / 4, 2, axis=1), 2, axis=2)
+    return dh
+
+
+def _head_width(head_input: str, side: tuple[int, int], channels: int) -> int:
+    """Inputs ``D`` of a head reading a ``side = (h, w)`` map of ``channels`` channels."""
+    if head_input == "mean":
+        return channels
+    if head_input == "flatten":
+        return side[0] * side[1] * channels
+    if head_input == "pool2":
+        if min(side) < 2:
+            raise ValueError(f"head_input 'pool2' averages 2 x 2 windows, and this layer's map is only "
+                             f"{side[0]} x {side[1]}: use larger images, fewer max-pools or another head_input")
+        return (side[0] // 2) * (side[1] // 2) * channels
+    raise ValueError(f"unknown head_input {head_input!r}; allowed: {', '.join(map(repr, HEAD_INPUTS))}")
 
 
 class ConvViewEncoder:
@@ -73,17 +117,23 @@ class ConvViewEncoder:
     ----------
     arch : str or list
         A name in :data:`~neuroplastic.engines.numpy.conv_stack.ARCHITECTURES` or a list such as
-        ``[32, "M", 64, "M"]`` (channel counts; ``"M"``: 2x2 max-pool after the layer before it).
+        ``[32, "M", 64, "M"]`` (channel counts; ``"M"``: 2x2 max-pool after the layer before it; ``"L"``:
+        that layer is linear).
     activation : str
         Key of :data:`~neuroplastic.rules.hinge_dense.ACTIVATIONS`.
     params : dict
         See the module docstring.
     in_channels : int
-        Channels of the input (1: grey images).
+        Channels of the input (1: grey images). The forward pass reads them from the input maps.
+    head_input : str
+        What a head reads of its layer's maps: ``"mean"``, ``"flatten"`` or ``"pool2"`` (module docstring).
     """
 
-    def __init__(self, arch, activation: str, params: dict, in_channels: int = 1):
+    def __init__(self, arch, activation: str, params: dict, in_channels: int = 1, head_input: str = "mean"):
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"unknown head_input {head_input!r}; allowed: {', '.join(map(repr, HEAD_INPUTS))}")
         self.arch, self.activation, self.params, self.in_channels = arch, activation, params, in_channels
+        self.head_input = head_input
         self.specs = parse_architecture(arch)
 
     @property
@@ -92,16 +142,23 @@ class ConvViewEncoder:
 
     @classmethod
     def init(cls, arch, activation: str, process: str, feedback: str, head: int, rng: np.random.Generator, *,
-             in_channels: int = 1, dtype="float32", init_scale: float = 1.0) -> "ConvViewEncoder":
+             in_channels: int = 1, dtype="float32", init_scale: float = 1.0, head_input: str = "mean",
+             size: tuple[int, int] | None = None) -> "ConvViewEncoder":
         """Random weights for ``process`` (e2e, gll, rll) and ``feedback`` (bp, fa, rf, urf).
 
         Kernels ``W ~ N(0, init_scale^2 * 2 / (9 C_in))`` (He-normal, fan-in of a 3x3 window),
-        feedback kernels alike; heads and ``B_H ~ N(0, 1 / C_l)``. The kernels are drawn first,
-        so one seed gives one random encoder for every method.
+        feedback kernels alike; heads and ``B_H ~ N(0, 1 / D_l)``, ``D_l`` the head's inputs (its
+        fan-in), which for ``head_input`` "flatten" and "pool2" depend on the input ``size = (h, w)``.
+        The kernels are drawn first, so one seed gives one random encoder for every method.
         """
         if process not in ("e2e", "gll", "rll"):
             raise ValueError(f"process {process!r} is not implemented for conv encoders; allowed: 'e2e', 'gll', "
                              "'rll' (DTP needs dense layers)")
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"unknown head_input {head_input!r}; allowed: {', '.join(map(repr, HEAD_INPUTS))}")
+        if head_input != "mean" and size is None:
+            raise ValueError(f"head_input {head_input!r}: the heads' sizes depend on the maps', so pass the "
+                             "input size = (h, w)")
 
         normal = gaussian(rng, dtype)
         specs = parse_architecture(arch)
@@ -111,21 +168,41 @@ class ConvViewEncoder:
         for l in range(L):
             fan_in = KERNEL * KERNEL * channels[l]
             params[f"{l + 1}/W"] = normal((channels[l + 1], KERNEL, KERNEL, channels[l]), init_scale ** 2 * 2.0 / fan_in)
+        side = tuple(size) if size is not None else None
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
-            params |= head_params(l, C, last=l == L - 1, process=process, feedback=feedback, head=head,
+            if side is not None and specs[l].pool:
+                if min(side) < 2:
+                    raise ValueError(f"architecture {arch!r}: layer {l + 1}'s max-pool needs maps of side >= 2, "
+                                     f"and inputs of {size[0]} x {size[1]} give {side[0]} x {side[1]}")
+                side = (side[0] // 2, side[1] // 2)
+            width = C if head_input == "mean" else _head_width(head_input, side, C)
+            params |= head_params(l, width, last=l == L - 1, process=process, feedback=feedback, head=head,
                                   normal=normal)
             if feedback == "fa" and l >= 1:
                 params[f"{l + 1}/B"] = normal((C, KERNEL, KERNEL, C_in), init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
-        return cls(arch, activation, params, in_channels)
+        return cls(arch, activation, params, in_channels, head_input)
 
     # -- forward -----------------------------------------------------------------------------------
 
     def _up(self, l: int, x):
         """Layer ``l`` (0-based) on its input maps ``x``: drive ``a``, rates ``z = phi(a)``, output ``h``."""
         a = conv2d(x, self.params[f"{l + 1}/W"], STRIDE, PADDING)
-        z = ACTIVATIONS[self.activation][0](a)
+        z = a if self.specs[l].linear else ACTIVATIONS[self.activation][0](a)
         return a, z, (maxpool2(z) if self.specs[l].pool else z)
+
+    def _read(self, l: int, h):
+        """What layer ``l``'s (0-based) head reads of its output maps ``h``: ``f_l`` (N, D_l)."""
+        if self.head_input == "mean":
+            f = h.mean(axis=(1, 2))
+        else:
+            f = (_avgpool2(h) if self.head_input == "pool2" else h).reshape(len(h), -1)
+        D = self.params[f"{l + 1}/H"].shape[1]
+        if f.shape[1] != D:
+            raise ValueError(f"the head of layer {l + 1} has {D} inputs, and head_input {self.head_input!r} of "
+                             f"its {h.shape[1]} x {h.shape[2]} x {h.shape[3]} maps gives {f.shape[1]}: the "
+                             "encoder was made for inputs of another size or channel count")
+        return f
 
     def layer_input(self, x, l: int):
         """Input of layer ``l`` (0-based) from the (frozen) layers below: ``h_l`` for images ``x``."""
@@ -135,7 +212,10 @@ class ConvViewEncoder:
         return h
 
     def features(self, x, batch: int = 256) -> list[np.ndarray]:
-        """Spatial means ``f_1 ... f_L`` (N, C_l) of every layer's output for images ``x`` (N, h, w)."""
+        """Spatial means (N, C_l) of every layer's output for images ``x`` (N, h, w) or (N, h, w, C).
+
+        What the probe reads, whatever ``head_input``; :meth:`head_inputs` is what the heads read.
+        """
         out = [[] for _ in range(self.n_layers)]
         for n0 in range(0, len(x), batch):             # bounded memory: the first maps are the largest
             h = _maps(x[n0:n0 + batch])
@@ -144,21 +224,41 @@ class ConvViewEncoder:
                 out[l].append(h.mean(axis=(1, 2)))
         return [np.concatenate(f) for f in out]
 
+    def head_inputs(self, x, batch: int = 256) -> list[np.ndarray]:
+        """``f_l`` (N, D_l) for every layer that has a head (``None`` for the others), images ``x``."""
+        L = self.n_layers
+        out = [[] if f"{l + 1}/H" in self.params else None for l in range(L)]
+        for n0 in range(0, len(x), batch):
+            h = _maps(x[n0:n0 + batch])
+            for l in range(L):
+                h = self._up(l, h)[2]
+                if out[l] is not None:
+                    out[l].append(self._read(l, h))
+        return [None if f is None else np.concatenate(f) for f in out]
+
     # -- backward ----------------------------------------------------------------------------------
 
     def _down(self, l: int, x, a, z, h, df, feedback_kernel=None):
-        """From ``df = dL/df_l`` (N, C_l): ``dL/dW_l`` and, with ``feedback_kernel``, the error ``dh_{l-1}``.
+        """From ``df = dL/df_l`` (N, D_l): ``dL/dW_l`` and, with ``feedback_kernel``, the error ``dh_{l-1}``.
 
-        The mean gives every location ``df / S_l``; the pool routes it to the window's maximum.
+        The head's read sent back (``R^T``): the mean gives every location ``df / S_l``, the flatten
+        reshapes, the average pool gives a window's locations a quarter each; the max-pool then
+        routes it to the window's maximum.
         """
-        S = h.shape[1] * h.shape[2]
-        dh = np.broadcast_to((df / S)[:, None, None, :], h.shape)
+        if self.head_input == "mean":
+            S = h.shape[1] * h.shape[2]
+            dh = np.broadcast_to((df / S)[:, None, None, :], h.shape)
+        elif self.head_input == "flatten":
+            dh = df.reshape(h.shape)
+        else:
+            N, r, c, C = h.shape
+            dh = _avgpool2_backward(h.shape, df.reshape(N, r // 2, c // 2, C))
         return self._down_maps(l, x, a, z, h, dh, feedback_kernel)
 
     def _down_maps(self, l: int, x, a, z, h, dh, feedback_kernel=None):
         """From ``dh = dL/dh_l`` (maps): ``delta_l = pool^T(dh) * phi'(a_l)``, ``dL/dW_l``, ``delta * F_l``."""
         dz = maxpool2_backward(z, h, dh) if self.specs[l].pool else dh
-        delta = dz * ACTIVATIONS[self.activation][1](a)
+        delta = dz if self.specs[l].linear else dz * ACTIVATIONS[self.activation][1](a)
         dW = conv2d_weight_grad(x, delta, KERNEL, STRIDE, PADDING)
         if feedback_kernel is None:
             return dW, None
@@ -176,12 +276,12 @@ class ConvViewEncoder:
         L, p = self.n_layers, self.params
         top = f"{L}/"
         H = p[top + "H"]
-        e1 = self.layer_input(x1, L).mean(axis=(1, 2)) @ H.T
+        e1 = self._read(L - 1, self.layer_input(x1, L)) @ H.T
         xs, caches = [_maps(x2)], []
         for l in range(L):
             caches.append(self._up(l, xs[-1]))
             xs.append(caches[-1][2])
-        f2 = xs[L].mean(axis=(1, 2))
+        f2 = self._read(L - 1, xs[L])
         res = hinge_views(e1, f2 @ H.T, hinge.tau, hinge.delta, hinge.negatives)
         G = res.grad
         grads = {top + "H": G.T @ f2}
@@ -208,9 +308,9 @@ class ConvViewEncoder:
         pre = f"{l + 1}/"
         H = self.params[pre + "H"]
         x2 = _maps(x2)
-        e1 = self._up(l, _maps(x1))[2].mean(axis=(1, 2)) @ H.T
+        e1 = self._read(l, self._up(l, _maps(x1))[2]) @ H.T
         a, z, h = self._up(l, x2)
-        f2 = h.mean(axis=(1, 2))
+        f2 = self._read(l, h)
         res = hinge_views(e1, f2 @ H.T, hinge.tau, hinge.delta, hinge.negatives)
         G = res.grad
         grads = {pre + "H": G.T @ f2}

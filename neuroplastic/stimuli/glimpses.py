@@ -58,8 +58,9 @@ EAGER_BYTES = 1 << 30
 def _cut(samples: np.ndarray, positions: np.ndarray, patch: int) -> np.ndarray:
     """Glimpses ``(n, len(positions), n_inputs)`` of samples in memory, all positions from one read.
 
-    ``positions`` ``(T, 2)`` are top-left corners of ``patch x patch`` squares of images ``(n, h, w)``;
-    ``(T, 1)`` are starts of ``patch``-long windows along the time axis of ``(n, length, ...)``.
+    ``positions`` ``(T, 2)`` are top-left corners of ``patch x patch`` squares of images ``(n, h, w)`` (or
+    ``(n, h, w, C)``: a glimpse is the flattened ``patch x patch x C`` block); ``(T, 1)`` are starts of
+    ``patch``-long windows along the time axis of ``(n, length, ...)``.
     """
     n = len(samples)
     if positions.shape[1] == 2:
@@ -82,7 +83,7 @@ class Glimpses(LazyArray):
         self.samples, self.positions, self.patch = samples, np.asarray(positions), int(patch)
         self.chunk = int(chunk)
         if self.positions.shape[1] == 2:
-            n_in = self.patch * self.patch
+            n_in = self.patch * self.patch * int(np.prod(samples.shape[3:], dtype=np.int64))    # x channels
         else:
             n_in = self.patch * int(np.prod(samples.shape[2:], dtype=np.int64))
         super().__init__(len(samples), (len(self.positions), n_in))
@@ -108,10 +109,11 @@ def glimpse_grid(images, patch: int, stride: int, scan: str = "raster") -> Glimp
 
     ``images`` ``(n, h, w)`` in memory are cut at once; a lazily read set is read once, a chunk of
     images at a time, and stays lazy (:class:`Glimpses`) if its glimpses exceed :data:`EAGER_BYTES`.
+    Colour images ``(n, h, w, C)`` give glimpses of ``patch x patch x C`` inputs (row, column, channel).
     """
     if not isinstance(images, LazyArray):
         images = np.asarray(images)
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
     pos = scan_positions(h, w, patch, stride, scan)
     if len(pos) < 2:
         raise SettingError("stimulus.patch", f"[stimulus] patch = {patch}, stride = {stride} give {len(pos)} glimpse(s) on "
@@ -149,13 +151,20 @@ class PatchGrids:
     ``stride`` pixels. Nothing is cut in advance: a batch reads only its own
     images from ``samples`` (which may be a lazily read file), so the 100 000
     images of STL-10's unlabeled split never sit in memory as patches.
+
+    As the authors' data pipeline does, ``flip`` mirrors each training image
+    left-right with probability 1/2 (the probe's images never), and every image
+    is normalised to ``(x - mean) / std`` before it is cut.
     """
 
-    def __init__(self, samples, patch: int, stride: int, crop: int = 0, dtype="float32"):
+    def __init__(self, samples, patch: int, stride: int, crop: int = 0, dtype="float32", *, flip: bool = False,
+                 mean: float = 0.0, std: float = 1.0):
         self.samples, self.patch, self.stride, self.crop = samples, int(patch), int(stride), int(crop)
+        self.flip, self.mean, self.std = bool(flip), float(mean), float(std)
         self.dtype = np.dtype(dtype)
         if len(samples.shape) != 3:
-            raise ValueError(f"patch grids need grey images (n, h, w), got samples of shape {tuple(samples.shape)}")
+            raise ValueError(f"patch grids need grey images (n, h, w), got samples of shape {tuple(samples.shape)} "
+                             "(convolutional CLAPP reads grey images: [data] colour = 'grey')")
         h, w = samples.shape[1:]
         if self.crop > min(h, w):
             raise ValueError(f"[stimulus] crop = {self.crop} is larger than the images ({h} x {w})")
@@ -176,7 +185,9 @@ class PatchGrids:
     def batch(self, index, rng: np.random.Generator | None = None) -> np.ndarray:
         """Patch grids ``(len(index), G_r, G_c, patch, patch)`` of the images at ``index``.
 
-        With ``rng``, each image is cropped at a random place (training); without, at its centre.
+        With ``rng``, each image is cropped at a random place and, with ``flip``, mirrored at random
+        (training); without, cropped at its centre and never mirrored. The draws come from ``rng`` in
+        this order: crop positions, then (only with ``flip``) the mirror coins.
         """
         index = np.asarray(index)
         images = np.asarray(self.samples[index], dtype=self.dtype)     # a lazy file reads just these
@@ -188,6 +199,11 @@ class PatchGrids:
             else:
                 tops, lefts = rng.integers(0, h - c + 1, len(index)), rng.integers(0, w - c + 1, len(index))
             images = np.stack([im[t:t + c, l:l + c] for im, t, l in zip(images, tops, lefts)])
+        if self.flip and rng is not None:
+            mirror = rng.random(len(index)) < 0.5
+            images[mirror] = images[mirror, :, ::-1]
+        if self.mean != 0.0 or self.std != 1.0:
+            images = (images - self.dtype.type(self.mean)) / self.dtype.type(self.std)
         return patch_grid(images, self.patch, self.stride)[..., 0]
 
     def chunks(self, size: int = 256):

@@ -56,11 +56,18 @@ SAVED_SPIKE_GLIMPSES = 200
 SAVED_SPIKE_NEURONS = 16
 
 
-def loss_and_modulation(u: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean hinge loss and fraction of modulated glimpses (gamma != 0) over the glimpses that learn (y != 0)."""
+def loss_and_modulation(u: np.ndarray, y: np.ndarray, u_retro: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean hinge loss and fraction of modulated glimpses (gamma != 0) over the glimpses that learn (y != 0).
+
+    With CLAPP's retrodiction score ``u_retro`` the loss is the sum of both pathways' (as the numpy
+    engine reports it); the fraction counts the prediction pathway's gate.
+    """
     learn = y != 0
     margin = 1 - y[learn] * u[learn]
-    return float(np.mean(np.maximum(margin, 0))), float(np.mean(margin > 0))
+    loss = float(np.mean(np.maximum(margin, 0)))
+    if u_retro is not None:
+        loss += float(np.mean(np.maximum(1 - y[learn] * u_retro[learn], 0)))
+    return loss, float(np.mean(margin > 0))
 
 
 class _Session:
@@ -268,6 +275,7 @@ class BrianEngine(Engine):
         require_defaults(protocol, ["model.arch", "evaluate.source", "evaluate.split"],
                          "the Brian2 engine simulates dense layers on glimpses of the training data (conv encoders "
                          "and separate probe data run on [engine] name = \"numpy\")")
+        require_defaults(protocol, ["data.colour"], "the Brian2 engine simulates grey glimpses (colour: numpy engine)")
         if protocol.engine.variant == "spiking":
             try:
                 steps_per_glimpse(protocol.stimulus.glimpse_ms, protocol.engine.dt_ms)
@@ -293,18 +301,22 @@ class BrianEngine(Engine):
         model.params.update(bnet.weights())
         arrays = {}
         if s.spiking:
-            modulation = [(u[:s.train_length], stream.y) for u in bnet.scores()]
+            retro = bnet.retro_scores() or [None] * len(bnet.layers)
+            modulation = [(u[:s.train_length], stream.y, None if ur is None else ur[:s.train_length])
+                          for u, ur in zip(bnet.scores(), retro)]
             if epoch == p.train.epochs:
                 arrays = {"brian_monitors": _spiking_monitor_arrays(bnet, stream, x),
                           "brian_spikes": bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES)}
         else:
-            modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0])) for m in bnet.monitors["modulation"]]
+            modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0]),
+                           np.asarray(m.u_retro[0]) if "u_retro" in m.record_variables else None)
+                          for m in bnet.monitors["modulation"]]
             if epoch == p.train.epochs:
                 arrays = {"brian_monitors": _monitor_arrays(bnet, stream, x)}
         s.sim.release(bnet)
         means = {}
-        for l, (u, y) in enumerate(modulation):
-            means[(l + 1, "loss")], means[(l + 1, "modulated")] = loss_and_modulation(u, y)
+        for l, (u, y, u_retro) in enumerate(modulation):
+            means[(l + 1, "loss")], means[(l + 1, "modulated")] = loss_and_modulation(u, y, u_retro)
         tick()
         return EpochResult(means, arrays)
 
@@ -378,8 +390,10 @@ def _fidelity(s: _Session, params) -> dict:
     bnet = s.simulate(*_padded(x, y, s.length), params, FROZEN_ETA, noise=(FIDELITY, 0))
     after = bnet.weights()
     scores = [u[:len(y)] for u in bnet.scores()]
+    retro = bnet.retro_scores()
+    retro = None if retro is None else [u[:len(y)] for u in retro]
     s.sim.release(bnet)
-    spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, scores)
+    spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, scores, retro)
     return {"frozen": compare_updates(rate, spiking, y), "ceiling": jitter_ceiling(params, x, y, rng, rate),
             "glimpses": int(np.count_nonzero(y))}
 
@@ -401,6 +415,9 @@ def _spiking_monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
     for l, u in enumerate(bnet.scores()):
         out[f"layer{l + 1}/u"] = u[:n]
         out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u[:n] > 0)
+    for l, u in enumerate(bnet.retro_scores() or []):             # CLAPP: the retrodiction pathway's
+        out[f"layer{l + 1}/u_retro"] = u[:n]
+        out[f"layer{l + 1}/M_retro"] = stream.y * (1 - stream.y * u[:n] > 0)
     for l, z in enumerate(bnet.rates()):
         out[f"layer{l + 1}/z"] = z[:n]
     for l, m in enumerate(bnet.monitors["traces"]):
@@ -417,6 +434,10 @@ def _monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
         u, y = np.asarray(m.u[0]), np.asarray(m.y[0])
         out[f"layer{l + 1}/u"] = u
         out[f"layer{l + 1}/M"] = y * (1 - y * u > 0)
+        if "u_retro" in m.record_variables:                        # CLAPP: the retrodiction pathway's
+            u_retro = np.asarray(m.u_retro[0])
+            out[f"layer{l + 1}/u_retro"] = u_retro
+            out[f"layer{l + 1}/M_retro"] = y * (1 - y * u_retro > 0)
     for l, m in enumerate(bnet.monitors.get("traces", [])):
         out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
         for var in ("a", "z", "d"):

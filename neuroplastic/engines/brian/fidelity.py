@@ -11,8 +11,9 @@ Both variants see the same glimpse stream from the same weights, and the weights
 
 :func:`compare_updates` then gives, per layer, the correlation of the two summed updates of ``W``, the
 ratio of their norms ``|dW_spiking| / |dW_rate|``, and the fraction of learning glimpses (``y != 0``) on
-which the two hinge gates ``M = y Theta(1 - y u)`` agree. The same measures between the rate rule and
-itself with the input jittered by 1 % (:func:`jitter_ceiling`) show how much of a gap any noise makes.
+which the two hinge gates ``M = y Theta(1 - y u)`` agree (for CLAPP also the retrodiction pathway's gates
+``M_retro = y Theta(1 - y u_retro)``). The same measures between the rate rule and itself with the input
+jittered by 1 % (:func:`jitter_ceiling`) show how much of a gap any noise makes.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ FROZEN_ETA = 1e-7
 JITTER = 0.01
 
 
-def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list[np.ndarray]]:
-    """The rate rule's updates summed over the stream ``(x, y)`` at frozen weights (``dW / eta``), and u per layer.
+def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list[np.ndarray], list | None]:
+    """The rate rule's updates summed over the stream ``(x, y)`` at frozen weights (``dW / eta``), u per layer,
+    and (CLAPP, else None) the retrodiction score u_retro per layer.
 
     ``x`` is (length, n_in), ``y`` (length,) with 0 where nothing learns (the first glimpse, blank padding).
     The context of glimpse ``k`` is the layer's rate at glimpse ``k - 1``.
     """
-    updates, scores = {}, []
+    updates, scores, retro = {}, [], []
     inp = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ones = np.ones(len(y))
@@ -46,8 +48,10 @@ def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list
         if g.W_retro is not None:
             updates[f"{l}/W_retro"] = -g.W_retro
         scores.append(np.asarray(g.u))
+        if g.u_retro is not None:
+            retro.append(np.asarray(g.u_retro))
         inp = forward(p["W"], inp).z
-    return updates, scores
+    return updates, scores, retro or None
 
 
 def gates(u: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -55,9 +59,14 @@ def gates(u: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y * (1 - y * u > 0)
 
 
-def compare_updates(ref: tuple[dict, list], other: tuple[dict, list], y: np.ndarray) -> dict:
-    """Per layer (``"1"``, ...): ``dw_correlation`` and ``norm_ratio`` (other / ref) of ``W``, ``gate_agreement``."""
-    (dw_ref, u_ref), (dw, u) = ref, other
+def compare_updates(ref: tuple, other: tuple, y: np.ndarray) -> dict:
+    """Per layer (``"1"``, ...): ``dw_correlation`` and ``norm_ratio`` (other / ref) of ``W``, ``gate_agreement``.
+
+    ``ref`` and ``other`` are ``(updates, u)`` or ``(updates, u, u_retro)``; where both carry CLAPP's
+    retrodiction scores, ``gate_agreement_retro`` compares the gates ``M_retro`` too.
+    """
+    (dw_ref, u_ref, *rest_ref), (dw, u, *rest) = ref, other
+    retro_ref, retro = (rest_ref or [None])[0], (rest or [None])[0]
     learn = np.asarray(y) != 0
     out = {"dw_correlation": {}, "norm_ratio": {}, "gate_agreement": {}}
     for l, (ur, uo) in enumerate(zip(u_ref, u), start=1):
@@ -65,6 +74,9 @@ def compare_updates(ref: tuple[dict, list], other: tuple[dict, list], y: np.ndar
         out["dw_correlation"][str(l)] = float(np.corrcoef(a, b)[0, 1])
         out["norm_ratio"][str(l)] = float(np.linalg.norm(b) / np.linalg.norm(a))
         out["gate_agreement"][str(l)] = float(np.mean(gates(ur, y)[learn] == gates(uo, y)[learn]))
+    if retro_ref is not None and retro is not None:
+        out["gate_agreement_retro"] = {str(l): float(np.mean(gates(ur, y)[learn] == gates(uo, y)[learn]))
+                                       for l, (ur, uo) in enumerate(zip(retro_ref, retro), start=1)}
     return out
 
 

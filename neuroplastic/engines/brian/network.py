@@ -4,11 +4,14 @@ Layout, per layer ``l = 1, 2, ...`` (all names lower case, so they are safe as `
 
     input         x = stimulus(t, i)             the glimpse stream, a TimedArray (one row per glimpse)
     layer{l}      the neuron of models/<file>.toml [rate]  + the rule's [modulation] layer lines
+                  + the retrodiction's gate ([retrodiction_modulation] layer lines for CLAPP,
+                  [retrodiction_transpose] layer = M for CLAPP-s)
     modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+                  (CLAPP also u_retro = sum_i zprev_i r_i, M_retro = y Theta(1 - y u_retro))
     ff{l}         W       previous group -> layer{l}
     pred{l}       W_pred  layer{l} -> layer{l}   (context zprev -> dendrite d)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only; CLAPP-s sums W_pred^T z through pred{l})
-    score{l}      layer{l} -> modulator{l}       (u, a summed variable)
+    score{l}      layer{l} -> modulator{l}       (u, and CLAPP's u_retro: summed variables)
 
 **The saccade event.** Every group emits the custom event ``saccade`` on the last
 time step of each glimpse (a condition on the time step, so it is the same in
@@ -16,12 +19,15 @@ every group and needs no communication). Each plastic pathway runs its
 ``on_glimpse_end`` code on its presynaptic group's event — Brian triggers a
 pathway by the *presynaptic* group's events — and reads the layer's modulation
 factor as ``M_post``, computed inside the simulation from the network's own score.
+The retrodiction term of W and (CLAPP) W_retro read the retrodiction pathway's
+gate ``M_retro_post``, broadcast the same way from its own score ``u_retro``.
 
 **Schedule of one glimpse** (a rate model takes one time step per glimpse):
 
 1. ``groups`` slot: the summed variables, in a forced order layer by layer:
    soma ``a`` (order -300 + 30 l), then dendrite ``d`` and retrodiction ``r``
-   (+10), then the score ``u`` (+20). Brian would otherwise break ties by name.
+   (+10), then the scores ``u`` and ``u_retro`` (+20). Brian would otherwise break
+   ties by name.
 2. ``synapses`` slot: at the saccade event every plastic synapse applies its
    update; all of them read only the values stored in step 1, so no update sees
    another's result.
@@ -100,10 +106,16 @@ def _all_to_all(n_post: int, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
 def check_synapse_equations(synapses: ModelFile, variant: str, retro: bool) -> tuple[str, str]:
     """Check every synapse equation of ``variant`` the network uses, before Brian sees any.
 
-    Returns the modulation equations of a layer's score and of the modulator neuron.
+    Returns the modulation equations added to each layer (its scores and gates: ``M`` and, for the
+    retrodiction term, ``M_retro``) and those of the modulator neuron.
     """
     layer_eqs = synapses.check_equations(f"{variant}.modulation.layer")
     mod_eqs = synapses.check_equations(f"{variant}.modulation.modulator")
+    if retro:       # CLAPP: the retrodiction pathway's own score and gate
+        layer_eqs += "\n" + synapses.check_equations(f"{variant}.retrodiction_modulation.layer")
+        mod_eqs += "\n" + synapses.check_equations(f"{variant}.retrodiction_modulation.modulator")
+    else:           # CLAPP-s: M_retro = M
+        layer_eqs += "\n" + synapses.check_equations(f"{variant}.retrodiction_transpose.layer")
     for part in ("feedforward", "prediction") + (("retrodiction",) if retro else ()):
         synapses.check_equations(f"{variant}.{part}.model")
     return layer_eqs, mod_eqs
@@ -115,7 +127,8 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     ``retro`` selects CLAPP's W_retro pathway; ``params`` uses the numpy engine's keys
     (``"1/W"``, ``"1/W_pred"``, ``"1/W_retro"`` for layer 1); ``record`` neurons of each layer get
-    a StateMonitor of ``a``, ``z``, ``d`` once per glimpse (0: none).
+    a StateMonitor of ``a``, ``z``, ``d`` once per glimpse (0: none). The modulators' monitors record
+    ``u``, ``y`` (and CLAPP's ``u_retro``) at every glimpse.
     """
     import brian2 as b2
 
@@ -146,6 +159,8 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         layer = group(n, neuron_eqs + "\n" + layer_eqs, f"layer{l + 1}", rate.get("on_glimpse_end", ""))
         mod = group(1, mod_eqs, f"modulator{l + 1}")
         layer.u = b2.linked_var(mod, "u")        # no index: a size-1 source stays visible to the synapses
+        if retro:
+            layer.u_retro = b2.linked_var(mod, "u_retro")
         layer.eta = eta
         base = -300 + 30 * l
 
@@ -165,8 +180,11 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         if not retro:
             pred_model += "\n" + syn["retrodiction_transpose"]["prediction_model"]
         pred = synapse(f"{l + 1}/W_pred", layer, layer, pred_model, syn["prediction"]["on_glimpse_end"], f"pred{l + 1}")
-        check_summed_units(syn["modulation"]["score"], layer, mod, synapses)
-        score = b2.Synapses(layer, mod, syn["modulation"]["score"], clock=clock, name=f"score{l + 1}", namespace=ns)
+        score_model = syn["modulation"]["score"]
+        if retro:
+            score_model += "\n" + syn["retrodiction_modulation"]["score"]
+        check_summed_units(score_model, layer, mod, synapses)
+        score = b2.Synapses(layer, mod, score_model, clock=clock, name=f"score{l + 1}", namespace=ns)
         score.connect()
         ff.summed_updaters["a_post"].order = base
         pred.summed_updaters["d_post"].order = base + 10
@@ -175,6 +193,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             back = synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                            syn["retrodiction"]["on_glimpse_end"], f"retro{l + 1}")
             back.summed_updaters["r_post"].order = base + 10
+            score.summed_updaters["u_retro_post"].order = base + 20
             new.append(back)
         else:
             pred.summed_updaters["r_pre"].order = base + 10
@@ -184,8 +203,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         modulators.append(mod)
         pre_group = layer
 
-    monitors = {"modulation": [b2.StateMonitor(m, ["u", "y"], record=0, when="before_synapses",
-                                                name=f"modulation{l + 1}") for l, m in enumerate(modulators)]}
+    scores = ["u", "y"] + (["u_retro"] if retro else [])
+    monitors = {"modulation": [b2.StateMonitor(m, scores, record=0, when="before_synapses", name=f"modulation{l + 1}")
+                               for l, m in enumerate(modulators)]}
     if record:
         monitors["traces"] = [b2.StateMonitor(g, ["a", "z", "d"], record=np.arange(min(record, g.N)),
                                               when="before_synapses", name=f"traces{l + 1}")
@@ -215,8 +235,9 @@ def check_summed_units(model: str, source, target, synapses: ModelFile) -> None:
 
 
 #: Which model-file table each Brian object comes from (object names are built in :func:`build`).
-_OBJECT_TABLES = {"ff": "feedforward", "pred": "prediction", "retro": "retrodiction",
-                  "score": "modulation", "modulator": "modulation", "layer": ""}
+_OBJECT_TABLES = {"ff": ("feedforward",), "pred": ("prediction", "retrodiction_transpose"),
+                  "retro": ("retrodiction",), "score": ("modulation", "retrodiction_modulation"),
+                  "modulator": ("modulation", "retrodiction_modulation"), "layer": ("",)}
 
 
 def describe_build_error(err: Exception, files: list[ModelFile], variant: str = "rate") -> ModelError:
@@ -237,7 +258,7 @@ def describe_build_error(err: Exception, files: list[ModelFile], variant: str = 
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(re.findall(r"'([^']*)'", text))))
     objects = re.findall(r"object named '([a-z_]+)\d*'", text)
     table = _OBJECT_TABLES.get(objects[0]) if objects else None
-    table = None if table is None else f"{variant}.{table}"
+    table = None if table is None else tuple(f"{variant}.{t}" for t in table)
     best, best_score = None, 0
     for f in files:
         for dotted, k, line in f.equation_lines():

@@ -5,6 +5,7 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
     input         Bernoulli spikes at rate_in * x, x = stimulus(t, i) (one TimedArray row per glimpse)
     layer{l}      (l = 1, 2, ...) the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
     modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+                  (CLAPP also u_retro = sum_i zprev_i r_i, M_retro = y Theta(1 - y u_retro))
     ff{l}         W       previous group's spikes -> layer{l}   (current + eligibility per spike)
     pred{l}       W_pred  layer{l} -> layer{l}   (context spikes -> dendrite, delayed by one glimpse; learning)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only)
@@ -22,9 +23,10 @@ count read there is final), and the layers the event ``settled`` when the glimps
 ====================  =====================================================================
 order -20             score{l}: u += z dbar                ([spiking.modulation] score)
 order -10             pred{l}/retro{l} score: r = W_pred^T z or W_retro z
+order  -5             score{l} (CLAPP): u_retro += zprev r   ([spiking.retrodiction_modulation] score)
 order   0             ff{l}, pred{l} on_spike: current, eligibility and dendrite of this step's spikes
-order  10             every plastic synapse learns (reads dbar, r, M(u), el, z, zprev)
-after_resets          layer latches (zprev = z, count = 0, dbar = 0), modulator u = 0; then ``settled``
+order  10             every plastic synapse learns (reads dbar, r, M(u), M_retro(u_retro), el, z, zprev)
+after_resets          layer latches (zprev = z, count = 0, dbar = 0), modulator u (u_retro) = 0; then ``settled``
                       if the settle window is empty
 ====================  =====================================================================
 
@@ -53,7 +55,7 @@ class BrianSpikingClapp(BrianClapp):
     """The Brian2 objects of a spiking CLAPP network: :class:`network.BrianClapp` plus spike read-outs.
 
     ``monitors`` holds "spikes" (SpikeMonitor per layer), "counts" (per-glimpse spike counts) and
-    "modulation" (u at each glimpse end).
+    "modulation" (u, and CLAPP's u_retro, at each glimpse end).
     """
 
     steps: int              # time steps per glimpse
@@ -94,6 +96,13 @@ class BrianSpikingClapp(BrianClapp):
     def scores(self) -> list[np.ndarray]:
         """The score u of every layer at each glimpse end (M = y Theta(1 - y u) with the stream's labels y)."""
         return [np.asarray(m.u[:]) for m in self.monitors["modulation"]]
+
+    def retro_scores(self) -> list[np.ndarray] | None:
+        """CLAPP: the retrodiction score u_retro of every layer at each glimpse end (gate M_retro); else None."""
+        mons = self.monitors["modulation"]
+        if not mons or "u_retro" not in mons[0].record_variables:
+            return None
+        return [np.asarray(m.u_retro[:]) for m in mons]
 
     def spikes(self, max_glimpses: int | None = None) -> dict[str, np.ndarray]:
         """Spike times (s) and indices of every layer (optionally only those of the first glimpses)."""
@@ -200,8 +209,13 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l + 1}", threshold=spk["layer"]["threshold"],
                       reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""),
                       on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"))
-        mod = group(1, mod_eqs, f"modulator{l + 1}", latch=syn["modulation"].get("modulator_on_glimpse_end", ""))
+        mod_latch = syn["modulation"].get("modulator_on_glimpse_end", "")
+        if retro:
+            mod_latch += "\n" + syn["retrodiction_modulation"].get("modulator_on_glimpse_end", "")
+        mod = group(1, mod_eqs, f"modulator{l + 1}", latch=mod_latch)
         layer.u = b2.linked_var(mod, "u")
+        if retro:
+            layer.u_retro = b2.linked_var(mod, "u_retro")
         layer.eta = eta
 
         def synapse(key, source, target, model, pathways, name, delay=None):
@@ -228,10 +242,16 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             pred_paths["score"] = (syn["retrodiction_transpose"]["prediction_score"], SACCADE, -10)
         pred = synapse(f"{l + 1}/W_pred", layer, layer, syn["prediction"]["model"], pred_paths, f"pred{l + 1}",
                        delay={"context": glimpse})
-        score = b2.Synapses(layer, mod, on_pre={"score": syn["modulation"]["score"]},
-                            on_event={"score": SACCADE}, clock=clock, name=f"score{l + 1}", namespace=ns)
+        # CLAPP's retrodiction score needs the complete r (order -10), the layer's u does not.
+        score_paths = {"score": (syn["modulation"]["score"], -20)}
+        if retro:
+            score_paths["score_retro"] = (syn["retrodiction_modulation"]["score"], -5)
+        score = b2.Synapses(layer, mod, on_pre={p: c for p, (c, _) in score_paths.items()},
+                            on_event={p: SACCADE for p in score_paths}, clock=clock, name=f"score{l + 1}",
+                            namespace=ns)
         score.connect()
-        score.score.order = -20
+        for p, (_, order) in score_paths.items():
+            getattr(score, p).order = order
         new = [layer, mod, ff, pred, score]
         if retro:
             new.append(synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
@@ -241,9 +261,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             # Recorded at the glimpse end after the synapses, before the latches reset the count.
             counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
                                           name=f"counts{l + 1}"))
-            # Only u: brian2cuda 1.0a7 cannot record a TimedArray subexpression (y) in an EventMonitor.
-            modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"], when="after_synapses",
-                                           name=f"modulation{l + 1}"))
+            # Only the scores (u, CLAPP's u_retro): brian2cuda 1.0a7 cannot record a TimedArray subexpression (y)
+            # in an EventMonitor.
+            modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"] + (["u_retro"] if retro else []),
+                                           when="after_synapses", name=f"modulation{l + 1}"))
             # Soma and dendrite of the layer's first neuron, sampled about 30 times per glimpse.
             traces.append(b2.StateMonitor(layer, ["v", "d"], record=[0], dt=max(1, k // 30) * dt,
                                           name=f"traces{l + 1}"))

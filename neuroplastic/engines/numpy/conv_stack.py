@@ -52,10 +52,13 @@ class ConvClappStack:
         Score every location of a layer's output map, or its spatial mean (the authors' code).
     stride, padding : int
         Of every 3x3 convolution (VGG: 1 and 1).
+    sampling : {"rolled", "authors"}
+        How :meth:`pair_sets` draws the negatives: rolled pair sets (the same position of
+        another image) or the authors' sampling.
     """
 
     def __init__(self, arch, in_channels: int, rule: Rule | str, params: dict, *, offsets=(1,),
-                 score: str = "location", stride: int = 1, padding: int = 1):
+                 score: str = "location", stride: int = 1, padding: int = 1, sampling: str = "rolled"):
         self.layers = parse_architecture(arch)
         self.arch = list(ARCHITECTURES[arch] if isinstance(arch, str) else arch)
         self.in_channels = int(in_channels)
@@ -67,6 +70,9 @@ class ConvClappStack:
         if score not in ("location", "patch"):
             raise ValueError(f"unknown score {score!r}; known: 'location', 'patch'")
         self.score, self.stride, self.padding = score, int(stride), int(padding)
+        if sampling not in ("rolled", "authors"):
+            raise ValueError(f"unknown sampling {sampling!r}; known: 'rolled', 'authors'")
+        self.sampling = sampling
 
     @classmethod
     def init(cls, arch, in_channels, rule, rng: np.random.Generator, *, offsets=(1,), dtype="float32",
@@ -80,8 +86,9 @@ class ConvClappStack:
             params[f"{l + 1}/W"] = (rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)).astype(dtype)
             params[f"{l + 1}/W_pred"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
             if rule.retro:
-                # CLAPP's W_retro starts as the transpose it learns to track.
-                params[f"{l + 1}/W_retro"] = np.ascontiguousarray(params[f"{l + 1}/W_pred"].transpose(0, 2, 1))
+                # CLAPP's W_retro: an independent draw of the same distribution, as the authors start it
+                # (a transposed copy would stay the transpose: the weight-transport problem never arises).
+                params[f"{l + 1}/W_retro"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
             c_in = C
         return cls(arch, in_channels, rule, params, offsets=offsets, **kwargs)
 
@@ -116,8 +123,10 @@ class ConvClappStack:
         return [xp.concat(o, axis=0) for o in out]
 
     def pair_sets(self, B: int, Gr: int, Gc: int, rng: np.random.Generator, negatives: int, saccade_prob: float):
-        """Draw the pairs each layer learns from in one batch: shifts and weights (K, S, B, G_r, G_c).
+        """Draw the pairs each layer learns from in one batch: ``(pairs, weights)`` for :meth:`train_batch`.
 
+        ``sampling = "rolled"``: ``pairs`` is the list of shifts and ``weights`` (K, S, B, G_r, G_c)
+        (:func:`~neuroplastic.rules.conv_clapp.grid_scores`), shared by all layers.
         CLAPP-s: the positive set (shift 0) and ``negatives`` saccade sets, each to
         the same position of another image (a random non-zero shift, one per set).
         The positives of an offset weigh as much as all its negatives together
@@ -125,6 +134,10 @@ class ConvClappStack:
         the authors' code; the offsets are averaged.
         CLAPP: every pair is a saccade with probability ``saccade_prob``, otherwise a
         fixation (weight 1/n each).
+
+        ``sampling = "authors"``: ``pairs`` is ``neg_index`` (L, K, n, B, G_r, G_c) and ``weights``
+        (L, K, 1 + n, B, G_r, G_c) (:func:`~neuroplastic.rules.conv_clapp.sampled_scores`), drawn
+        per layer as each of the authors' layers draws its own (:meth:`_authors_pairs`).
         """
         if B < 2:
             raise ValueError("[train] batch_size must be >= 2: a saccade goes to another image of the batch")
@@ -134,9 +147,11 @@ class ConvClappStack:
         valid = np.zeros((K, 1, 1, Gr, Gc))
         for kappa, k in enumerate(self.offsets):
             valid[kappa, ..., :Gr - k, :] = 1.0 / (K * B * (Gr - k) * Gc)
+        if self.rule.pairing == "contrastive" and negatives < 1:
+            raise ValueError(f"[rule] negatives = {negatives}: CLAPP-s needs at least one negative set")
+        if self.sampling == "authors":
+            return self._authors_pairs(B, Gr, Gc, rng, negatives, saccade_prob, valid)
         if self.rule.pairing == "contrastive":
-            if negatives < 1:
-                raise ValueError(f"[rule] negatives = {negatives}: CLAPP-s needs at least one negative set")
             shifts = [0] + [int(s) for s in rng.integers(1, B, size=negatives)]
             per_set = np.array([1.0] + [1.0 / negatives] * negatives)[None, :, None, None, None]
             weights = np.broadcast_to(valid * per_set, (K, len(shifts), B, Gr, Gc)).copy()
@@ -146,26 +161,70 @@ class ConvClappStack:
             weights = np.stack([~saccade, saccade], axis=1) * valid
         return shifts, weights
 
+    def _authors_pairs(self, B, Gr, Gc, rng, negatives, saccade_prob, valid):
+        """The authors' sampling (their ``ContrastiveLoss``), layer by layer, then offset by offset.
+
+        CLAPP-s (their default): for offset ``k`` every context patch gets ``negatives`` independent
+        uniform draws among all ``R G_c B`` predicted entries (rows ``k ..``, any column, any image,
+        its own included), drawn as ``rng.integers(R G_c B, size=(R, G_c, B, n))`` in their flat
+        order (row, column, image): draw ``v`` is row ``k + v // (G_c B)``, column ``(v // B) % G_c``,
+        image ``v % B``. Weights as for the rolled sets: the positive 1/n, each negative 1/(negatives n).
+        CLAPP (their ``--sample_negs_locally_same_everywhere --either_pos_or_neg_update``): first one
+        coin per image, ``rng.random(B) < saccade_prob`` (a negative update; the authors' p = 1/2), the
+        same for every offset and location; then per offset one image ``rng.integers(B, size=B)`` per
+        image (its own included), the negative at every position being that image's patch there. An
+        image's pairs are its positives (weight 1/n each) or its negatives, as its coin says.
+        """
+        K, L = len(self.offsets), self.n_layers
+        contrastive = self.rule.pairing == "contrastive"
+        n = negatives if contrastive else 1
+        index = np.zeros((L, K, n, B, Gr, Gc), dtype=np.int64)
+        weights = np.zeros((L, K, 1 + n, B, Gr, Gc))
+        rows, cols = np.arange(Gr)[:, None], np.arange(Gc)[None, :]
+        for l in range(L):
+            if contrastive:
+                weights[l, :, 0] = valid[:, 0]
+                weights[l, :, 1:] = valid / n
+            else:
+                saccade = rng.random(B) < saccade_prob
+                weights[l, :, 0] = valid[:, 0] * ~saccade[None, :, None, None]
+                weights[l, :, 1] = valid[:, 0] * saccade[None, :, None, None]
+            for kappa, k in enumerate(self.offsets):
+                R = Gr - k
+                if contrastive:
+                    v = rng.integers(R * Gc * B, size=(R, Gc, B, n))
+                    row, col, img = k + v // (Gc * B), (v // B) % Gc, v % B
+                    index[l, kappa, :, :, :R] = np.transpose((img * Gr + row) * Gc + col, (3, 2, 0, 1))
+                else:
+                    img = rng.integers(B, size=B)
+                    index[l, kappa, 0, :, :R] = (img[:, None, None] * Gr + k + rows[:R]) * Gc + cols
+        return index, weights
+
     def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
         """One update of every layer from patch grids ``x (B, G_r, G_c, P, P[, C])``.
 
         Each layer's gradient comes from its own loss with the weights as they were
         before this batch; its output (computed once, in the same pass) is the next
-        layer's input.
+        layer's input. ``shifts, weights`` are what :meth:`pair_sets` returned (with the
+        authors' sampling, ``shifts`` is the per-layer ``neg_index``).
         """
         xp = array_namespace(x)
         x = self._maps(x)
         weights = xp.asarray(weights, dtype=x.dtype)
         grads, losses, modulated = {}, [], []
+        sampled = self.sampling == "authors"
         for l in range(self.n_layers):
             p = f"{l + 1}/"
-            g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets, shifts, weights,
-                           W_retro=self.params.get(p + "W_retro"), score=self.score, **self._layer_kwargs(l))
+            pairs = dict(shifts=None, weights=weights[l], neg_index=shifts[l]) if sampled else \
+                dict(shifts=shifts, weights=weights)
+            g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets,
+                                 W_retro=self.params.get(p + "W_retro"), score=self.score, **pairs,
+                                 **self._layer_kwargs(l))
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
             if g.W_retro is not None:
                 grads[p + "W_retro"] = g.W_retro
             losses.append(float(g.loss))
-            modulated.append(self._modulated(g.gamma, weights))
+            modulated.append(self._modulated(g.gamma, pairs["weights"]))
             x = g.z                                   # input of the next layer, before this update
         optimizer.step(self.params, grads)
         return BatchStats(losses, modulated)

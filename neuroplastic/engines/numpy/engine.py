@@ -3,7 +3,8 @@
 Every family of rule and encoder (:mod:`~neuroplastic.engines.numpy.learners`) goes through the same batches: each epoch is a
 random permutation of the training images, cut into ``[train] batch_size`` batches (a batch of one
 image is skipped: a saccade, or a negative, needs another image of the batch). An epoch's metrics
-are means over the images that learned, weighted by batch size.
+are means over the images that learned, weighted by batch size, and the learner's measurements of
+the weights at its end (CLAPP: ``retro_distance``, the initial value in the summary).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from ...data import DATASETS
 from ...errors import ProtocolError
 from ...rules import RULES
+from ...rules.architectures import ARCHITECTURES, parse_architecture
 from ..base import Engine, EpochResult, Model, require, require_defaults
 from .learners import learner
 from .memory import retain_freed_memory
@@ -40,8 +42,12 @@ class NumpyEngine(Engine):
                                     "images; allowed: 'views'")
             if domain != "image":
                 raise ProtocolError(protocol.source, "data.source",
-                                    f"= {protocol.data.source!r}: rule {rule.name!r} augments grey images, and "
+                                    f"= {protocol.data.source!r}: rule {rule.name!r} augments images, and "
                                     f"this source holds {domain}; choose an image source")
+            if protocol.model.arch == "dense":
+                require_defaults(protocol, ["rule.head_input"], "a dense encoder's heads read its layers' units "
+                                 "(head_input is what a convolutional encoder's heads read of its maps, [model] "
+                                 "arch)")
             if rule.process == "dtp":
                 require_defaults(protocol, ["model.arch"], f"rule {rule.name!r} propagates targets through learned "
                                  "inverses of dense layers (not implemented for conv encoders)")
@@ -52,8 +58,9 @@ class NumpyEngine(Engine):
                                 f"= 'views': rule {rule.name!r} learns from glimpse sequences (kind = 'glimpses'); "
                                 f"views are for the hinge rules ({views})")
         if protocol.model.arch == "dense":
-            require_defaults(protocol, ["stimulus.crop"], "dense layers see every glimpse of the whole sample "
-                             "(crops are cut for the convolutional encoders, [model] arch)")
+            require_defaults(protocol, ["stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std"],
+                             "dense layers see every glimpse of the whole sample as it is (crops, mirrors and "
+                             "normalisation are for the convolutional encoders' patch grids, [model] arch)")
             require_defaults(protocol, ["rule.offsets", "rule.score"], "dense layers predict the next glimpse "
                              "of the sequence (row offsets and the score per location or patch are for the "
                              "convolutional encoders, [model] arch)")
@@ -61,12 +68,23 @@ class NumpyEngine(Engine):
             raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: the convolutional "
                                 f"encoders cut patch grids from grey images, and {protocol.data.source!r} holds "
                                 f"{domain}; allowed here: 'dense'")
+        elif any(spec.linear for spec in parse_architecture(protocol.model.arch)):
+            plain = [n for n in ARCHITECTURES if not any(spec.linear for spec in parse_architecture(n))]
+            raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: its linear layers are "
+                                f"for the hinge rules, and rule {rule.name!r} trains rate neurons (relu) in every "
+                                f"layer; allowed here: {', '.join(map(repr, ['dense', *plain]))}")
 
     def init(self, protocol, prepared, rng) -> Model:
         retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in
         net = learner(protocol, prepared, rng)
         batches = _Batches(net, prepared.train_idx, protocol.train.batch_size, protocol.train.epochs)
-        return Model(net.params, net.n_layers, net=batches, optimizer=net.optimizer, steps=batches.per_epoch)
+        # the fresh weights' measurements (CLAPP: retro_distance before any learning) go into the summary
+        initial: dict = {}
+        for layer, metrics in net.weight_metrics().items():
+            for name, value in metrics.items():
+                initial.setdefault(f"{name}_initial", {})[str(layer)] = value
+        return Model(net.params, net.n_layers, net=batches, optimizer=net.optimizer, steps=batches.per_epoch,
+                     summary=initial)
 
     def epoch(self, model, epoch, rng, tick) -> EpochResult:
         batches, n_batches = model.net, model.steps
@@ -82,7 +100,10 @@ class NumpyEngine(Engine):
                         s[0] += value * len(idx)
                         s[1] += len(idx)
             tick()
-        return EpochResult({key: s / n for key, (s, n) in sums.items()})
+        means = {key: s / n for key, (s, n) in sums.items()}
+        for layer, metrics in net.weight_metrics().items():   # the weights as the epoch leaves them
+            means.update({(layer, name): value for name, value in metrics.items()})
+        return EpochResult(means)
 
     def features(self, model, params, probe) -> list:
         return model.net.learner.features(params, probe)

@@ -7,8 +7,9 @@
   :mod:`neuroplastic.rules.hinge_methods`.
 
 Each has ``params`` and ``optimizer`` (checkpointed), ``n_layers``, ``step(idx, rng, step, total)``
-(one update from the training images ``idx``; returns ``{layer (from 1): {metric: value}}``) and
-``features(params, probe)`` (what the probe reads). The engine (:mod:`~neuroplastic.engines.numpy.engine`) runs them all
+(one update from the training images ``idx``; returns ``{layer (from 1): {metric: value}}``),
+``weight_metrics()`` (measurements of the weights at the end of an epoch, same form: CLAPP's
+``retro_distance``) and ``features(params, probe)`` (what the probe reads). The engine (:mod:`~neuroplastic.engines.numpy.engine`) runs them all
 through the same batches.
 
 Greedy layer-wise learning (GLL) gives each of the ``L`` layers an equal share of the
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data.augment import two_views
-from ...rules import RULES
+from ...data.augment import random_window, two_views
+from ...rules import RULES, retro_distance
 from ...rules.hinge_conv import ConvViewEncoder
 from ...rules.hinge_dense import ViewEncoder
 from ...rules.hinge_methods import HingeSettings, dtp_grads
@@ -43,6 +44,16 @@ def _layer_stats(stats) -> dict:
     return {l + 1: {"loss": loss, "modulated": mod} for l, (loss, mod) in enumerate(zip(stats.loss, stats.modulated))}
 
 
+def retro_distances(params: dict, n_layers: int) -> dict:
+    """``{layer: {"retro_distance": ||W_retro - W_pred^T||_F / ||W_pred||_F}}`` of a CLAPP stack; ``{}`` for CLAPP-s.
+
+    How far each layer's learned retrodiction is from the transpose that CLAPP-s reads (the
+    weight-transport problem): recorded after every epoch, so a run shows whether it shrinks.
+    """
+    return {l: {"retro_distance": retro_distance(params[f"{l}/W_pred"], params[f"{l}/W_retro"])}
+            for l in range(1, n_layers + 1) if f"{l}/W_retro" in params}
+
+
 class DenseClapp:
     """A dense CLAPP stack on glimpse sequences ``(n, T, n_in)``, cut in advance."""
 
@@ -61,6 +72,9 @@ class DenseClapp:
         r, st = self.protocol.rule, self.protocol.stimulus
         shifts, weights = self.net.pair_sets(len(idx), x.shape[1], rng, r.negatives, st.saccade_prob)
         return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
+
+    def weight_metrics(self) -> dict:
+        return retro_distances(self.params, self.n_layers)
 
     def features(self, params, probe) -> list:
         stack, patches = ClappStack(self.sizes, self.net.rule, params), probe.stimulus.patches
@@ -82,7 +96,7 @@ class ConvClapp:
     def __init__(self, protocol, prepared, rng):
         m, r = protocol.model, protocol.rule
         self.protocol, self.grids = protocol, prepared.stimulus
-        self.kwargs = dict(offsets=r.offsets, score=r.score)
+        self.kwargs = dict(offsets=r.offsets, score=r.score, sampling=r.sampling)
         self.net = ConvClappStack.init(m.arch, 1, r.name, rng, dtype=protocol.engine.dtype, init_scale=m.init_scale,
                                        pred_init_scale=m.pred_init_scale, **self.kwargs)
         self.params, self.n_layers = self.net.params, self.net.n_layers
@@ -93,6 +107,9 @@ class ConvClapp:
         r, st = self.protocol.rule, self.protocol.stimulus
         shifts, weights = self.net.pair_sets(len(idx), *self.grids.grid_shape, rng, r.negatives, st.saccade_prob)
         return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
+
+    def weight_metrics(self) -> dict:
+        return retro_distances(self.params, self.n_layers)
 
     def features(self, params, probe) -> list:
         """Per-patch features (n, G_r G_c, C_l), or with mean pooling their mean (n, 1, C_l): the same
@@ -113,7 +130,8 @@ class TwoViews:
     flattened images; a named convolutional architecture a
     :class:`~neuroplastic.rules.hinge_conv.ConvViewEncoder` on the images as maps (end-to-end and
     layer-wise methods; DTP is dense only). An in-memory data set is converted once; a lazily read
-    one (STL-10 unlabeled) reads each batch.
+    one (STL-10 unlabeled) reads each batch. Colour images ``(n, h, w, C)`` are flattened to ``h w C``
+    inputs, or read by the conv encoder as maps of ``C`` input channels.
     """
 
     def __init__(self, protocol, prepared, rng):
@@ -122,21 +140,27 @@ class TwoViews:
         ds = prepared.dataset
         self.images = np.asarray(ds.samples, dtype=self.dtype) if isinstance(ds.samples, np.ndarray) else ds.samples
         settings = dict(dtype=self.dtype, init_scale=m.init_scale)
+        self.window = st.crop                  # views (and the probe's images) are crop x crop windows, 0: whole
+        shape = (st.crop, st.crop, *self.images.shape[3:]) if st.crop else tuple(self.images.shape[1:])
         if m.arch == "dense":
-            n_in = int(np.prod(self.images.shape[1:]))
+            n_in = int(np.prod(shape))
             self.net = ViewEncoder.init([n_in, *m.layers], m.activation, self.rule.process, self.rule.feedback,
                                         r.head, rng, **settings)
         else:
+            channels = int(self.images.shape[3]) if len(self.images.shape) == 4 else 1     # grey: one channel
             self.net = ConvViewEncoder.init(m.arch, m.activation, self.rule.process, self.rule.feedback, r.head, rng,
-                                            **settings)
+                                            in_channels=channels, head_input=r.head_input,
+                                            size=tuple(int(s) for s in shape[:2]), **settings)
         self.params, self.n_layers = self.net.params, self.net.n_layers
         self.optimizer = GroupedOptimizer(lambda g: make_optimizer(r.optimizer, r.inverse_lr if g == "inverse"
                                                                    else r.lr))
         self.hinge = HingeSettings(r.tau, r.delta, r.negatives)
-        self.views = dict(crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter, blur_sigma=st.blur)
+        self.views = dict(crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter, blur_sigma=st.blur,
+                          window=st.crop)
 
     def _input(self, images):
-        """Images ``(N, h, w)`` as the encoder reads them: flattened (dense) or as one-channel maps (conv)."""
+        """Images ``(N, h, w)`` or ``(N, h, w, C)`` as the encoder reads them: flattened to ``h w C`` (dense) or as
+        maps of ``C`` channels (conv; grey images get their one channel there)."""
         return images if isinstance(self.net, ConvViewEncoder) else images.reshape(len(images), -1)
 
     def step(self, idx, rng, step: int, total: int) -> dict:
@@ -170,11 +194,16 @@ class TwoViews:
         out[L].update(loss=res.hinge.loss, modulated=res.hinge.active)
         return out
 
+    def weight_metrics(self) -> dict:
+        return {}
+
     def features(self, params, probe) -> list:
         """Each layer's rates for every image, as one "glimpse": (n, 1, n_l)."""
         if isinstance(self.net, ConvViewEncoder):
             net = ConvViewEncoder(self.net.arch, self.net.activation, params, self.net.in_channels)
         else:
             net = ViewEncoder(self.net.sizes, self.net.activation, params)
-        x = self._input(np.asarray(probe.dataset.samples, dtype=self.dtype))
-        return [f[:, None, :] for f in net.features(x)]
+        images = np.asarray(probe.dataset.samples, dtype=self.dtype)
+        if self.window:
+            images = random_window(images, None, self.window)           # the centre window the views are cut like
+        return [f[:, None, :] for f in net.features(self._input(images))]

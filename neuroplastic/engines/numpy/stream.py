@@ -23,11 +23,14 @@ def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> di
     """Train ``net`` in place on inputs ``x`` (length, n_in) with labels ``y`` (length,).
 
     Returns the per-glimpse score ``u`` and modulation factor ``gamma`` of every
-    layer, as arrays (n_layers, length), for comparison with the Brian2 monitors.
+    layer, as arrays (n_layers, length), for comparison with the Brian2 monitors;
+    for CLAPP also the retrodiction pathway's ``u_retro`` and ``gamma_retro``.
     """
     n_layers = net.n_layers
     u = np.zeros((n_layers, len(x)))
     gamma = np.zeros((n_layers, len(x)))
+    u_r = np.zeros((n_layers, len(x)))
+    gamma_r = np.zeros((n_layers, len(x)))
     latched: list[LayerForward | None] = [None] * n_layers     # each layer's soma one glimpse back
     inputs_prev = [None] * n_layers
     for k in range(len(x)):
@@ -47,8 +50,12 @@ def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> di
                 updates[p + "W"], updates[p + "W_pred"] = g.W, g.W_pred
                 if g.W_retro is not None:
                     updates[p + "W_retro"] = g.W_retro
+                    u_r[l, k], gamma_r[l, k] = float(g.u_retro[0]), float(g.gamma_retro[0])
             for key, grad in updates.items():
                 net.params[key] -= lr * grad
         for l, (inp_l, cur) in enumerate(now):
             latched[l], inputs_prev[l] = cur, inp_l
-    return {"u": u, "gamma": gamma}
+    out = {"u": u, "gamma": gamma}
+    if net.rule.retro:
+        out.update(u_retro=u_r, gamma_retro=gamma_r)
+    return out
