@@ -166,6 +166,9 @@ def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
     ('[model]\narch = "small"\n[engine]\nname = "brian"\n[rule]\noptimizer = "sgd"', "model.arch",
      r"\[model\] arch = 'small': the Brian2 engine simulates dense layers .*; allowed: 'dense'"),
     ('[stimulus]\ncrop = 4', "stimulus.crop", r"\[stimulus\] crop = 4: dense layers see .*; allowed: 0"),
+    ('[stimulus]\nmean = 0.4', "stimulus.mean", r"\[stimulus\] mean = 0.4: dense layers see .*; allowed: 0.0"),
+    ('[rule]\nsampling = "authors"', "rule.sampling",
+     r"\[rule\] sampling = 'authors': dense layers predict .*; allowed: 'rolled'"),
     ('[model]\narch = "small"\n[data]\nsource = "vowels"', "model.arch",
      r"\[model\] arch = 'small': the convolutional encoders cut patch grids from grey images, and 'vowels' holds "
      r"sound; allowed here: 'dense'"),

@@ -61,9 +61,9 @@ class NumpyEngine(Engine):
             require_defaults(protocol, ["stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std"],
                              "dense layers see every glimpse of the whole sample as it is (crops, mirrors and "
                              "normalisation are for the convolutional encoders' patch grids, [model] arch)")
-            require_defaults(protocol, ["rule.offsets", "rule.score"], "dense layers predict the next glimpse "
-                             "of the sequence (row offsets and the score per location or patch are for the "
-                             "convolutional encoders, [model] arch)")
+            require_defaults(protocol, ["rule.offsets", "rule.score", "rule.sampling"], "dense layers predict "
+                             "the next glimpse of the sequence (row offsets, the score per location or patch and "
+                             "the authors' sampling of patches are for the convolutional encoders, [model] arch)")
         elif domain != "image":
             raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: the convolutional "
                                 f"encoders cut patch grids from grey images, and {protocol.data.source!r} holds "
