@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.augment import random_window
 from ..data.mapped import LazyArray
 from ..errors import SettingError
 
@@ -192,13 +193,7 @@ class PatchGrids:
         index = np.asarray(index)
         images = np.asarray(self.samples[index], dtype=self.dtype)     # a lazy file reads just these
         if self.crop:
-            h, w = images.shape[1:]
-            c = self.crop
-            if rng is None:
-                tops, lefts = np.full(len(index), (h - c) // 2), np.full(len(index), (w - c) // 2)
-            else:
-                tops, lefts = rng.integers(0, h - c + 1, len(index)), rng.integers(0, w - c + 1, len(index))
-            images = np.stack([im[t:t + c, l:l + c] for im, t, l in zip(images, tops, lefts)])
+            images = random_window(images, rng, self.crop)
         if self.flip and rng is not None:
             mirror = rng.random(len(index)) < 0.5
             images[mirror] = images[mirror, :, ::-1]
