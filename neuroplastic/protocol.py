@@ -34,7 +34,7 @@ from .errors import ProtocolError
 from .names import name_problem
 from .resources import models_dir, protocols_dir
 
-__all__ = ["SCHEMA", "Key", "Protocol", "ProtocolError", "load", "loads", "parse_override"]
+__all__ = ["ENGINE_KEYS", "SCHEMA", "Key", "Protocol", "ProtocolError", "key_spec", "load", "loads", "parse_override"]
 
 #: The shipped models and protocols: the checkout's ``models/`` and ``protocols/``, or their copies in an
 #: installed wheel (see :mod:`neuroplastic.resources`).
@@ -264,31 +264,43 @@ COMMON: dict[str, dict[str, Key]] = {
 PROBE_KEYS = {"probe_lr": "adam", "probe_epochs": "adam", "probe_batch": "adam"}
 
 
-def _assemble() -> tuple[dict[str, dict[str, Key]], dict[str, list[str]]]:
+def _assemble() -> tuple[dict[str, dict[str, Key]], dict[str, list[str]], dict[str, dict[str, Key]]]:
     """Every key a protocol may have: the common ones, then those each rule and engine declares.
 
-    Returns the schema and, for each component key (``"rule.tau"``), who reads it (``"rule hinge_e2e_bp"``,
-    ``"engine brian"``): what a refused key's message names.
+    Returns the schema; for each component key (``"rule.tau"``), who reads it (``"rule hinge_e2e_bp"``,
+    ``"engine brian"``): what a refused key's message names; and each engine's own declarations of its
+    keys. Two engines may read one key with different values (``[engine] device``: ``"cpu"`` or
+    ``"cuda"`` for the rate engine's arrays, ``"cpp"`` and the like for Brian2); the schema holds the
+    first declaration, and validation reads the protocol's engine's.
     """
     from .engines.registry import SETTINGS as ENGINE_SETTINGS
     from .rules import RULES, SETTINGS as RULE_SETTINGS
 
     schema = {table: dict(keys) for table, keys in COMMON.items()}
     readers: dict[str, list[str]] = {}
-    declared = [(dotted, spec, [f"rule {r.name}" for r in RULES.values() if dotted in r.keys])
+    per_engine: dict[str, dict[str, Key]] = {engine: {dotted: Key(**spec) for dotted, spec in keys.items()}
+                                             for engine, keys in ENGINE_SETTINGS.items()}
+    declared = [(dotted, Key(**spec), [f"rule {r.name}" for r in RULES.values() if dotted in r.keys])
                 for dotted, spec in RULE_SETTINGS.items()]
-    declared += [(dotted, spec, [f"engine {engine}"]) for engine, keys in ENGINE_SETTINGS.items()
+    declared += [(dotted, spec, [f"engine {engine}"]) for engine, keys in per_engine.items()
                  for dotted, spec in keys.items()]
     for dotted, spec, who in declared:
         table, key = dotted.split(".")
-        schema[table].setdefault(key, Key(**spec))
+        schema[table].setdefault(key, spec)
         readers.setdefault(dotted, []).extend(who)
-    return schema, readers
+    return schema, readers, per_engine
 
 
 #: Every table and key a protocol may have: :data:`COMMON` and the keys the rules
 #: (``neuroplastic.rules.SETTINGS``) and engines (``neuroplastic.engines.registry.SETTINGS``) declare.
-SCHEMA, READERS = _assemble()
+#: :data:`ENGINE_KEYS` holds each engine's own declaration of the keys it reads.
+SCHEMA, READERS, ENGINE_KEYS = _assemble()
+
+
+def key_spec(dotted: str, engine: str | None = None) -> Key:
+    """The declaration of ``table.key`` that a protocol on ``engine`` is validated against."""
+    table, key = dotted.split(".") if "." in dotted else ("", dotted)
+    return ENGINE_KEYS.get(engine, {}).get(dotted) or SCHEMA[table][key]
 
 
 def used_keys(rule: str, engine: str) -> set[str]:
@@ -335,7 +347,8 @@ class Section:
 #: Keys added after runs of the protocols that do not set them existed, with the value that reproduces
 #: those runs: at that value a run's identity (and so its directory name) leaves the key out.
 _ADDED_KEYS = {"data.colour": "grey", "evaluate.validation": 0.0, "stimulus.mean": 0.0, "stimulus.std": 1.0,
-               "rule.sampling": "rolled", "rule.head_input": "mean"}
+               "rule.sampling": "rolled", "rule.head_input": "mean", "engine.array": "numpy",
+               "engine.device": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -524,7 +537,7 @@ def _validate(raw: dict[str, Any], source: str, base_dir: Path) -> Protocol:
             table, key = dotted.split(".")
             given = raw.get(table, {})
             if dotted in used:
-                resolve(table, key, SCHEMA[table][key])
+                resolve(table, key, key_spec(dotted, engine))
             elif isinstance(given, dict) and key in given:
                 problems.append((dotted, f"= {_show(given[key])}: not read by rule {rule!r} on engine {engine!r}; "
                                  f"read by {', '.join(readers)}"))

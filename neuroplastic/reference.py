@@ -74,7 +74,7 @@ def protocol_reference() -> str:
         reStructuredText with one section per table (``[table]``; the top level first) and one row
         per key: name, type, default, allowed values and doc.
     """
-    from .protocol import READERS, SCHEMA
+    from .protocol import ENGINE_KEYS, READERS, SCHEMA
 
     lines = _page("Protocol reference", "protocol-reference", "neuroplastic.protocol.SCHEMA")
     lines += ["A protocol is a TOML file with the top-level keys below and one table per section. Every key "
@@ -87,10 +87,15 @@ def protocol_reference() -> str:
         lines += _heading("Top level" if not table else f"[{table}]", "-")
         rows = []
         for name, key in keys.items():
-            default = "*required*" if key.required else f"``{_toml(key.default)}``"
-            readers = READERS.get(f"{table}.{name}")
-            rows.append([f"``{name}``", KIND_NAMES.get(key.kind, key.kind), default, _rst(key.allowed()),
-                         _rst(", ".join(readers)) if readers else "every protocol", _rst(key.doc)])
+            dotted = f"{table}.{name}"
+            # a key that engines read with values of their own (``[engine] device``) gets a row per engine
+            own = [(f"engine {e}", keys_[dotted]) for e, keys_ in ENGINE_KEYS.items() if dotted in keys_]
+            variants = own if len({spec for _, spec in own}) > 1 else [(None, key)]
+            for reader, spec in variants:
+                default = "*required*" if spec.required else f"``{_toml(spec.default)}``"
+                readers = [reader] if reader else READERS.get(dotted)
+                rows.append([f"``{name}``", KIND_NAMES.get(spec.kind, spec.kind), default, _rst(spec.allowed()),
+                             _rst(", ".join(readers)) if readers else "every protocol", _rst(spec.doc)])
         lines += _table(rows, ["key", "type", "default", "allowed values", "read by", "description"],
                         "12 8 10 18 16 36")
     return "\n".join(lines)

@@ -301,7 +301,7 @@ def test_the_identity_names_the_data_directory_not_where_it_lies(tmp_path):
     ('[engine]\nname = "brian"\n[train]\nbatch_size = 32', "[train] batch_size"),   # nor batches
     ('[engine]\nname = "numpy"\n[stimulus]\nglimpse_ms = 20.0', "[stimulus] glimpse_ms"),   # no time
     ('[engine]\nname = "numpy"\n[engine]\ndevice = "cpp"', None),                     # (TOML: duplicate table)
-    ('[engine]\nname = "numpy"\ndevice = "cpp"', "[engine] device"),
+    ('[engine]\nname = "numpy"\ncuda_arch = 8.0', "[engine] cuda_arch"),
     ('[rule]\nname = "clapp"\nnegatives = 2', "[rule] negatives"),                     # CLAPP: one pair a step
     ('[rule]\nname = "hinge_e2e_bp"\n[stimulus]\nkind = "views"\nsaccade_prob = 0.3', "[stimulus] saccade_prob"),
     ('[rule]\nname = "clapp_s"\ntau = 1.0', "[rule] tau"),
@@ -311,6 +311,16 @@ def test_a_key_the_rule_or_engine_does_not_read_is_refused(text, key):
         loads(f'name = "x"\n{text}')
     if key is not None:
         assert f"{key} = " in str(info.value) and "not read by" in str(info.value)
+
+
+@pytest.mark.parametrize("engine,device,allowed", [("numpy", "cpp", "'cpu', 'cuda'"),
+                                                   ("brian", "cpu", "'runtime', 'cpp', 'cuda'")])
+def test_each_engine_reads_engine_device_with_its_own_values(engine, device, allowed):
+    with pytest.raises(ProtocolError, match=rf'\[engine\] device = "{device}".*{allowed}'):
+        loads(f'name = "x"\n[engine]\nname = "{engine}"\ndevice = "{device}"')
+    rate = loads(f'name = "x"\n[engine]\nname = "numpy"')
+    spiking = loads(f'name = "x"\n[engine]\nname = "brian"')
+    assert (rate.engine.device, rate.engine.array, spiking.engine.device) == ("cpu", "numpy", "cpp")
 
 
 def test_a_key_of_the_other_variant_of_the_same_engine_is_accepted():

@@ -55,6 +55,17 @@ class Model:
     steps: int = 1
     unit: str = "batch"
     summary: dict = field(default_factory=dict)
+    #: Where ``params`` and the optimiser state live when not in numpy (the rate engine on torch or CuPy):
+    #: ``numpy(dict)`` brings a dict of arrays to the host, ``params(dict)`` moves numpy arrays back. ``None``: numpy.
+    arrays: object = None
+
+    def host(self, state: dict) -> dict:
+        """``state`` (weights, optimiser moments) as numpy arrays: what checkpoints, checks and the probe read."""
+        return state if self.arrays is None else self.arrays.numpy(state)
+
+    def device(self, state: dict) -> dict:
+        """Numpy arrays read from a checkpoint, moved to where this model computes."""
+        return state if self.arrays is None else self.arrays.params(state)
 
 
 @dataclass
@@ -125,10 +136,10 @@ def train(engine: Engine, protocol, run, *, progress: bool = True, prepared: Pre
 def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | None) -> dict:
     prepared = prepared if prepared is not None else prepare(protocol)
     model = engine.init(protocol, prepared, np.random.default_rng(seed_sequence(protocol, 0)))
-    initial = {k: np.array(v, copy=True) for k, v in model.params.items()}
+    initial = {k: np.array(v, copy=True) for k, v in model.host(model.params).items()}
     rng = np.random.default_rng(seed_sequence(protocol, 1))
     tr = protocol.train
-    start, rows = resume_training_state(run, model.params, rng, model.optimizer)
+    start, rows = resume_training_state(run, model.params, rng, model.optimizer, model)
     bar = tqdm(total=tr.epochs * model.steps, initial=start * model.steps, disable=not progress,
                desc=protocol.name, unit=model.unit, leave=False)
     try:
@@ -146,7 +157,7 @@ def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | N
             if bad or (bad := not_finite(model)):
                 raise_diverged(protocol, run, epoch, bad)
             if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
-                save_training_state(run, epoch, model.params, rng, rows, model.optimizer)
+                save_training_state(run, epoch, model.params, rng, rows, model.optimizer, model)
         bar.close()
         probe = prepared.probe_set()
         with phase("probe features (trained)", logger=log):
@@ -196,29 +207,36 @@ def require_defaults(protocol, keys: list[str], why: str) -> None:
 
 
 def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],
-                        optimizer=None) -> None:
-    """Checkpoint everything a resumed run needs to continue bit-identically: weights, optimiser, RNG, metrics."""
+                        optimizer=None, model: Model | None = None) -> None:
+    """Checkpoint everything a resumed run needs to continue bit-identically: weights, optimiser, RNG, metrics.
+
+    ``model`` brings arrays that live elsewhere (a GPU) to numpy first (:meth:`Model.host`).
+    """
+    host = model.host if model is not None else (lambda state: state)
     opt_state = optimizer.state_dict() if optimizer is not None else {}
-    arrays = {f"param/{k}": v for k, v in params.items()}
-    arrays.update({f"opt/{k}": v for k, v in opt_state.items() if k != "t"})
+    arrays = {f"param/{k}": v for k, v in host(params).items()}
+    arrays.update({f"opt/{k}": v for k, v in host({k: v for k, v in opt_state.items() if k != "t"}).items()})
     run.save_checkpoint(epoch, arrays, {"rng": rng.bit_generator.state, "opt_t": opt_state.get("t", 0),
                                         "metrics": rows})
     run.write_metrics(rows)
 
 
-def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer=None) -> tuple[int, list[dict]]:
+def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer=None,
+                          model: Model | None = None) -> tuple[int, list[dict]]:
     """Restore the newest checkpoint into ``params``, ``rng`` and ``optimizer``; return (epoch, metrics rows).
 
-    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``.
+    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``. ``model`` moves
+    the restored arrays to where it computes (:meth:`Model.device`).
     """
     ckpt = run.latest_checkpoint(set_aside=True)
     if ckpt is None:
-        save_training_state(run, 0, params, rng, [], optimizer)
+        save_training_state(run, 0, params, rng, [], optimizer, model)
         return 0, []
+    device = model.device if model is not None else (lambda state: state)
     epoch, arrays, state = ckpt
-    params.update({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+    params.update(device({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}))
     if optimizer is not None:
-        optimizer.load_state_dict({**{k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")},
+        optimizer.load_state_dict({**device({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}),
                                    "t": state["opt_t"]})
     rng.bit_generator.state = state["rng"]
     log.info("resuming %s from epoch %d", run.directory, epoch)
@@ -232,9 +250,9 @@ def not_finite(model: Model) -> list[str]:
     gradients overflow to infinity while the weights stay finite (the update is then ``m / inf = 0``),
     and such a run would otherwise finish with garbage features and a checkpoint no one can resume.
     """
-    state = {f"param/{k}": v for k, v in model.params.items()}
+    state = {f"param/{k}": v for k, v in model.host(model.params).items()}
     if model.optimizer is not None:
-        state.update({f"opt/{k}": v for k, v in model.optimizer.state_dict().items()})
+        state.update({f"opt/{k}": v for k, v in model.host(model.optimizer.state_dict()).items()})
     return [k for k, v in state.items()
             if np.asarray(v).dtype.kind in "fc" and not np.all(np.isfinite(np.asarray(v)))]
 

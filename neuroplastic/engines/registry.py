@@ -23,6 +23,12 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "numpy": {
         "engine.dtype": dict(kind="str", default="float32", choices=("float32", "float64"),
                              doc="Floating-point type of the numpy engine."),
+        "engine.array": dict(kind="str", default="numpy", choices=("numpy", "torch", "cupy"),
+                             doc="Array library the rate engine computes with: the same code on numpy, torch or "
+                             "CuPy arrays (the array API). torch and CuPy are optional; numpy is the reference."),
+        "engine.device": dict(kind="str", default="cpu", choices=("cpu", "cuda"),
+                              doc="Where the rate engine's arrays live: 'cpu', or 'cuda' (a GPU; array = 'torch' "
+                              "or 'cupy'). The Brian2 engine reads this key with its own values."),
         "train.batch_size": dict(kind="int", default=64, low=2, doc="Images per update; >= 2, as a saccade "
                                  "(or a negative) goes to another image of the batch."),
     },

@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 __all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences",
            "init_dense_params", "retro_distance", "stack_rates"]
@@ -141,7 +142,7 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
     active = xp.astype(margin > 0, W.dtype)
     gamma = y * active                        # global modulation factor per pair
     n = x.shape[0]
-    w = xp.full((n,), 1.0 / n, dtype=W.dtype) if weights is None else weights
+    w = xp.full((n,), 1.0 / n, dtype=W.dtype, device=array_device(W)) if weights is None else weights
     g = -(gamma * w)[:, None]                 # d loss / d u, per row, with the mean folded in
     loss = xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
     grad_W_pred = (g * cur.z).T @ c
@@ -205,13 +206,15 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
     c2 = _rows(z[:, :-1, :])                      # context: the layer's rate one glimpse back (a copy)
     d = xp.reshape(c2 @ W_pred.T, (B, T - 1, n))  # dendritic prediction
     z_next = z[:, 1:, :]
-    delta_a = xp.zeros((B, T, n), dtype=W.dtype)  # d loss / d a, built up in place
+    dev = array_device(W)
+    delta_a = xp.zeros((B, T, n), dtype=W.dtype, device=dev)  # d loss / d a, built up in place
     delta_cur = delta_a[:, 1:, :]                 # (view) d loss / d z of the current glimpses
     dd = None                                     # d loss / d d = sum over sets of g * z_cur
     # CLAPP's retrodiction pathway scores u_r = c . (W_retro z_cur) = z_cur . e with e = W_retro^T c
     e = None if W_retro is None else xp.reshape(c2 @ W_retro, (B, T - 1, n))
+    weights = xp.asarray(weights, device=dev)     # drawn on the host: once to the device (numpy: the same array)
     dr = None                                     # sum over sets of g_r * z_cur
-    loss = xp.zeros((), dtype=W.dtype)
+    loss = xp.zeros((), dtype=W.dtype, device=dev)
     gammas, us, gammas_r, us_r = [], [], [], []
     for s, shift in enumerate(shifts):
         y = 1.0 if shift % B == 0 else -1.0

@@ -36,6 +36,7 @@ into one reused buffer whose zero-padding border is written once.
 from __future__ import annotations
 
 from array_api_compat import array_namespace, is_numpy_namespace
+from array_api_compat import device as array_device
 
 __all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "relu_",
            "maxpool2", "maxpool2_backward"]
@@ -71,7 +72,7 @@ def im2col(x, kernel: int = 3, stride: int = 1, padding: int = 1, out=None):
     xp = array_namespace(x)
     N, h, w, C = x.shape
     ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
-    cols = xp.zeros((N, ho, wo, kernel, kernel, C), dtype=x.dtype) if out is None else out
+    cols = xp.zeros((N, ho, wo, kernel, kernel, C), dtype=x.dtype, device=array_device(x)) if out is None else out
     for i in range(kernel):
         r0, r1, ri = _valid(h, ho, i, stride, padding)
         for j in range(kernel):
@@ -90,7 +91,7 @@ def _blocks(x, kernel, stride, padding, block_bytes):
     K = kernel * kernel * C
     per_map = ho * wo * K * x.dtype.itemsize if hasattr(x.dtype, "itemsize") else ho * wo * K * 4
     nb = max(1, min(N, block_bytes // max(per_map, 1)))
-    buf = xp.zeros((nb, ho, wo, kernel, kernel, C), dtype=x.dtype)
+    buf = xp.zeros((nb, ho, wo, kernel, kernel, C), dtype=x.dtype, device=array_device(x))
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         cols = im2col(x[n0:n1], kernel, stride, padding, out=buf[:n1 - n0])
@@ -104,7 +105,7 @@ def conv2d(x, W, stride: int = 1, padding: int = 1, *, block_bytes: int = BLOCK_
     C_out, kernel = W.shape[0], W.shape[1]
     ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
     W2t = xp.reshape(W, (C_out, -1)).T
-    a = xp.empty((N, ho, wo, C_out), dtype=x.dtype)
+    a = xp.empty((N, ho, wo, C_out), dtype=x.dtype, device=array_device(x))
     a2 = xp.reshape(a, (N * ho * wo, C_out))
     numpy = is_numpy_namespace(xp)
     for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
@@ -123,7 +124,7 @@ def conv2d_weight_grad(x, delta, kernel: int = 3, stride: int = 1, padding: int 
     N, ho, wo, C_out = delta.shape
     C_in = x.shape[-1]
     d2 = xp.reshape(delta, (N * ho * wo, C_out))
-    grad = xp.zeros((C_out, kernel * kernel * C_in), dtype=x.dtype)
+    grad = xp.zeros((C_out, kernel * kernel * C_in), dtype=x.dtype, device=array_device(x))
     for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
         grad += d2[n0 * ho * wo:n1 * ho * wo].T @ cols2
     return xp.reshape(grad, (C_out, kernel, kernel, C_in))
@@ -162,7 +163,7 @@ def conv2d_input_grad(delta, W, stride: int = 1, padding: int = 1, *, size=None,
     h = _input_size(ho, h_in, kernel, stride, padding, "height")
     w = _input_size(wo, w_in, kernel, stride, padding, "width")
     W2 = xp.reshape(W, (C_out, kernel * kernel * C_in))
-    dx = xp.zeros((N, h, w, C_in), dtype=delta.dtype)
+    dx = xp.zeros((N, h, w, C_in), dtype=delta.dtype, device=array_device(delta))
     per_map = ho * wo * kernel * kernel * C_in * (delta.dtype.itemsize if hasattr(delta.dtype, "itemsize") else 4)
     nb = max(1, min(N, block_bytes // max(per_map, 1)))
     windows = [(i, j, _valid(h, ho, i, stride, padding), _valid(w, wo, j, stride, padding))
@@ -214,7 +215,7 @@ def maxpool2_backward(z, pooled, delta, *, relu: bool = False, out=None):
     else:
         out[:, 2 * h2:, :, :] = 0.0                           # dropped odd row / column: no gradient
         out[:, :2 * h2, 2 * w2:, :] = 0.0
-    zero = xp.zeros((), dtype=delta.dtype)
+    zero = xp.zeros((), dtype=delta.dtype, device=array_device(delta))
     if relu:
         delta = xp.where(pooled > 0, delta, zero)
     taken = None

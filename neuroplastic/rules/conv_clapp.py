@@ -64,15 +64,18 @@ its weighting and the gradients have the same form either way.
 Gradients are returned (mean over pairs and locations with the weights given),
 so that any optimiser applies them; the paper's Hebbian update is ``-lr * grad``.
 The convolution and its Hebbian product (im2col) come from
-:mod:`neuroplastic.rules.conv`, pure array code with no engine state: the one
-place where ``rules/`` imports from ``rate/``.
+:mod:`neuroplastic.rules.conv`, pure array code with no engine state, so every function here
+runs on numpy, torch or CuPy arrays (the scatter of the authors' sampling:
+:mod:`neuroplastic.rules.array_ops`).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
+from .array_ops import add_rows_at
 from .conv import conv2d, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
 
 __all__ = ["ConvClappGrads", "ScoreGrads", "conv_clapp_layer", "conv_forward", "grid_scores", "sampled_scores"]
@@ -169,18 +172,21 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
     so that every row slice is contiguous.
     """
     xp = array_namespace(q, W_pred)
+    dev = array_device(q)
+    weights = xp.asarray(weights, device=dev)                          # drawn on the host: once to the device
     B, Gr, Gc, n_l, C = q.shape
     qT = _contiguous(xp.permute_dims(q, (1, 2, 3, 0, 4)))              # (G_r, G_c, n_l, B, C)
     dT = xp.zeros_like(qT)                                             # dL/dq, same layout
-    loss = xp.zeros((), dtype=q.dtype)
+    loss = xp.zeros((), dtype=q.dtype, device=dev)
     grad_W_pred = xp.zeros_like(W_pred)
     # the distinct shifts, their labels and the entries U[b', b] they pair: b' = (b - shift) mod B
     distinct = sorted({int(shift) % B for shift in shifts})
-    which = xp.asarray([distinct.index(int(shift) % B) for shift in shifts])
+    which_host = [distinct.index(int(shift) % B) for shift in shifts]
+    which = xp.asarray(which_host, device=dev)
     m = len(distinct)
-    y = xp.asarray([1.0 if shift == 0 else -1.0 for shift in distinct], dtype=q.dtype)[:, None]   # (m, 1)
-    b = xp.arange(B)
-    flat = xp.reshape(((b[None, :] - xp.asarray(distinct)[:, None]) % B) * B + b[None, :], (-1,))  # (m B,)
+    y = xp.asarray([1.0 if shift == 0 else -1.0 for shift in distinct], dtype=q.dtype, device=dev)[:, None]  # (m, 1)
+    b = xp.arange(B, device=dev)
+    flat = xp.reshape(((b[None, :] - xp.asarray(distinct, device=dev)[:, None]) % B) * B + b[None, :], (-1,))  # (m B,)
     grad_W_retro = None if W_retro is None else xp.zeros_like(W_retro)
     gammas, us, gammas_r, us_r = [], [], [], []
     for kappa, k in enumerate(offsets):
@@ -194,9 +200,9 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
         u = xp.reshape(xp.take(U, flat, axis=-1), (R, Gc, n_l, m, B))  # score of every pair
         margin = 1 - y * u
         gamma = y * xp.astype(margin > 0, q.dtype)                     # modulation factor per pair and location
-        w = xp.zeros((m, B, R, Gc), dtype=q.dtype)                     # weights, sets of one shift merged
+        w = xp.zeros((m, B, R, Gc), dtype=q.dtype, device=dev)         # weights, sets of one shift merged
         for s in range(len(shifts)):
-            w[int(which[s]), ...] += weights[kappa, s, :, :R, :]
+            w[which_host[s], ...] += weights[kappa, s, :, :R, :]
         wl = xp.permute_dims(w, (2, 3, 0, 1))[:, :, None, :, :] / n_l  # (R, G_c, 1, m, B), locations share it
         loss = loss + xp.sum(wl * xp.maximum(margin, xp.zeros_like(margin)))
         G = xp.zeros_like(U)                                           # dL/dU: -gamma w at the scored pairs
@@ -260,66 +266,66 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
     Notes
     -----
     The negatives are gathered one at a time (memory stays that of one map per negative), and
-    ``dL/dz`` of the sampled patches is scattered back with a sparse one-hot product
-    (``scipy.sparse``; a patch drawn twice gets both contributions): numpy arrays only.
+    ``dL/dz`` of the sampled patches is scattered back with :func:`~neuroplastic.rules.array_ops.add_rows_at`
+    (a patch drawn twice gets both contributions). ``neg_index`` and ``weights``, drawn with numpy,
+    are moved to ``q``'s device here.
     """
-    import numpy as np
-    from scipy import sparse
-
+    xp = array_namespace(q, W_pred)
+    dev = array_device(q)
+    neg_index = xp.asarray(neg_index, device=dev)
+    weights = xp.asarray(weights, device=dev)
     B, Gr, Gc, n_l, C = q.shape
     n = neg_index.shape[1]
-    if weights.shape[:2] != (len(offsets), 1 + n):
-        raise ValueError(f"weights of shape {weights.shape}: expected (K, 1 + n, B, G_r, G_c) = "
+    if tuple(weights.shape[:2]) != (len(offsets), 1 + n):
+        raise ValueError(f"weights of shape {tuple(weights.shape)}: expected (K, 1 + n, B, G_r, G_c) = "
                          f"({len(offsets)}, {1 + n}, ...) for {n} negatives")
     n_p = B * Gr * Gc
-    flat_q = np.reshape(q, (n_p, n_l, C))
-    delta = np.zeros_like(q)
-    flat_delta = np.reshape(delta, (n_p, n_l * C))                   # a view: scatters land in delta
-    loss = np.zeros((), dtype=q.dtype)
-    grad_W_pred = np.zeros_like(W_pred)
-    grad_W_retro = None if W_retro is None else np.zeros_like(W_retro)
+    flat_q = xp.reshape(q, (n_p, n_l, C))
+    delta = xp.zeros_like(q)
+    flat_delta = xp.reshape(delta, (n_p, n_l * C))                   # a view: scatters land in delta
+    loss = xp.zeros((), dtype=q.dtype, device=dev)
+    grad_W_pred = xp.zeros_like(W_pred)
+    grad_W_retro = None if W_retro is None else xp.zeros_like(W_retro)
     gammas, us, gammas_r, us_r = [], [], [], []
     for kappa, k in enumerate(offsets):
         R = Gr - k
         if R < 1:
             raise ValueError(f"row offset {k} leaves no pair on a grid of {Gr} rows")
         ctx, nxt = q[:, :R], q[:, k:]                                  # (B, R, G_c, n_l, C)
-        ctx2 = np.reshape(ctx, (-1, C))
+        ctx2 = xp.reshape(ctx, (-1, C))
         wl = weights[kappa, :, :, :R, :, None] / n_l                    # (1 + n, B, R, G_c, 1)
-        index = np.reshape(neg_index[kappa, :, :, :R, :], (n, -1))      # (n, B R G_c)
-        pathways = [(np.reshape(ctx2 @ W_pred[kappa].T, ctx.shape), W_pred[kappa], True)]  # d = W_pred c
+        index = xp.reshape(neg_index[kappa, :, :, :R, :], (n, -1))      # (n, B R G_c)
+        pathways = [(xp.reshape(ctx2 @ W_pred[kappa].T, ctx.shape), W_pred[kappa], True)]  # d = W_pred c
         if W_retro is not None:                                        # e = W_retro^T c: u_r = c . W_retro z = z . e
-            pathways.append((np.reshape(ctx2 @ W_retro[kappa], ctx.shape), W_retro[kappa].T, False))
+            pathways.append((xp.reshape(ctx2 @ W_retro[kappa], ctx.shape), W_retro[kappa].T, False))
         for pred, M, to_z in pathways:
             # set 0: the positive; set 1 + j: negative j, gathered; g = dL/du = -gamma w
-            u = np.empty((1 + n, B, R, Gc, n_l), dtype=q.dtype)
-            u[0] = np.sum(nxt * pred, axis=-1)
+            u = xp.empty((1 + n, B, R, Gc, n_l), dtype=q.dtype, device=dev)
+            u[0] = xp.sum(nxt * pred, axis=-1)
             for j in range(n):
-                u[1 + j] = np.reshape(np.sum(flat_q[index[j]] * np.reshape(pred, (-1, n_l, C)), axis=-1), u.shape[1:])
-            y = np.full((1 + n, 1, 1, 1, 1), -1.0, dtype=q.dtype)
+                u[1 + j] = xp.reshape(xp.sum(flat_q[index[j]] * xp.reshape(pred, (-1, n_l, C)), axis=-1), u.shape[1:])
+            y = xp.full((1 + n, 1, 1, 1, 1), -1.0, dtype=q.dtype, device=dev)
             y[0] = 1.0
             margin = 1 - y * u
-            gamma = y * (margin > 0).astype(q.dtype)
-            loss = loss + np.sum(wl * np.maximum(margin, 0))
+            gamma = y * xp.astype(margin > 0, q.dtype)
+            loss = loss + xp.sum(wl * xp.maximum(margin, 0))
             g = -gamma * wl
             dpred = g[0, ..., None] * nxt                              # dL/dpred = sum_s g_s z_s
             for j in range(n):
-                dpred += g[1 + j, ..., None] * np.reshape(flat_q[index[j]], ctx.shape)
-            dpred2 = np.reshape(dpred, (-1, C))
+                dpred += g[1 + j, ..., None] * xp.reshape(flat_q[index[j]], ctx.shape)
+            dpred2 = xp.reshape(dpred, (-1, C))
             if to_z:                                                   # the prediction: z gets g d
                 delta[:, k:] += g[0, ..., None] * pred
                 for j in range(n):
-                    onehot = sparse.csr_matrix((np.ones(index.shape[1], dtype=q.dtype),
-                                                (index[j], np.arange(index.shape[1]))), shape=(n_p, index.shape[1]))
-                    flat_delta += onehot @ np.reshape(g[1 + j, ..., None] * pred, (-1, n_l * C))
+                    add_rows_at(flat_delta, index[j], xp.reshape(g[1 + j, ..., None] * pred, (-1, n_l * C)))
                 grad_W_pred[kappa] = dpred2.T @ ctx2                   # sum g z c^T
                 gammas.append(gamma)
                 us.append(u)
                 if W_retro is None:                                    # CLAPP-s: r = W_pred^T z, the same gate
-                    delta[:, :R] += np.reshape(dpred2 @ M, ctx.shape)
+                    delta[:, :R] += xp.reshape(dpred2 @ M, ctx.shape)
             else:                                                      # CLAPP's retrodiction, z held fixed
                 grad_W_retro[kappa] = ctx2.T @ dpred2                  # sum g_r c z^T
-                delta[:, :R] += np.reshape(dpred2 @ M, ctx.shape)      # dL/dc = g_r W_retro z
+                delta[:, :R] += xp.reshape(dpred2 @ M, ctx.shape)      # dL/dc = g_r W_retro z
                 gammas_r.append(gamma)
                 us_r.append(u)
     retro = (None, None) if W_retro is None else (gammas_r, us_r)
@@ -328,7 +334,7 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
 
 def _contiguous(a):
     """A C-ordered copy of ``a`` (``asarray(copy=True)`` would keep a transposed view's memory order)."""
-    out = array_namespace(a).empty(a.shape, dtype=a.dtype)
+    out = array_namespace(a).empty(a.shape, dtype=a.dtype, device=array_device(a))
     out[...] = a
     return out
 

@@ -41,9 +41,10 @@ is to silence units (on digits with ``tau = 2``, most ReLU units of layer 2 died
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 __all__ = ["HingeResult", "hinge_views"]
 
@@ -53,18 +54,19 @@ class HingeResult(NamedTuple):
     non-zero gradient (positives and negatives together), the analogue of CLAPP's modulated pairs."""
 
     loss: float
-    grad: np.ndarray
+    grad: Any           # an array of the embeddings' namespace and device
     active: float
 
 
-def hinge_views(e1: np.ndarray, e2: np.ndarray, tau: float = 2.0, delta: float = 1.0,
+def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
                 negatives: int | None = None) -> HingeResult:
     """Contrastive L1 hinge loss of two views and its gradient with respect to view 2.
 
     Parameters
     ----------
     e1, e2 : arrays (N, m)
-        Embeddings of view 1 (held constant) and view 2 of the same N images.
+        Embeddings of view 1 (held constant) and view 2 of the same N images, of one namespace and
+        device (numpy, torch, CuPy); the gradient comes back in it, the loss and fraction as floats.
     tau, delta : float
         Threshold and margin: positives are penalised above ``tau - delta``,
         negatives below ``tau + delta``.
@@ -72,18 +74,26 @@ def hinge_views(e1: np.ndarray, e2: np.ndarray, tau: float = 2.0, delta: float =
         Number ``k`` of negatives per image (the first k cyclic off-diagonals);
         ``None`` or ``>= N - 1``: every other image of the batch.
     """
+    xp = array_namespace(e1, e2)
+    dev = array_device(e2)
     N = e1.shape[0]
     if N < 2:
         raise ValueError("the hinge loss needs at least 2 images: the negatives are the other images")
     k = N - 1 if negatives is None else min(int(negatives), N - 1)
-    shifts = np.arange(k + 1)                          # s = 0: the positive; s >= 1: off-diagonal s
-    partner = (np.arange(N)[:, None] + shifts) % N     # (N, k + 1): image paired with anchor a in column s
+    shifts = xp.arange(k + 1, device=dev)              # s = 0: the positive; s >= 1: off-diagonal s
+    anchors = xp.arange(N, device=dev)[:, None]
+    partner = (anchors + shifts) % N                   # (N, k + 1): image paired with anchor a in column s
     diff = e2[partner] - e1[:, None, :]                # (N, k + 1, m)
-    d = np.abs(diff).sum(axis=2)                       # D[a, a + s]
+    d = xp.sum(xp.abs(diff), axis=2)                   # D[a, a + s]
     lo, hi = tau - delta, tau + delta
-    terms = np.concatenate([np.maximum(d[:, :1] - lo, 0.0), np.maximum(hi - d[:, 1:], 0.0) / k], axis=1)
-    coef = np.concatenate([(d[:, :1] > lo) / N, (d[:, 1:] < hi) / (-N * k)], axis=1).astype(e2.dtype)
-    g = coef[:, :, None] * np.sign(diff)               # dL/de2 of the partner, in the anchor's row
-    source = (np.arange(N)[:, None] - shifts) % N      # anchor whose column s holds image b as partner
-    grad = g[source, shifts].sum(axis=1)               # back to the partner's own row
-    return HingeResult(float(terms.sum(dtype=np.float64)) / N, grad, float(np.count_nonzero(coef)) / coef.size)
+    pos, neg = d[:, :1] - lo, hi - d[:, 1:]
+    terms = xp.concat([xp.maximum(pos, xp.zeros_like(pos)), xp.maximum(neg, xp.zeros_like(neg)) / k], axis=1)
+    # the coefficients in float64 whatever the embeddings' dtype (a bool / int is float64 in numpy, not in torch)
+    coef = xp.concat([xp.astype(d[:, :1] > lo, xp.float64) / N, xp.astype(d[:, 1:] < hi, xp.float64) / (-N * k)],
+                     axis=1)
+    coef = xp.astype(coef, e2.dtype)
+    g = coef[:, :, None] * xp.sign(diff)               # dL/de2 of the partner, in the anchor's row
+    source = (anchors - shifts) % N                    # anchor whose column s holds image b as partner
+    grad = xp.sum(g[source, shifts], axis=1)           # back to the partner's own row
+    active = int(xp.count_nonzero(coef))
+    return HingeResult(float(xp.sum(terms, dtype=xp.float64)) / N, grad, float(active) / (N * (k + 1)))

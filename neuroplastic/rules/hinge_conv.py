@@ -58,10 +58,16 @@ key            shape                   what
 
 Difference target propagation would need learned inverses of conv layers; it is
 not implemented here.
+
+The random weights are drawn with numpy's generator (one seed, one encoder on every back end); the
+forward and backward passes take parameters and images of any array-API namespace and device (numpy,
+torch, CuPy) and give their maps, features and gradients in it.
 """
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 from .architectures import parse_architecture
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
@@ -83,16 +89,18 @@ def _maps(x):
 
 def _avgpool2(h):
     """2 x 2 average pool, stride 2, of maps ``(N, h, w, C)``; an odd last row or column is dropped."""
+    xp = array_namespace(h)
     N, r, c, C = h.shape
     r2, c2 = r // 2, c // 2
-    return h[:, :2 * r2, :2 * c2, :].reshape(N, r2, 2, c2, 2, C).mean(axis=(2, 4))
+    return xp.mean(xp.reshape(h[:, :2 * r2, :2 * c2, :], (N, r2, 2, c2, 2, C)), axis=(2, 4))
 
 
 def _avgpool2_backward(shape, dp):
     """``dL/dh`` (``shape``) from ``dp = dL/davg_2(h)``: a quarter to each location of the window."""
-    dh = np.zeros(shape, dtype=dp.dtype)
+    xp = array_namespace(dp)
+    dh = xp.zeros(tuple(shape), dtype=dp.dtype, device=array_device(dp))
     r2, c2 = dp.shape[1], dp.shape[2]
-    dh[:, :2 * r2, :2 * c2, :] = np.repeat(np.repeat(dp / 4, 2, axis=1), 2, axis=2)
+    dh[:, :2 * r2, :2 * c2, :] = xp.repeat(xp.repeat(dp / 4, 2, axis=1), 2, axis=2)
     return dh
 
 
@@ -193,10 +201,11 @@ class ConvViewEncoder:
 
     def _read(self, l: int, h):
         """What layer ``l``'s (0-based) head reads of its output maps ``h``: ``f_l`` (N, D_l)."""
+        xp = array_namespace(h)
         if self.head_input == "mean":
-            f = h.mean(axis=(1, 2))
+            f = xp.mean(h, axis=(1, 2))
         else:
-            f = (_avgpool2(h) if self.head_input == "pool2" else h).reshape(len(h), -1)
+            f = xp.reshape(_avgpool2(h) if self.head_input == "pool2" else h, (h.shape[0], -1))
         D = self.params[f"{l + 1}/H"].shape[1]
         if f.shape[1] != D:
             raise ValueError(f"the head of layer {l + 1} has {D} inputs, and head_input {self.head_input!r} of "
@@ -211,30 +220,32 @@ class ConvViewEncoder:
             h = self._up(k, h)[2]
         return h
 
-    def features(self, x, batch: int = 256) -> list[np.ndarray]:
+    def features(self, x, batch: int = 256) -> list:
         """Spatial means (N, C_l) of every layer's output for images ``x`` (N, h, w) or (N, h, w, C).
 
         What the probe reads, whatever ``head_input``; :meth:`head_inputs` is what the heads read.
         """
+        xp = array_namespace(x)
         out = [[] for _ in range(self.n_layers)]
-        for n0 in range(0, len(x), batch):             # bounded memory: the first maps are the largest
+        for n0 in range(0, x.shape[0], batch):         # bounded memory: the first maps are the largest
             h = _maps(x[n0:n0 + batch])
             for l in range(self.n_layers):
                 h = self._up(l, h)[2]
-                out[l].append(h.mean(axis=(1, 2)))
-        return [np.concatenate(f) for f in out]
+                out[l].append(xp.mean(h, axis=(1, 2)))
+        return [xp.concat(f) for f in out]
 
-    def head_inputs(self, x, batch: int = 256) -> list[np.ndarray]:
+    def head_inputs(self, x, batch: int = 256) -> list:
         """``f_l`` (N, D_l) for every layer that has a head (``None`` for the others), images ``x``."""
+        xp = array_namespace(x)
         L = self.n_layers
         out = [[] if f"{l + 1}/H" in self.params else None for l in range(L)]
-        for n0 in range(0, len(x), batch):
+        for n0 in range(0, x.shape[0], batch):
             h = _maps(x[n0:n0 + batch])
             for l in range(L):
                 h = self._up(l, h)[2]
                 if out[l] is not None:
                     out[l].append(self._read(l, h))
-        return [None if f is None else np.concatenate(f) for f in out]
+        return [None if f is None else xp.concat(f) for f in out]
 
     # -- backward ----------------------------------------------------------------------------------
 
@@ -245,14 +256,15 @@ class ConvViewEncoder:
         reshapes, the average pool gives a window's locations a quarter each; the max-pool then
         routes it to the window's maximum.
         """
+        xp = array_namespace(df)
         if self.head_input == "mean":
             S = h.shape[1] * h.shape[2]
-            dh = np.broadcast_to((df / S)[:, None, None, :], h.shape)
+            dh = xp.broadcast_to((df / S)[:, None, None, :], tuple(h.shape))
         elif self.head_input == "flatten":
-            dh = df.reshape(h.shape)
+            dh = xp.reshape(df, tuple(h.shape))
         else:
             N, r, c, C = h.shape
-            dh = _avgpool2_backward(h.shape, df.reshape(N, r // 2, c // 2, C))
+            dh = _avgpool2_backward(h.shape, xp.reshape(df, (N, r // 2, c // 2, C)))
         return self._down_maps(l, x, a, z, h, dh, feedback_kernel)
 
     def _down_maps(self, l: int, x, a, z, h, dh, feedback_kernel=None):
@@ -317,5 +329,5 @@ class ConvViewEncoder:
         df = G @ (H if feedback == "bp" else self.params[pre + "B_H"])
         grads[pre + "W"] = self._down(l, x2, a, z, h, df)[0]
         if feedback == "urf":
-            grads[pre + "B_H"] = grads[pre + "H"].copy()
+            grads[pre + "B_H"] = array_namespace(G).asarray(grads[pre + "H"], copy=True)
         return res, grads

@@ -26,6 +26,10 @@ key            shape                     what
 
 A feedback matrix starts with the distribution of the weights it stands in
 for, so RF and FA errors have the scale BP errors would have.
+
+:meth:`ViewEncoder.init` draws the weights with numpy's generator (one seed, one encoder on every
+back end); the forward and backward passes take parameters and images of any array-API namespace
+and device (numpy, torch, CuPy) and give their rates and gradients in it.
 """
 from __future__ import annotations
 

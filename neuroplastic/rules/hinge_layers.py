@@ -6,40 +6,52 @@ Kept apart from the encoders so that the methods (:mod:`~neuroplastic.rules.hing
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace
 
 __all__ = ["ACTIVATIONS", "forward", "gaussian", "head_params"]
 
 
 def _relu(a):
-    return np.maximum(a, 0.0)
+    xp = array_namespace(a)
+    return xp.maximum(a, xp.zeros_like(a))
 
 
 def _relu_prime(a):
-    return (a > 0).astype(a.dtype)
+    return array_namespace(a).astype(a > 0, a.dtype)
 
 
 def _hardtanh(a):
-    return np.clip(a, -1.0, 1.0)
+    return array_namespace(a).clip(a, -1.0, 1.0)
 
 
 def _hardtanh_prime(a):
-    return (np.abs(a) < 1).astype(a.dtype)
+    xp = array_namespace(a)
+    return xp.astype(xp.abs(a) < 1, a.dtype)
+
+
+def _tanh(a):
+    return array_namespace(a).tanh(a)
 
 
 def _tanh_prime(a):
-    return (1 - np.tanh(a) ** 2).astype(a.dtype, copy=False)
+    xp = array_namespace(a)
+    return xp.astype(1 - xp.tanh(a) ** 2, a.dtype, copy=False)
 
 
-#: ``name -> (phi, phi')``; derivatives are 0 at the kinks, as autograd takes them.
+#: ``name -> (phi, phi')``; derivatives are 0 at the kinks, as autograd takes them. Both take and give
+#: arrays of any array-API namespace (numpy, torch, CuPy).
 ACTIVATIONS = {
     "relu": (_relu, _relu_prime),
     "hardtanh": (_hardtanh, _hardtanh_prime),
-    "tanh": (np.tanh, _tanh_prime),
+    "tanh": (_tanh, _tanh_prime),
 }
 
 
 def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None = None):
-    """Drives ``a[l]`` and rates ``h[l + 1]`` of the first ``n_layers`` layers; ``h[0] = x``."""
+    """Drives ``a[l]`` and rates ``h[l + 1]`` of the first ``n_layers`` layers; ``h[0] = x``.
+
+    ``x`` and the weights are arrays of one namespace and device (numpy, torch, CuPy).
+    """
     phi = ACTIVATIONS[activation][0]
     n_layers = sum(1 for k in params if k.endswith("/W")) if n_layers is None else n_layers
     a, h = [], [x]

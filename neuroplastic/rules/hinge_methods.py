@@ -45,12 +45,16 @@ learns to undo layer ``l`` on noisy inputs,
     L^{inv}_l = \frac{1}{M}\sum_i \| g_l(f_l(\tilde h)) - \tilde h \|^2 .
 
 Targets are constants for the layer losses, so no error crosses a layer.
+
+Parameters, views and gradients are arrays of one namespace and device (numpy, torch, CuPy); losses
+and fractions come back as floats.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 from .hinge import HingeResult, hinge_views
 from .hinge_layers import ACTIVATIONS, forward
@@ -109,7 +113,7 @@ def layer_grads(params: dict, activation: str, l: int, x1, x2, hinge: HingeSetti
     delta = (G @ (H if feedback == "bp" else params[p + "B_H"])) * phi_prime(a2)
     grads[p + "W"] = delta.T @ x2
     if feedback == "urf":
-        grads[p + "B_H"] = grads[p + "H"].copy()
+        grads[p + "B_H"] = array_namespace(G).asarray(grads[p + "H"], copy=True)
     return res, grads
 
 
@@ -137,18 +141,20 @@ def dtp_targets(params: dict, activation: str, h: list, top_target):
 def inverse_grads(params: dict, activation: str, l: int, h_in, noise):
     """Reconstruction loss of layer ``l``'s (0-based, ``l >= 1``) inverse on noisy inputs, and its gradients.
 
-    ``h_in`` is the layer's input ``h_{l-1}`` (M, n_in) and ``noise`` the ``sigma * eps`` added to it.
-    Returns ``(loss, {"l/V": ..., "l/c": ...})``.
+    ``h_in`` is the layer's input ``h_{l-1}`` (M, n_in) and ``noise`` the ``sigma * eps`` added to it,
+    an array of any namespace (drawn with numpy's generator, so every back end sees the same draws):
+    it is moved to ``h_in``'s namespace and device. Returns ``(loss, {"l/V": ..., "l/c": ...})``.
     """
     phi, phi_prime = ACTIVATIONS[activation]
-    noisy = h_in + noise
+    xp = array_namespace(h_in)
+    noisy = h_in + xp.asarray(noise, device=array_device(h_in))
     y = phi(noisy @ params[f"{l + 1}/W"].T)               # f_l(h~), held constant: only g_l learns here
     u, rec = _inverse(params, l, y, phi)
     r = rec - noisy
-    M = len(h_in)
+    M = h_in.shape[0]
     delta = (2.0 / M) * r * phi_prime(u)
-    loss = float(np.sum(r.astype(np.float64) ** 2)) / M
-    return loss, {f"{l + 1}/V": delta.T @ y, f"{l + 1}/c": delta.sum(axis=0)}
+    loss = float(xp.sum(xp.astype(r, xp.float64) ** 2)) / M
+    return loss, {f"{l + 1}/V": delta.T @ y, f"{l + 1}/c": xp.sum(delta, axis=0)}
 
 
 class DTPResult(NamedTuple):
@@ -164,8 +170,9 @@ def dtp_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, alpha
 
     ``noise[l]`` (0-based layers ``l = 1 .. L-1``, those with an inverse) is ``sigma * eps`` of shape
     (2N, n_{l-1}), added to that layer's inputs from view 2 then view 1: the inverses learn from
-    both views' activity. Returns ``(DTPResult, grads)``.
+    both views' activity; any namespace (see :func:`inverse_grads`). Returns ``(DTPResult, grads)``.
     """
+    xp = array_namespace(x1, x2)
     phi_prime = ACTIVATIONS[activation][1]
     L = sum(1 for k in params if k.endswith("/W"))
     top = f"{L}/"
@@ -174,17 +181,17 @@ def dtp_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, alpha
     a2, h2 = forward(params, x2, activation, L)
     res = _hinge(h1[L] @ H.T, h2[L] @ H.T, hinge)
     G = res.grad
-    N = len(x2)
+    N = x2.shape[0]
     grads = {top + "H": G.T @ h2[L]}
     targets = dtp_targets(params, activation, h2, h2[L] - alpha * N * (G @ H))
     layer_losses = []
     for l in range(L):
         diff = h2[l + 1] - targets[l]
-        layer_losses.append(float(np.sum(diff.astype(np.float64) ** 2)) / N)
+        layer_losses.append(float(xp.sum(xp.astype(diff, xp.float64) ** 2)) / N)
         grads[f"{l + 1}/W"] = ((2.0 / N) * diff * phi_prime(a2[l])).T @ h2[l]
     inverse_losses = []
     for l in range(1, L):
-        loss, g = inverse_grads(params, activation, l, np.concatenate([h2[l], h1[l]]), noise[l])
+        loss, g = inverse_grads(params, activation, l, xp.concat([h2[l], h1[l]]), noise[l])
         inverse_losses.append(loss)
         grads.update(g)
     return DTPResult(res, layer_losses, inverse_losses), grads

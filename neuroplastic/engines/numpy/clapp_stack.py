@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 from ...rules import RULES, Rule, clapp_sequences, init_dense_params, stack_rates
 
@@ -82,9 +83,13 @@ class ClappStack:
 
     def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
         """One update of every layer from glimpse sequences ``x`` (B, T, n_in).
+
+        ``x`` and the parameters are arrays of one namespace and device (numpy, torch, CuPy);
+        ``weights``, drawn with numpy by :meth:`pair_sets`, are moved there once.
         """
-        xp = array_namespace(x)
-        weights = xp.asarray(weights, dtype=x.dtype)
+        W = self.params["1/W"]
+        xp = array_namespace(x, W)
+        weights = xp.asarray(weights, dtype=x.dtype, device=array_device(W))
         grads, losses, modulated = {}, [], []
         active = weights > 0
         n_active = float(xp.sum(xp.astype(active, x.dtype)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 from ...rules import RULES, Rule
 from ...rules.architectures import ARCHITECTURES, parse_architecture
@@ -206,13 +207,17 @@ class ConvClappStack:
         Each layer's gradient comes from its own loss with the weights as they were
         before this batch; its output (computed once, in the same pass) is the next
         layer's input. ``shifts, weights`` are what :meth:`pair_sets` returned (with the
-        authors' sampling, ``shifts`` is the per-layer ``neg_index``).
+        authors' sampling, ``shifts`` is the per-layer ``neg_index``). ``x`` and the parameters are
+        arrays of one namespace and device (numpy, torch, CuPy); the numpy draws are moved there once.
         """
-        xp = array_namespace(x)
+        W = self.params["1/W"]
+        xp, dev = array_namespace(x, W), array_device(W)
         x = self._maps(x)
-        weights = xp.asarray(weights, dtype=x.dtype)
+        weights = xp.asarray(weights, dtype=x.dtype, device=dev)
         grads, losses, modulated = {}, [], []
         sampled = self.sampling == "authors"
+        if sampled:
+            shifts = xp.asarray(shifts, device=dev)
         for l in range(self.n_layers):
             p = f"{l + 1}/"
             pairs = dict(shifts=None, weights=weights[l], neg_index=shifts[l]) if sampled else \

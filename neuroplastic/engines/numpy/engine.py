@@ -1,5 +1,8 @@
 """The numpy engine: data -> glimpses, patch grids or two views -> explicit updates of rules/ -> probes.
 
+"numpy" names the reference the engine is: the same code runs on torch or CuPy arrays, on the CPU or
+a GPU (``[engine] array``, ``[engine] device``; :mod:`~neuroplastic.engines.numpy.backend`).
+
 Every family of rule and encoder (:mod:`~neuroplastic.engines.numpy.learners`) goes through the same batches: each epoch is a
 random permutation of the training images, cut into ``[train] batch_size`` batches (a batch of one
 image is skipped: a saccade, or a negative, needs another image of the batch). An epoch's metrics
@@ -18,6 +21,7 @@ from ...errors import ProtocolError
 from ...rules import RULES
 from ...rules.architectures import ARCHITECTURES, parse_architecture
 from ..base import Engine, EpochResult, Model, require, require_defaults
+from .backend import backend
 from .learners import learner
 from .memory import retain_freed_memory
 
@@ -33,6 +37,7 @@ class NumpyEngine(Engine):
         """The rate neuron only; a hinge rule needs two views of images, a CLAPP rule glimpses."""
         require(protocol, "engine.variant", ("rate",), "the numpy engine is the rate reference (the spiking "
                 "variant needs [engine] name = \"brian\")")
+        backend(protocol, running)           # the array library and device: installed, and there
         rule, kind = RULES[protocol.rule.name], protocol.stimulus.kind
         domain = DATASETS[protocol.data.source].domain
         if rule.family == "views":
@@ -76,7 +81,8 @@ class NumpyEngine(Engine):
 
     def init(self, protocol, prepared, rng) -> Model:
         retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in
-        net = learner(protocol, prepared, rng)
+        arrays = backend(protocol)
+        net = learner(protocol, prepared, rng, arrays)
         batches = _Batches(net, prepared.train_idx, protocol.train.batch_size, protocol.train.epochs)
         # the fresh weights' measurements (CLAPP: retro_distance before any learning) go into the summary
         initial: dict = {}
@@ -84,7 +90,7 @@ class NumpyEngine(Engine):
             for name, value in metrics.items():
                 initial.setdefault(f"{name}_initial", {})[str(layer)] = value
         return Model(net.params, net.n_layers, net=batches, optimizer=net.optimizer, steps=batches.per_epoch,
-                     summary=initial)
+                     summary=initial, arrays=None if arrays.name == "numpy" else arrays)
 
     def epoch(self, model, epoch, rng, tick) -> EpochResult:
         batches, n_batches = model.net, model.steps

@@ -28,16 +28,27 @@ from ...rules.hinge_dense import ViewEncoder
 from ...rules.hinge_methods import HingeSettings, dtp_grads
 from .clapp_stack import ClappStack
 from .conv_stack import ConvClappStack
+from .backend import Backend, backend
 from .optim import GroupedOptimizer, make_optimizer
 
 __all__ = ["ConvClapp", "DenseClapp", "TwoViews", "learner"]
 
 
-def learner(protocol, prepared, rng):
-    """The learner of ``protocol`` with fresh weights drawn from ``rng``."""
+def learner(protocol, prepared, rng, arrays: Backend | None = None):
+    """The learner of ``protocol`` with fresh weights drawn from ``rng`` (numpy), computing on ``arrays``.
+
+    The weights are drawn in numpy whatever the back end, then moved: every back end starts from the
+    same numbers, and the numpy generator's stream is the same.
+    """
+    arrays = arrays if arrays is not None else backend(protocol)
     if RULES[protocol.rule.name].family == "views":
-        return TwoViews(protocol, prepared, rng)
-    return DenseClapp(protocol, prepared, rng) if protocol.model.arch == "dense" else ConvClapp(protocol, prepared, rng)
+        net = TwoViews(protocol, prepared, rng, arrays)
+    elif protocol.model.arch == "dense":
+        net = DenseClapp(protocol, prepared, rng, arrays)
+    else:
+        net = ConvClapp(protocol, prepared, rng, arrays)
+    net.params.update(arrays.params(net.params))       # in place: the learner's network holds this dict
+    return net
 
 
 def _layer_stats(stats) -> dict:
@@ -57,8 +68,8 @@ def retro_distances(params: dict, n_layers: int) -> dict:
 class DenseClapp:
     """A dense CLAPP stack on glimpse sequences ``(n, T, n_in)``, cut in advance."""
 
-    def __init__(self, protocol, prepared, rng):
-        self.dtype, self.protocol = protocol.engine.dtype, protocol
+    def __init__(self, protocol, prepared, rng, arrays: Backend | None = None):
+        self.dtype, self.protocol, self.arrays = protocol.engine.dtype, protocol, arrays or backend(protocol)
         self.patches = prepared.stimulus.patches.astype(self.dtype)
         self.sizes = [self.patches.shape[-1], *protocol.model.layers]
         self.net = ClappStack.init(self.sizes, protocol.rule.name, rng, dtype=self.dtype,
@@ -68,7 +79,7 @@ class DenseClapp:
         self.optimizer = make_optimizer(protocol.rule.optimizer, protocol.rule.lr)
 
     def step(self, idx, rng, step: int, total: int) -> dict:
-        x = self.patches[idx]
+        x = self.arrays.asarray(self.patches[idx])
         r, st = self.protocol.rule, self.protocol.stimulus
         shifts, weights = self.net.pair_sets(len(idx), x.shape[1], rng, r.negatives, st.saccade_prob)
         return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
@@ -77,11 +88,12 @@ class DenseClapp:
         return retro_distances(self.params, self.n_layers)
 
     def features(self, params, probe) -> list:
-        stack, patches = ClappStack(self.sizes, self.net.rule, params), probe.stimulus.patches
-        if isinstance(patches, np.ndarray):
+        a = self.arrays
+        stack, patches = ClappStack(self.sizes, self.net.rule, a.params(params)), probe.stimulus.patches
+        if isinstance(patches, np.ndarray) and a.name == "numpy":
             return stack.features(patches.astype(self.dtype))
-        # Glimpses of a data set too large to hold (read lazily): one chunk of samples at a time.
-        parts = [stack.features(np.asarray(patches[i:i + _CHUNK]).astype(self.dtype))
+        # Glimpses of a data set too large to hold (read lazily), or bound for another device: a chunk at a time.
+        parts = [[a.to_numpy(f) for f in stack.features(a.asarray(np.asarray(patches[i:i + _CHUNK]).astype(self.dtype)))]
                  for i in range(0, len(patches), _CHUNK)]
         return [np.concatenate(layer) for layer in zip(*parts)]
 
@@ -93,9 +105,9 @@ _CHUNK = 1024
 class ConvClapp:
     """A convolutional CLAPP stack on patch grids, cut (and cropped) batch by batch."""
 
-    def __init__(self, protocol, prepared, rng):
+    def __init__(self, protocol, prepared, rng, arrays: Backend | None = None):
         m, r = protocol.model, protocol.rule
-        self.protocol, self.grids = protocol, prepared.stimulus
+        self.protocol, self.grids, self.arrays = protocol, prepared.stimulus, arrays or backend(protocol)
         self.kwargs = dict(offsets=r.offsets, score=r.score, sampling=r.sampling)
         self.net = ConvClappStack.init(m.arch, 1, r.name, rng, dtype=protocol.engine.dtype, init_scale=m.init_scale,
                                        pred_init_scale=m.pred_init_scale, **self.kwargs)
@@ -103,7 +115,7 @@ class ConvClapp:
         self.optimizer = make_optimizer(r.optimizer, r.lr)
 
     def step(self, idx, rng, step: int, total: int) -> dict:
-        x = self.grids.batch(idx, rng)
+        x = self.arrays.asarray(self.grids.batch(idx, rng))
         r, st = self.protocol.rule, self.protocol.stimulus
         shifts, weights = self.net.pair_sets(len(idx), *self.grids.grid_shape, rng, r.negatives, st.saccade_prob)
         return _layer_stats(self.net.train_batch(x, self.optimizer, shifts, weights))
@@ -114,11 +126,13 @@ class ConvClapp:
     def features(self, params, probe) -> list:
         """Per-patch features (n, G_r G_c, C_l), or with mean pooling their mean (n, 1, C_l): the same
         probe input, without holding every patch of every layer in memory."""
-        net = ConvClappStack(self.net.arch, 1, self.net.rule, params, **self.kwargs)
+        a = self.arrays
+        net = ConvClappStack(self.net.arch, 1, self.net.rule, a.params(params), **self.kwargs)
         pool = self.protocol.evaluate.pooling == "mean"
         out = [[] for _ in range(net.n_layers)]
         for x in probe.stimulus.chunks():
-            for l, f in enumerate(net.features(x)):
+            for l, f in enumerate(net.features(a.asarray(x))):
+                f = a.to_numpy(f)
                 out[l].append(f.mean(axis=1, keepdims=True) if pool else f)
         return [np.concatenate(o) for o in out]
 
@@ -134,9 +148,10 @@ class TwoViews:
     inputs, or read by the conv encoder as maps of ``C`` input channels.
     """
 
-    def __init__(self, protocol, prepared, rng):
+    def __init__(self, protocol, prepared, rng, arrays: Backend | None = None):
         m, r, st = protocol.model, protocol.rule, protocol.stimulus
-        self.protocol, self.rule, self.dtype = protocol, RULES[r.name], protocol.engine.dtype
+        self.protocol, self.rule, self.dtype, self.arrays = (protocol, RULES[r.name], protocol.engine.dtype,
+                                                               arrays or backend(protocol))
         ds = prepared.dataset
         self.images = np.asarray(ds.samples, dtype=self.dtype) if isinstance(ds.samples, np.ndarray) else ds.samples
         settings = dict(dtype=self.dtype, init_scale=m.init_scale)
@@ -165,7 +180,7 @@ class TwoViews:
 
     def step(self, idx, rng, step: int, total: int) -> dict:
         v1, v2 = two_views(np.asarray(self.images[idx], dtype=self.dtype), rng, **self.views)
-        x1, x2 = self._input(v1), self._input(v2)
+        x1, x2 = self.arrays.asarray(self._input(v1)), self.arrays.asarray(self._input(v2))
         net, opt, rule, params, L = self.net, self.optimizer, self.rule, self.net.params, self.net.n_layers
         if rule.process == "e2e":
             res, grads = net.e2e_grads(x1, x2, self.hinge, rule.feedback)
@@ -181,8 +196,8 @@ class TwoViews:
         if rule.process != "dtp":
             raise ValueError(f"rule {rule.name!r}: unknown process {rule.process!r}; known: 'e2e', 'gll', 'rll', 'dtp'")
         r = self.protocol.rule
-        noise = {l: (r.inverse_noise * rng.standard_normal((2 * len(x1), net.sizes[l]))).astype(x1.dtype)
-                 for l in range(1, L)}
+        noise = {l: self.arrays.asarray((r.inverse_noise * rng.standard_normal((2 * len(x1), net.sizes[l])))
+                                        .astype(self.dtype)) for l in range(1, L)}
         res, grads = dtp_grads(params, net.activation, x1, x2, self.hinge, r.target_step, noise)
         inverse = {k: v for k, v in grads.items() if k.endswith(("/V", "/c"))}
         opt.step("forward", params, {k: v for k, v in grads.items() if k not in inverse})
@@ -199,11 +214,16 @@ class TwoViews:
 
     def features(self, params, probe) -> list:
         """Each layer's rates for every image, as one "glimpse": (n, 1, n_l)."""
+        a = self.arrays
         if isinstance(self.net, ConvViewEncoder):
-            net = ConvViewEncoder(self.net.arch, self.net.activation, params, self.net.in_channels)
+            net = ConvViewEncoder(self.net.arch, self.net.activation, a.params(params), self.net.in_channels)
         else:
-            net = ViewEncoder(self.net.sizes, self.net.activation, params)
+            net = ViewEncoder(self.net.sizes, self.net.activation, a.params(params))
         images = np.asarray(probe.dataset.samples, dtype=self.dtype)
         if self.window:
             images = random_window(images, None, self.window)           # the centre window the views are cut like
-        return [f[:, None, :] for f in net.features(self._input(images))]
+        if a.name == "numpy":
+            return [f[:, None, :] for f in net.features(self._input(images))]
+        parts = [[a.to_numpy(f) for f in net.features(a.asarray(self._input(images[i:i + _CHUNK])))]
+                 for i in range(0, len(images), _CHUNK)]
+        return [np.concatenate(layer)[:, None, :] for layer in zip(*parts)]

@@ -1,7 +1,10 @@
 """Optimisers that apply gradients from ``rules/`` in place: SGD and Adam (as in torch.optim).
 
 Their state is a dict of arrays so that a checkpoint stores it and a resumed run
-continues bit-identically.
+continues bit-identically. Parameters, gradients and state are arrays of one namespace and
+device (numpy, torch, CuPy): the state is made from the gradients, :meth:`state_dict` returns
+arrays of that namespace, and :meth:`load_state_dict` takes them so (moving a checkpoint's
+numpy arrays to the device, and back, is the engine's business).
 """
 from __future__ import annotations
 
