@@ -31,12 +31,16 @@ The im2col matrix of a whole layer is large (VGG-6's second layer: 1568
 patches x 256 locations x 1152 = 1.8 GB in float32), so the products run over
 blocks of maps whose im2col matrix fits in ``block_bytes``; each block is cut
 from k x k shifted slices of the input (array-API friendly, no ``as_strided``)
-into one reused buffer whose zero-padding border is written once.
+into one reused buffer whose zero-padding border is written once. On torch tensors the three
+functions call torch's own convolution kernels instead (:mod:`neuroplastic.rules.array_ops`): the
+same sums, faster, and without the buffer.
 """
 from __future__ import annotations
 
-from array_api_compat import array_namespace, is_numpy_namespace
+from array_api_compat import array_namespace, is_numpy_namespace, is_torch_namespace
 from array_api_compat import device as array_device
+
+from . import array_ops
 
 __all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "relu_",
            "maxpool2", "maxpool2_backward"]
@@ -104,6 +108,8 @@ def conv2d(x, W, stride: int = 1, padding: int = 1, *, block_bytes: int = BLOCK_
     N, h, w, _ = x.shape
     C_out, kernel = W.shape[0], W.shape[1]
     ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
+    if is_torch_namespace(xp):
+        return array_ops.torch_conv2d(x, W, stride, padding)        # torch's own kernel, no im2col
     W2t = xp.reshape(W, (C_out, -1)).T
     a = xp.empty((N, ho, wo, C_out), dtype=x.dtype, device=array_device(x))
     a2 = xp.reshape(a, (N * ho * wo, C_out))
@@ -123,6 +129,8 @@ def conv2d_weight_grad(x, delta, kernel: int = 3, stride: int = 1, padding: int 
     xp = array_namespace(x, delta)
     N, ho, wo, C_out = delta.shape
     C_in = x.shape[-1]
+    if is_torch_namespace(xp):
+        return array_ops.torch_conv2d_weight_grad(x, delta, kernel, stride, padding)
     d2 = xp.reshape(delta, (N * ho * wo, C_out))
     grad = xp.zeros((C_out, kernel * kernel * C_in), dtype=x.dtype, device=array_device(x))
     for n0, n1, cols2 in _blocks(x, kernel, stride, padding, block_bytes):
@@ -162,6 +170,8 @@ def conv2d_input_grad(delta, W, stride: int = 1, padding: int = 1, *, size=None,
     h_in, w_in = (None, None) if size is None else size
     h = _input_size(ho, h_in, kernel, stride, padding, "height")
     w = _input_size(wo, w_in, kernel, stride, padding, "width")
+    if is_torch_namespace(xp):
+        return array_ops.torch_conv2d_input_grad(delta, W, stride, padding, (h, w))
     W2 = xp.reshape(W, (C_out, kernel * kernel * C_in))
     dx = xp.zeros((N, h, w, C_in), dtype=delta.dtype, device=array_device(delta))
     per_map = ho * wo * kernel * kernel * C_in * (delta.dtype.itemsize if hasattr(delta.dtype, "itemsize") else 4)
