@@ -97,11 +97,11 @@ def worker_options(argv: list[str], threads: int) -> list[str]:
     return options + ["--threads", str(threads)]
 
 
-def alternate_runs(script: str, args, rate_key: str) -> list[dict]:
-    """``args.repeats`` runs of each engine, numpy then torch, each in a fresh process, so both see the same drift."""
+def alternate_runs(script: str, args, rate_key: str, modes=("numpy", "torch")) -> list[dict]:
+    """``args.repeats`` runs of each engine (``modes``, in that order), each in a fresh process, so all see the same drift."""
     rows = []
     for r in range(args.repeats):
-        for mode in ("numpy", "torch"):
+        for mode in modes:
             row = run_worker(script, args, mode) | {"rep": r + 1}
             rows.append(row)
             print(f"  run {r + 1} {mode}: {row[rate_key]:.1f} {rate_key.removesuffix('_per_s')}/s", flush=True)

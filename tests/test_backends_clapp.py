@@ -15,6 +15,7 @@ from neuroplastic.engines.numpy.clapp_stack import ClappStack
 from neuroplastic.engines.numpy.conv_stack import ConvClappStack
 from neuroplastic.engines.numpy.optim import SGD, Adam, GroupedOptimizer
 from neuroplastic.rules import clapp_pairs, conv_clapp_layer, retro_distance, stack_rates
+from neuroplastic.rules import conv
 from neuroplastic.rules.conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
 
 pytestmark = pytest.mark.torch
@@ -158,7 +159,10 @@ def test_clapp_pairs_and_retro_distance_equal_numpy(be, retro, weighted):
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (1, 0), (2, 1)])
 @pytest.mark.parametrize("block_bytes", [10 ** 9, 2000])            # one block, or one map per block
-def test_conv_primitives_equal_numpy(be, stride, padding, block_bytes):
+@pytest.mark.parametrize("kernels", [True, False], ids=["torch_kernels", "im2col"])
+def test_conv_primitives_equal_numpy(be, stride, padding, block_bytes, kernels, monkeypatch):
+    # torch tensors go through torch's own kernels for large maps and im2col for small ones: both paths
+    monkeypatch.setattr(conv, "TORCH_KERNEL_MIN_LOCATIONS", 0 if kernels else 10 ** 9)
     rng = np.random.default_rng(3)
     x, W = rng.standard_normal((3, 7, 6, 2)), rng.standard_normal((4, 3, 3, 2))
     a = conv2d(x, W, stride, padding, block_bytes=block_bytes)

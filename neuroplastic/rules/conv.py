@@ -50,6 +50,16 @@ __all__ = ["BLOCK_BYTES", "out_size", "im2col", "conv2d", "conv2d_weight_grad", 
 BLOCK_BYTES = 32 * 1024 * 1024
 
 
+#: Output maps of at least this many locations use torch's own convolution kernels on torch tensors;
+#: smaller ones (VGG-6's last layer: 2 x 2) im2col and one matrix product, which is several times
+#: faster there (the kernels are tuned for large maps; measured on oneDNN, 2 threads).
+TORCH_KERNEL_MIN_LOCATIONS = 16
+
+
+def _torch_kernel(xp, locations: int) -> bool:
+    return is_torch_namespace(xp) and locations >= TORCH_KERNEL_MIN_LOCATIONS
+
+
 def out_size(n: int, kernel: int, stride: int, padding: int) -> int:
     """Output side of a convolution: ``(n + 2 p - k) // s + 1``."""
     m = (n + 2 * padding - kernel) // stride + 1
@@ -108,7 +118,7 @@ def conv2d(x, W, stride: int = 1, padding: int = 1, *, block_bytes: int = BLOCK_
     N, h, w, _ = x.shape
     C_out, kernel = W.shape[0], W.shape[1]
     ho, wo = out_size(h, kernel, stride, padding), out_size(w, kernel, stride, padding)
-    if is_torch_namespace(xp):
+    if _torch_kernel(xp, ho * wo):
         return array_ops.torch_conv2d(x, W, stride, padding)        # torch's own kernel, no im2col
     W2t = xp.reshape(W, (C_out, -1)).T
     a = xp.empty((N, ho, wo, C_out), dtype=x.dtype, device=array_device(x))
@@ -129,7 +139,7 @@ def conv2d_weight_grad(x, delta, kernel: int = 3, stride: int = 1, padding: int 
     xp = array_namespace(x, delta)
     N, ho, wo, C_out = delta.shape
     C_in = x.shape[-1]
-    if is_torch_namespace(xp):
+    if _torch_kernel(xp, ho * wo):
         return array_ops.torch_conv2d_weight_grad(x, delta, kernel, stride, padding)
     d2 = xp.reshape(delta, (N * ho * wo, C_out))
     grad = xp.zeros((C_out, kernel * kernel * C_in), dtype=x.dtype, device=array_device(x))
@@ -170,7 +180,7 @@ def conv2d_input_grad(delta, W, stride: int = 1, padding: int = 1, *, size=None,
     h_in, w_in = (None, None) if size is None else size
     h = _input_size(ho, h_in, kernel, stride, padding, "height")
     w = _input_size(wo, w_in, kernel, stride, padding, "width")
-    if is_torch_namespace(xp):
+    if _torch_kernel(xp, ho * wo):
         return array_ops.torch_conv2d_input_grad(delta, W, stride, padding, (h, w))
     W2 = xp.reshape(W, (C_out, kernel * kernel * C_in))
     dx = xp.zeros((N, h, w, C_in), dtype=delta.dtype, device=array_device(delta))
@@ -190,10 +200,12 @@ def conv2d_input_grad(delta, W, stride: int = 1, padding: int = 1, *, size=None,
 
 
 def relu_(a):
-    """rho(a) = max(a, 0), in place where the namespace allows it (numpy); returns the result."""
+    """rho(a) = max(a, 0), in place where the namespace allows it (numpy, torch); returns the result."""
     xp = array_namespace(a)
     if is_numpy_namespace(xp):
         return xp.maximum(a, 0.0, out=a)
+    if is_torch_namespace(xp):
+        return a.clamp_min_(0.0)
     return xp.maximum(a, xp.zeros_like(a))
 
 
