@@ -158,7 +158,7 @@ def time_steps(args, build, inputs, build_tiny, tiny_inputs=None) -> dict:
     import time
 
     _, info = set_threads(args)
-    if args.worker == "torch":
+    if args.worker != "numpy":                       # every other worker computes with torch
         import torch
         torch.set_num_threads(args.threads)
     tiny = build_tiny()
@@ -184,7 +184,7 @@ def time_steps(args, build, inputs, build_tiny, tiny_inputs=None) -> dict:
            "peak_mib": (peak - rss_before) / MIB, "steady_mib": (rss_steady - rss_before) / MIB,
            "rss_before_mib": rss_before / MIB, "exact_peak": exact, "threads": args.threads, "blas": info,
            "minflt_per_step": (ru1.ru_minflt - ru0.ru_minflt) / args.steps}
-    if args.worker == "torch":
+    if args.worker != "numpy":
         out["torch_threads"] = torch.get_num_threads()
         out["torch_version"] = torch.__version__
     return out

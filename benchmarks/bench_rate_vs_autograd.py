@@ -2,6 +2,9 @@
 
     python benchmarks/bench_rate_vs_autograd.py [--threads N] [--layers 512 512] [--batch 64] ...
 
+A third worker, ``explicit_torch``, runs the explicit rule itself on torch tensors (the rate engine's
+``[engine] array = "torch"``): the same code as the numpy worker, torch's kernels.
+
 Both engines train the same dense network on the same glimpse batches with the
 same layer-local CLAPP-s losses (a positive and ``--negatives`` rolled negative
 pair sets, as ``clapp_sequences`` scores them; every layer's input detached) and
@@ -82,6 +85,18 @@ class NumpyEngine:
         return self.net.params
 
 
+class ExplicitTorchEngine(NumpyEngine):
+    """The explicit rule of the numpy worker on torch tensors: weights moved once, each batch as it comes."""
+
+    def __init__(self, args, params):
+        import torch
+        super().__init__(args, {k: torch.from_numpy(v) for k, v in params.items()})
+        self.torch = torch
+
+    def step(self, x, shifts, weights):
+        return super().step(self.torch.from_numpy(x), shifts, weights)
+
+
 class TorchEngine:
     """torch autograd on the layer-local CLAPP-s losses of ``clapp_sequences``."""
 
@@ -132,7 +147,7 @@ def worker_time(args) -> dict:
     import copy
 
     import numpy as np
-    Engine = NumpyEngine if args.worker == "numpy" else TorchEngine
+    Engine = {"numpy": NumpyEngine, "torch": TorchEngine, "explicit_torch": ExplicitTorchEngine}[args.worker]
     batches = make_batches(args, min(args.warmup + args.steps, 8))
     pair_sets = [(s, np.asarray(w, dtype=np.float32)) for s, w in make_pair_sets(args, args.warmup + args.steps)]
     tiny = copy.copy(args)
@@ -200,7 +215,7 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker", choices=["numpy", "torch", "check"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["numpy", "torch", "explicit_torch", "check"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.passthrough = worker_options(sys.argv[1:] if argv is None else argv, args.threads)
     return args
@@ -247,7 +262,7 @@ def main(argv=None) -> int:
         sys.exit("the two engines do not compute the same thing: not timing them")
 
     print("\nalternating runs (glimpses/s):")
-    rows = alternate_runs(__file__, args, "glimpses_per_s")
+    rows = alternate_runs(__file__, args, "glimpses_per_s", modes=("numpy", "torch", "explicit_torch"))
     print_libraries(rows)
 
     exact = all(x["exact_peak"] for x in rows)
@@ -266,19 +281,26 @@ def main(argv=None) -> int:
           "neuroplastic.engines.numpy.memory.retain_freed_memory(), as the numpy engine does, so that its temporaries are reused).")
     print("other load = CPU time used by other processes while the worker ran, as a fraction of all CPUs "
           "(should be ~0 %; if not, the timings of that run are distorted).")
-    print(f"\n{'run':>3}  {'engine':<6} {'glimpses/s':>11} {'(mean)':>8} {'ms/step':>8} {'peak MiB':>9} "
+    print(f"\n{'run':>3}  {'engine':<14} {'glimpses/s':>11} {'(mean)':>8} {'ms/step':>8} {'peak MiB':>9} "
           f"{'steady MiB':>11} {'faults':>7} {'other load':>11}")
     for x in rows:
         load = f"{100 * x['other_load']:>10.0f}%" if "other_load" in x else f"{'?':>11}"
-        print(f"{x['rep']:>3}  {x['engine']:<6} {x['glimpses_per_s']:>11.0f} {x['glimpses_per_s_mean']:>8.0f} "
+        print(f"{x['rep']:>3}  {x['engine']:<14} {x['glimpses_per_s']:>11.0f} {x['glimpses_per_s_mean']:>8.0f} "
               f"{x['step_ms']:>8.1f} {x['peak_mib']:>9.1f} {x['steady_mib']:>11.1f} {x['minflt_per_step']:>7.0f} {load}")
 
     import statistics
     med = {e: {k: statistics.median(x[k] for x in rows if x["engine"] == e) for k in ("glimpses_per_s", "peak_mib")}
-           for e in ("numpy", "torch")}
+           for e in ("numpy", "torch", "explicit_torch")}
     print(f"\nmedian  numpy {med['numpy']['glimpses_per_s']:.0f} glimpses/s, {med['numpy']['peak_mib']:.1f} MiB;  "
-          f"torch {med['torch']['glimpses_per_s']:.0f} glimpses/s, {med['torch']['peak_mib']:.1f} MiB")
-    report_ratios(rows, "glimpses_per_s", "rate_vs_autograd", "dense CLAPP-s training step, same threads",
+          f"torch {med['torch']['glimpses_per_s']:.0f} glimpses/s, {med['torch']['peak_mib']:.1f} MiB;  "
+          f"explicit rule on torch {med['explicit_torch']['glimpses_per_s']:.0f} glimpses/s, "
+          f"{med['explicit_torch']['peak_mib']:.1f} MiB")
+    by_rep = {(x["rep"], x["engine"]): x for x in rows}
+    on_torch = [by_rep[r, "explicit_torch"]["glimpses_per_s"] / by_rep[r, "torch"]["glimpses_per_s"]
+                for r in range(1, args.repeats + 1)]
+    print(f"throughput ratio explicit rule on torch / torch autograd: median {statistics.median(on_torch):.2f} "
+          f"(per run: {', '.join('%.2f' % v for v in on_torch)})")
+    report_ratios([x for x in rows if x["engine"] in ("numpy", "torch")], "glimpses_per_s", "rate_vs_autograd", "dense CLAPP-s training step, same threads",
                   network=[n_in, *args.layers], batch=args.batch, T=args.T)
     return 0
 
