@@ -145,7 +145,7 @@ def test_clapp_stl10_paper_protocol_trains_on_unlabeled_and_probes_train_test(tm
 def test_tang_paper_protocol_trains_on_cifar100_and_probes_cifar10(tmp_path):
     write_cifar100(tmp_path, fine=list(range(12)), coarse=[0] * 12)
     write_cifar10(tmp_path, per_batch=4)
-    sets = [f'data.path="{tmp_path}"', "model.layers=[16,16]", "train.epochs=2", "train.batch_size=6"]
+    sets = [f'data.path="{tmp_path}"', "train.epochs=2", "train.batch_size=6"]
     path = ROOT / "protocols" / "tang_gll_bp_cifar_paper.toml"
     prepared = prepare(load(path, sets))
     assert prepared.dataset.name == "cifar100" and len(prepared.train_idx) == 12
@@ -166,6 +166,8 @@ def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
     ('[model]\narch = "small"\n[engine]\nname = "brian"\n[rule]\noptimizer = "sgd"', "model.arch",
      r"\[model\] arch = 'small': the Brian2 engine simulates dense layers .*; allowed: 'dense'"),
     ('[stimulus]\ncrop = 4', "stimulus.crop", r"\[stimulus\] crop = 4: dense layers see .*; allowed: 0"),
+    ('[model]\narch = "small"\nlayers = [32, 32]', "model.layers",
+     r"\[model\] layers = \[32, 32\]: \[model\] arch = 'small' names every layer of the encoder .*; allowed: \[64, 64\]"),
     ('[stimulus]\nmean = 0.4', "stimulus.mean", r"\[stimulus\] mean = 0.4: dense layers see .*; allowed: 0.0"),
     ('[rule]\nsampling = "authors"', "rule.sampling",
      r"\[rule\] sampling = 'authors': dense layers predict .*; allowed: 'rolled'"),

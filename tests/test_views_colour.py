@@ -43,7 +43,8 @@ def cifar(tmp_path, *extra):
 
 @pytest.mark.parametrize("arch, first_weights", [("dense", (16, 32 * 32 * 3)), ("small", (32, 3, 3, 3))])
 def test_a_hinge_rule_trains_on_colour_cifar_from_the_command_line(tmp_path, arch, first_weights):
-    sets = cifar(tmp_path, f'model.arch="{arch}"', "model.layers=[16,16]", "train.epochs=2", "train.batch_size=10",
+    sets = cifar(tmp_path, f'model.arch="{arch}"', *(["model.layers=[16,16]"] if arch == "dense" else []),
+                 "train.epochs=2", "train.batch_size=10",
                  "rule.head=8", "stimulus.crop_pad=2", "stimulus.flip=true", "stimulus.blur=1.0")
     protocol = load(TANG, sets)
     prepared = prepare(protocol)
@@ -79,7 +80,8 @@ def test_colour_stl10_is_read_batch_by_batch_by_a_hinge_rule(tmp_path):
 def test_the_probe_reads_every_channel(tmp_path):
     """Features of a colour image change when only its blue channel does (dense and conv encoders)."""
     for arch in ("dense", "small"):
-        protocol = load(TANG, cifar(tmp_path / arch, f'model.arch="{arch}"', "model.layers=[16,16]", "rule.head=8"))
+        layers = ["model.layers=[16,16]"] if arch == "dense" else []
+        protocol = load(TANG, cifar(tmp_path / arch, f'model.arch="{arch}"', *layers, "rule.head=8"))
         prepared = prepare(protocol)
         net = TwoViews(protocol, prepared, np.random.default_rng(0))
         before = net.features(net.params, prepared)
@@ -114,18 +116,20 @@ def test_the_memory_estimate_counts_the_channels(tmp_path):
     def parts(protocol):
         return {p.what: p for p in estimate(protocol, prepare(protocol)).parts}
 
-    base = ['data.source="cifar10"', "model.layers=[16,16]", "rule.head=8"]
+    base = ['data.source="cifar10"', "rule.head=8"]
     write_cifar10(tmp_path / "data", per_batch=8)
     at = f'data.path="{tmp_path / "data"}"'
     for arch in ("dense", "small"):
-        grey = parts(load(TANG, [*base, at, f'model.arch="{arch}"']))
-        rgb = parts(load(TANG, [*base, at, f'model.arch="{arch}"', 'data.colour="rgb"']))
+        sets = [*base, at, f'model.arch="{arch}"'] + (["model.layers=[16,16]"] if arch == "dense" else [])
+        grey = parts(load(TANG, sets))
+        rgb = parts(load(TANG, [*sets, 'data.colour="rgb"']))
         assert rgb["data"].bytes == 3 * grey["data"].bytes
         assert rgb["images in the engine's type"].bytes == 3 * grey["images in the engine's type"].bytes
         assert rgb["activations of one batch"].bytes > grey["activations of one batch"].bytes
         first = "16 x 3072 W" if arch == "dense" else "32 x 3 x 3 x 3 W"
         assert first in rgb["parameters"].detail and first not in grey["parameters"].detail
-    clapp = parts(load(CLAPP, [*base[:2], at, 'data.colour="rgb"', "stimulus.patch=8", "stimulus.stride=8"]))
+    clapp = parts(load(CLAPP, [base[0], "model.layers=[16,16]", at, 'data.colour="rgb"', "stimulus.patch=8",
+                               "stimulus.stride=8"]))
     assert "x 16 glimpses x 192 inputs" in clapp["glimpse sequences"].detail
 
 

@@ -38,6 +38,9 @@ class NumpyEngine(Engine):
         require(protocol, "engine.variant", ("rate",), "the numpy engine is the rate reference (the spiking "
                 "variant needs [engine] name = \"brian\")")
         backend(protocol, running)           # the array library and device: installed, and there
+        if protocol.model.arch != "dense":
+            require_defaults(protocol, ["model.layers"], f"[model] arch = {protocol.model.arch!r} names every "
+                             "layer of the encoder (layers sizes the layers of arch = 'dense')")
         rule, kind = RULES[protocol.rule.name], protocol.stimulus.kind
         domain = DATASETS[protocol.data.source].domain
         if rule.family == "views":
