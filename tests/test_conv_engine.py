@@ -176,6 +176,9 @@ def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
      r"sound; allowed here: 'dense'"),
     ('[model]\narch = "small"\n[rule]\nname = "hinge_dtp"\n[stimulus]\nkind = "views"', "model.arch",
      r"\[model\] arch = 'small': rule 'hinge_dtp' propagates targets through learned inverses of dense layers"),
+    ('[rule]\nname = "hinge_gll_bp"\nhead_input = "pool2"\n[model]\narch = "small"\n[stimulus]\nkind = "views"\n'
+     'crop = 4', "rule.head_input", r"\[rule\] head_input = 'pool2': each head averages 2 x 2 windows of its layer's "
+     r"map, and layer 2's map is 1 x 1 \(views of 4 x 4\)"),
     ('[rule]\nname = "hinge_gll_bp"\n[stimulus]\nkind = "views"\ncrop = 9', "stimulus.crop",
      r"\[stimulus\] crop = 9: larger than the images \(8 x 8\)"),
     ('[rule]\nname = "hinge_gll_bp"\noffsets = [2]\n[stimulus]\nkind = "views"', "rule.offsets",

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import ProtocolError
 from ..rules import RULES
+from ..rules.hinge_conv import head_width
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def _views(protocol, prepared, rule) -> Estimate:
         shapes = {}
         for l, (_, c_in, side, C, pool) in enumerate(layers):
             out = side // 2 if pool else side              # what a head reads: the mean, the map or its 2 x 2 average
-            fan_in = {"mean": C, "flatten": out * out * C, "pool2": (out // 2) ** 2 * C}[r.head_input]
+            fan_in = head_width(r.head_input, (out, out), C)
             shapes[l + 1] = [("W", (C, 3, 3, c_in))] + ([("B", (C, 3, 3, c_in))] if rule.feedback == "fa" and l else []) \
                 + ([(name, (m, fan_in)) for name in head] if layerwise or l == len(layers) - 1 else [])
         widths = [C for *_, C, _ in layers]

@@ -18,7 +18,7 @@ from ..evaluate.probe import validation_split
 from ..data.augment import check_views
 from ..models import load_model
 from ..progress import phase
-from ..rules.architectures import smallest_input
+from ..rules.architectures import parse_architecture, smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
 from .registry import get_engine
@@ -79,7 +79,9 @@ def prepare(protocol, running: bool = True) -> Prepared:
     try:
         with phase(f"loading the data ({_named(d.source, d.split, d.path)})", logger=log):
             ds = datasets.load(d.source, d.path, d.split, d.label, d.max_samples, seed=protocol.seed, colour=d.colour)
-        # The memory estimate needs only shapes: check it before the stimulus (or anything large) is made.
+        # The memory estimate needs only shapes: check it before the stimulus (or anything large) is made,
+        # once the shapes are known to fit the encoder.
+        _check_input(protocol, ds)
         check_budget(protocol, Prepared(ds, None, np.arange(len(ds)), np.arange(0)))
         with phase(f"preparing the stimulus ({len(ds)} samples, {protocol.stimulus.kind})", logger=log):
             stimulus = make_stimulus(protocol, ds)
@@ -117,6 +119,24 @@ def prepare(protocol, running: bool = True) -> Prepared:
 
 def make_stimulus(protocol, dataset):
     """A data set's stimulus under ``[stimulus]`` and ``[model] arch`` (see :class:`Prepared`)."""
+    _check_input(protocol, dataset)
+    st, arch = protocol.stimulus, protocol.model.arch
+    if st.kind == "views":
+        return None
+    if arch == "dense":
+        return glimpse_sequences(dataset, st)
+    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype, flip=st.flip,
+                       mean=st.mean, std=st.std)
+    rows, offsets = grids.grid_shape[0], protocol.rule.offsets
+    if max(offsets) >= rows:
+        raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
+                            f"patch can predict at most {rows - 1} rows below it")
+    return grids
+
+
+def _check_input(protocol, dataset) -> None:
+    """Refuse an input the encoder cannot read: views larger than the images, maps that its max-pools (or its
+    heads' 2 x 2 average) would shrink below 1 x 1."""
     st, arch = protocol.stimulus, protocol.model.arch
     view_side = dataset.samples.shape[1]
     if st.kind == "views":
@@ -131,17 +151,14 @@ def make_stimulus(protocol, dataset):
         if side < (need := smallest_input(arch)):
             raise ProtocolError(protocol.source, key, f"= {value!r}: the {arch!r} encoder halves its maps at each max-pool, so it needs inputs of at "
                                 f"least {need} x {need} pixels; its input here is {side} x {side}")
-    if st.kind == "views":
-        return None
-    if arch == "dense":
-        return glimpse_sequences(dataset, st)
-    grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype, flip=st.flip,
-                       mean=st.mean, std=st.std)
-    rows, offsets = grids.grid_shape[0], protocol.rule.offsets
-    if max(offsets) >= rows:
-        raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
-                            f"patch can predict at most {rows - 1} rows below it")
-    return grids
+        if st.kind == "views" and protocol.rule.head_input == "pool2":
+            for l, spec in enumerate(parse_architecture(arch), start=1):
+                side = side // 2 if spec.pool else side
+                if side < 2:
+                    raise ProtocolError(protocol.source, "rule.head_input", f"= 'pool2': each head averages 2 x 2 "
+                                        f"windows of its layer's map, and layer {l}'s map is {side} x {side} "
+                                        f"(views of {view_side} x {view_side}); use larger views, or another "
+                                        "head_input: 'mean' or 'flatten'")
 
 
 def _check_labelled(protocol, ds, key: str, split: str) -> None:

@@ -74,7 +74,7 @@ from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpo
 from .hinge import hinge_views
 from .hinge_layers import ACTIVATIONS, gaussian, head_params
 
-__all__ = ["HEAD_INPUTS", "ConvViewEncoder"]
+__all__ = ["HEAD_INPUTS", "ConvViewEncoder", "head_width"]
 
 #: Every conv layer: a 3 x 3 kernel, stride 1, padding 1 (the map keeps its size; the pool halves it).
 KERNEL, STRIDE, PADDING = 3, 1, 1
@@ -104,8 +104,9 @@ def _avgpool2_backward(shape, dp):
     return dh
 
 
-def _head_width(head_input: str, side: tuple[int, int], channels: int) -> int:
-    """Inputs ``D`` of a head reading a ``side = (h, w)`` map of ``channels`` channels."""
+def head_width(head_input: str, side: tuple[int, int], channels: int) -> int:
+    """Inputs ``D`` of a head reading a ``side = (h, w)`` map of ``channels`` channels (what it allocates, and the
+    memory estimate counts)."""
     if head_input == "mean":
         return channels
     if head_input == "flatten":
@@ -184,7 +185,7 @@ class ConvViewEncoder:
                     raise ValueError(f"architecture {arch!r}: layer {l + 1}'s max-pool needs maps of side >= 2, "
                                      f"and inputs of {size[0]} x {size[1]} give {side[0]} x {side[1]}")
                 side = (side[0] // 2, side[1] // 2)
-            width = C if head_input == "mean" else _head_width(head_input, side, C)
+            width = head_width(head_input, side, C)
             params |= head_params(l, width, last=l == L - 1, process=process, feedback=feedback, head=head,
                                   normal=normal)
             if feedback == "fa" and l >= 1:
