@@ -146,9 +146,19 @@ def test_dense_methods(be, process, feedback, activation):
     tnet = ViewEncoder(net.sizes, activation, on(be, net.params))
     t1, t2 = be.to(x1), be.to(x2)
     same(be, tnet.features(t1), net.features(x1), "features")
+    same_updates(be, net, tnet, x1, x2, net.features(x1), net.features(x2), process, feedback)
+
+
+def same_updates(be, net, tnet, x1, x2, f1, f2, process, feedback):
+    """Every gradient of ``process`` (end to end, or layer by layer) on the back end equals numpy's.
+
+    ``net`` holds numpy weights, ``tnet`` the same on the back end; ``f1``, ``f2`` are what the heads
+    read of each layer for the two views (numpy), so each hinge's settings are chosen from the data.
+    """
+    t1, t2 = be.to(x1), be.to(x2)
     if process == "e2e":
-        top = f"{net.n_layers}/H"
-        h = settings(*(net.features(x)[-1] @ net.params[top].T for x in (x1, x2)))
+        H = net.params[f"{net.n_layers}/H"]
+        h = settings(f1[-1] @ H.T, f2[-1] @ H.T)
         res, grads = net.e2e_grads(x1, x2, h, feedback)
         tres, tgrads = tnet.e2e_grads(t1, t2, h, feedback)
         same_hinge(be, tres, res, "e2e")
@@ -160,7 +170,7 @@ def test_dense_methods(be, process, feedback, activation):
         if l:
             same(be, [th1, th2], [h1, h2], f"layer {l} input")
         H = net.params[f"{l + 1}/H"]
-        h = settings(*(net.features(x)[l] @ H.T for x in (x1, x2)))
+        h = settings(f1[l] @ H.T, f2[l] @ H.T)
         res, grads = net.layer_grads(l, h1, h2, h, feedback)
         tres, tgrads = tnet.layer_grads(l, th1, th2, h, feedback)
         same_hinge(be, tres, res, f"layer {l}")
@@ -212,22 +222,4 @@ def test_conv_methods(be, process, feedback, arch, side, channels, head_input, a
     same(be, tnet.features(t1, batch=4), net.features(x1, batch=4), "features")
     f1, f2 = net.head_inputs(x1), net.head_inputs(x2)
     same(be, tnet.head_inputs(t2, batch=4), f2, "head inputs")
-    if process == "e2e":
-        H = net.params[f"{net.n_layers}/H"]
-        h = settings(f1[-1] @ H.T, f2[-1] @ H.T)
-        res, grads = net.e2e_grads(x1, x2, h, feedback)
-        tres, tgrads = tnet.e2e_grads(t1, t2, h, feedback)
-        same_hinge(be, tres, res, "e2e")
-        same(be, tgrads, grads, "e2e grads")
-        return
-    for l in range(net.n_layers):
-        h1, h2 = net.layer_input(x1, l), net.layer_input(x2, l)
-        th1, th2 = tnet.layer_input(t1, l), tnet.layer_input(t2, l)
-        if l:
-            same(be, [th1, th2], [h1, h2], f"layer {l} input")
-        H = net.params[f"{l + 1}/H"]
-        h = settings(f1[l] @ H.T, f2[l] @ H.T)
-        res, grads = net.layer_grads(l, h1, h2, h, feedback)
-        tres, tgrads = tnet.layer_grads(l, th1, th2, h, feedback)
-        same_hinge(be, tres, res, f"layer {l}")
-        same(be, tgrads, grads, f"layer {l} grads")
+    same_updates(be, net, tnet, x1, x2, f1, f2, process, feedback)
