@@ -24,7 +24,8 @@ is, from a batch of images to updated weights:
            checks, so the steps are made after the last ``backward`` (the same updates: a module's
            gradient comes from its own loss only). ``--authors-backward once`` instead calls
            ``backward`` once on the sum of the losses: the same gradients, each graph run once;
-  numpy    neuroplastic's ``ConvClappStack`` (``sampling="authors"``, ``score="patch"``): the patch
+  numpy    neuroplastic's ``ConvClappStack`` (``sampling="authors"``, ``score="patch"``, ``init="torch"``,
+           ``bias=True``, as the paper protocols): the patch
            grid cut (``patch_grid``), ``pair_sets`` drawn, ``train_batch`` (explicit gradients,
            im2col convolutions) with the package's ``Adam``, as the rate engine's ``ConvClapp.step``;
   torch    the same code on torch tensors: the weights moved once (``torch.as_tensor``), each batch
@@ -191,7 +192,8 @@ class PackageStep:
         from neuroplastic.stimuli.glimpses import patch_grid
         retain_freed_memory()          # as the numpy engine's train() does
         self.net = ConvClappStack.init(architecture(layers), 1, args.rule, np.random.default_rng(args.seed + 2),
-                                       offsets=OFFSETS, dtype="float32", score="patch", sampling="authors")
+                                       offsets=OFFSETS, dtype="float32", score="patch", sampling="authors",
+                                       init="torch", bias=True)           # as their layers: PyTorch's init, a bias
         self.device = args.device
         if args.worker == "torch":
             import torch

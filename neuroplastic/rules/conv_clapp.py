@@ -5,7 +5,7 @@ layer encodes every patch ``p`` into a map ``z(p) (h, w, C)`` (channels last):
 
 .. math::
 
-    a = W \ast x(p),\qquad z_0 = \rho(a),\qquad z = \mathrm{maxpool}(z_0) \text{ (optional)}
+    a = W \ast x(p) + b,\qquad z_0 = \rho(a),\qquad z = \mathrm{maxpool}(z_0) \text{ (optional)}
 
 The patch ``k`` rows above is the context (the previous glimpse); the patch
 ``k`` rows below is predicted from it. A pair is a context patch ``(b, r, c)``
@@ -46,7 +46,10 @@ spatial mean of the map instead (one location per patch: what the authors'
 code does, ``adaptive_avg_pool2d(out, 1)`` before the loss). Either way the
 result is exactly :math:`-\eta\,\partial L / \partial W` of the layer's own
 loss (input treated as data; for CLAPP, with each pathway's other side held
-fixed), the conv form of :mod:`neuroplastic.rules.clapp`.
+fixed), the conv form of :mod:`neuroplastic.rules.clapp`. The bias ``b`` (one per output
+channel, optional: the authors' layers have one) learns by the same loss,
+:math:`\Delta b = -\eta\,\partial L / \partial b`, the postsynaptic factors summed over
+locations.
 
 As in the authors' code, the loss is on the layer's *output*, after the
 max-pool that follows it (their module = conv + ReLU + pool), and a layer may
@@ -104,7 +107,7 @@ class ConvClappGrads(NamedTuple):
     gradients; ``z (B, G_r, G_c, h, w, C)`` is the layer's output, the next
     layer's input. ``W_retro``, ``gamma_retro`` and ``u_retro`` (the
     retrodiction pathway's gradient, and its gates and scores, lists like
-    ``gamma``) are ``None`` for CLAPP-s.
+    ``gamma``) are ``None`` for CLAPP-s. ``b`` is the bias gradient (C,), ``None`` for a layer without bias.
     """
 
     loss: object
@@ -116,14 +119,23 @@ class ConvClappGrads(NamedTuple):
     z: object
     gamma_retro: list = None
     u_retro: list = None
+    b: object = None
 
 
-def conv_forward(W, x, *, stride: int = 1, padding: int = 1, pool: bool = False):
-    """Output of a conv layer, ``maxpool(relu(W * x))`` (pool optional), for maps ``x (..., h, w, C_in)``."""
+def _drive(x4, W, b, stride, padding):
+    """``a = W * x + b`` of maps ``x4 (N, h, w, C_in)``; ``b`` (C,) or ``None`` (no bias)."""
+    a = conv2d(x4, W, stride, padding)
+    if b is not None:
+        a += b                                              # a fresh array: channels last, b broadcasts
+    return a
+
+
+def conv_forward(W, x, *, b=None, stride: int = 1, padding: int = 1, pool: bool = False):
+    """Output of a conv layer, ``maxpool(relu(W * x + b))`` (pool, bias optional), for maps ``x (..., h, w, C_in)``."""
     xp = array_namespace(W, x)
     lead = x.shape[:-3]
     x4 = xp.reshape(x, (-1, *x.shape[-3:]))
-    z = relu_(conv2d(x4, W, stride, padding))
+    z = relu_(_drive(x4, W, b, stride, padding))
     if pool:
         z = maxpool2(z)
     return xp.reshape(z, (*lead, *z.shape[1:]))
@@ -339,8 +351,16 @@ def _contiguous(a):
     return out
 
 
-def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, neg_index=None, stride: int = 1,
-                     padding: int = 1, pool: bool = False, score: str = "location") -> ConvClappGrads:
+def _bias_grad(delta_a):
+    """``dL/db (C,)``: ``dL/da (N, h, w, C)`` summed over maps and locations, as a product with ones (a BLAS
+    sum: in float32, numpy's running sum over the leading axes loses ~100x more to rounding)."""
+    xp = array_namespace(delta_a)
+    d2 = xp.reshape(delta_a, (-1, delta_a.shape[-1]))
+    return xp.reshape(xp.ones((1, d2.shape[0]), dtype=d2.dtype, device=array_device(d2)) @ d2, (-1,))
+
+
+def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, neg_index=None, b=None,
+                     stride: int = 1, padding: int = 1, pool: bool = False, score: str = "location") -> ConvClappGrads:
     """Explicit CLAPP(-s) gradients of one conv layer for a batch of patch grids.
 
     Parameters
@@ -356,6 +376,8 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, ne
     neg_index
         Sampled negatives instead (``shifts`` is then ``None``; ``neg_index`` and ``weights`` as in
         :func:`sampled_scores`).
+    b : array (C,), optional
+        Bias of each output channel; ``None``: the layer has none (and no bias gradient is returned).
     stride, padding : int
         Of the convolution.
     pool : bool
@@ -368,7 +390,7 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, ne
     xp = array_namespace(W, x)
     B, Gr, Gc = x.shape[:3]
     x4 = xp.reshape(x, (B * Gr * Gc, *x.shape[3:]))
-    z0 = relu_(conv2d(x4, W, stride, padding))              # rate of every location (a is not kept: rho'(a) = z0 > 0)
+    z0 = relu_(_drive(x4, W, b, stride, padding))           # rate of every location (a is not kept: rho'(a) = z0 > 0)
     z = maxpool2(z0) if pool else z0
     N, h, w, C = z.shape
     if score == "location":
@@ -394,6 +416,8 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, ne
         delta_a = delta_z
     else:
         delta_a = delta_z * xp.astype(z0 > 0, z0.dtype)
+    grad_b = None if b is None else _bias_grad(delta_a)
     grad_W = conv2d_weight_grad(x4, delta_a, W.shape[1], stride, padding)
     z_out = xp.reshape(z, (B, Gr, Gc, h, w, C))
-    return ConvClappGrads(sg.loss, sg.gamma, sg.u, grad_W, sg.W_pred, sg.W_retro, z_out, sg.gamma_retro, sg.u_retro)
+    return ConvClappGrads(sg.loss, sg.gamma, sg.u, grad_W, sg.W_pred, sg.W_retro, z_out, sg.gamma_retro, sg.u_retro,
+                          grad_b)

@@ -5,8 +5,8 @@ ReLU and, if the architecture says ``"M"`` after it, a 2x2 max-pool; its loss
 (:func:`neuroplastic.rules.conv_clapp.conv_clapp_layer`) compares the encodings of
 patches ``k`` rows apart, and its input is the previous layer's output, treated
 as data. Parameters live in one flat dict like :class:`ClappStack`'s:
-``"{l}/W"`` (C, 3, 3, C_in), ``"{l}/W_pred"`` (K, C, C) and, for CLAPP,
-``"{l}/W_retro"`` (K, C, C).
+``"{l}/W"`` (C, 3, 3, C_in), ``"{l}/W_pred"`` (K, C, C), for CLAPP
+``"{l}/W_retro"`` (K, C, C) and, if the layers have a bias (``[model] bias``), ``"{l}/b"`` (C,).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class ConvClappStack:
     rule : Rule or str
         Entry of :data:`neuroplastic.rules.RULES`.
     params : dict
-        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l = 1, 2, ...``.
+        ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l = 1, 2, ...``;
+        a layer with ``"{l}/b"`` adds that bias to its drive and learns it.
     offsets : sequence of int
         Row offsets ``k`` each layer predicts (one ``W_pred`` each); the paper uses 2, 3, 4, 5, 6.
     score : {"location", "patch"}
@@ -77,19 +78,44 @@ class ConvClappStack:
 
     @classmethod
     def init(cls, arch, in_channels, rule, rng: np.random.Generator, *, offsets=(1,), dtype="float32",
-             init_scale=1.0, pred_init_scale=0.1, **kwargs) -> "ConvClappStack":
-        """He-normal kernels (fan-in 9 C_in); small random prediction (and retrodiction) weights."""
+             init_scale=1.0, pred_init_scale=0.1, init: str = "he", bias: bool = False, **kwargs) -> "ConvClappStack":
+        """Random weights, layer by layer in the order kernel, bias, W_pred, W_retro.
+
+        ``init = "he"``: He-normal kernels (fan-in 9 C_in) scaled by ``init_scale``, small random
+        prediction (and retrodiction) weights N(0, pred_init_scale^2 / C), biases (``bias``) zero.
+        ``init = "torch"``: PyTorch's defaults, as the authors' layers start (their ``nn.Conv2d``, the
+        ``W_pred`` a 1x1 one): kernel and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), ``W_pred`` and
+        ``W_retro`` U(-1/sqrt(C), 1/sqrt(C)); the scales are not used, so only their defaults are allowed.
+        """
         rule = _clapp_rule(rule)
+        if init not in ("he", "torch"):
+            raise ValueError(f"unknown init {init!r}; known: 'he', 'torch'")
+        if init == "torch" and (init_scale != 1.0 or pred_init_scale != 0.1):
+            raise ValueError(f"init = 'torch' draws PyTorch's default ranges: init_scale = {init_scale} and "
+                             f"pred_init_scale = {pred_init_scale} must keep their defaults (1.0, 0.1)")
         K = len(offsets)
         params, c_in = {}, in_channels
+
+        def pred(C):                      # one W_pred (or W_retro) per offset
+            if init == "torch":
+                return rng.uniform(-1.0 / np.sqrt(C), 1.0 / np.sqrt(C), (K, C, C)).astype(dtype)
+            return (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
+
         for l, spec in enumerate(parse_architecture(arch)):
             C, fan_in = spec.channels, 9 * c_in
-            params[f"{l + 1}/W"] = (rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)).astype(dtype)
-            params[f"{l + 1}/W_pred"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
+            if init == "torch":
+                bound = 1.0 / np.sqrt(fan_in)
+                params[f"{l + 1}/W"] = rng.uniform(-bound, bound, (C, 3, 3, c_in)).astype(dtype)
+            else:
+                W = rng.standard_normal((C, 3, 3, c_in)) * init_scale * np.sqrt(2.0 / fan_in)
+                params[f"{l + 1}/W"] = W.astype(dtype)
+            if bias:
+                params[f"{l + 1}/b"] = (rng.uniform(-bound, bound, C) if init == "torch" else np.zeros(C)).astype(dtype)
+            params[f"{l + 1}/W_pred"] = pred(C)
             if rule.retro:
                 # CLAPP's W_retro: an independent draw of the same distribution, as the authors start it
                 # (a transposed copy would stay the transpose: the weight-transport problem never arises).
-                params[f"{l + 1}/W_retro"] = (rng.standard_normal((K, C, C)) * pred_init_scale / np.sqrt(C)).astype(dtype)
+                params[f"{l + 1}/W_retro"] = pred(C)
             c_in = C
         return cls(arch, in_channels, rule, params, offsets=offsets, **kwargs)
 
@@ -119,7 +145,7 @@ class ConvClappStack:
         for i in range(0, n, chunk):
             h = x[i:i + chunk]
             for l in range(self.n_layers):
-                h = conv_forward(self.params[f"{l + 1}/W"], h, **self._layer_kwargs(l))
+                h = conv_forward(self.params[f"{l + 1}/W"], h, b=self.params.get(f"{l + 1}/b"), **self._layer_kwargs(l))
                 out[l].append(xp.reshape(xp.mean(h, axis=(-3, -2)), (h.shape[0], -1, h.shape[-1])))
         return [xp.concat(o, axis=0) for o in out]
 
@@ -223,11 +249,13 @@ class ConvClappStack:
             pairs = dict(shifts=None, weights=weights[l], neg_index=shifts[l]) if sampled else \
                 dict(shifts=shifts, weights=weights)
             g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets,
-                                 W_retro=self.params.get(p + "W_retro"), score=self.score, **pairs,
-                                 **self._layer_kwargs(l))
+                                 W_retro=self.params.get(p + "W_retro"), b=self.params.get(p + "b"), score=self.score,
+                                 **pairs, **self._layer_kwargs(l))
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
             if g.W_retro is not None:
                 grads[p + "W_retro"] = g.W_retro
+            if g.b is not None:
+                grads[p + "b"] = g.b
             losses.append(float(g.loss))
             modulated.append(self._modulated(g.gamma, pairs["weights"]))
             x = g.z                                   # input of the next layer, before this update

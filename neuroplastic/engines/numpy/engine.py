@@ -69,9 +69,10 @@ class NumpyEngine(Engine):
             require_defaults(protocol, ["stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std"],
                              "dense layers see every glimpse of the whole sample as it is (crops, mirrors and "
                              "normalisation are for the convolutional encoders' patch grids, [model] arch)")
-            require_defaults(protocol, ["rule.offsets", "rule.score", "rule.sampling"], "dense layers predict "
-                             "the next glimpse of the sequence (row offsets, the score per location or patch and "
-                             "the authors' sampling of patches are for the convolutional encoders, [model] arch)")
+            require_defaults(protocol, ["rule.offsets", "rule.score", "rule.sampling", "model.init", "model.bias"],
+                             "dense layers predict the next glimpse of the sequence (row offsets, the score per "
+                             "location or patch, the authors' sampling of patches, their init and conv biases are "
+                             "for the convolutional encoders, [model] arch)")
         elif domain != "image":
             raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: the convolutional "
                                 f"encoders cut patch grids from grey images, and {protocol.data.source!r} holds "
@@ -81,6 +82,9 @@ class NumpyEngine(Engine):
             raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: its linear layers are "
                                 f"for the hinge rules, and rule {rule.name!r} trains rate neurons (relu) in every "
                                 f"layer; allowed here: {', '.join(map(repr, ['dense', *plain]))}")
+        if protocol.model.init == "torch":
+            require_defaults(protocol, ["model.init_scale", "model.pred_init_scale"], "init = 'torch' draws "
+                             "PyTorch's default ranges (the scales are those of init = 'he')")
 
     def init(self, protocol, prepared, rng) -> Model:
         retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in

@@ -110,7 +110,7 @@ class ConvClapp:
         self.protocol, self.grids, self.arrays = protocol, prepared.stimulus, arrays or backend(protocol)
         self.kwargs = dict(offsets=r.offsets, score=r.score, sampling=r.sampling)
         self.net = ConvClappStack.init(m.arch, 1, r.name, rng, dtype=protocol.engine.dtype, init_scale=m.init_scale,
-                                       pred_init_scale=m.pred_init_scale, **self.kwargs)
+                                       pred_init_scale=m.pred_init_scale, init=m.init, bias=m.bias, **self.kwargs)
         self.params, self.n_layers = self.net.params, self.net.n_layers
         self.optimizer = make_optimizer(r.optimizer, r.lr)
 
