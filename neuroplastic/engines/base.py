@@ -139,7 +139,7 @@ def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | N
     initial = {k: np.array(v, copy=True) for k, v in model.host(model.params).items()}
     rng = np.random.default_rng(seed_sequence(protocol, 1))
     tr = protocol.train
-    start, rows = resume_training_state(run, model.params, rng, model.optimizer, model)
+    start, rows = resume_training_state(run, model, rng)
     bar = tqdm(total=tr.epochs * model.steps, initial=start * model.steps, disable=not progress,
                desc=protocol.name, unit=model.unit, leave=False)
     try:
@@ -157,7 +157,7 @@ def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | N
             if bad or (bad := not_finite(model)):
                 raise_diverged(protocol, run, epoch, bad)
             if epoch % tr.checkpoint_every == 0 or epoch == tr.epochs:
-                save_training_state(run, epoch, model.params, rng, rows, model.optimizer, model)
+                save_training_state(run, epoch, model, rng, rows)
         bar.close()
         probe = prepared.probe_set()
         with phase("probe features (trained)", logger=log):
@@ -206,38 +206,34 @@ def require_defaults(protocol, keys: list[str], why: str) -> None:
         require(protocol, dotted, (SCHEMA[table][key].default,), why)
 
 
-def save_training_state(run, epoch: int, params: dict, rng: np.random.Generator, rows: list[dict],
-                        optimizer=None, model: Model | None = None) -> None:
+def save_training_state(run, epoch: int, model: Model, rng: np.random.Generator, rows: list[dict]) -> None:
     """Checkpoint everything a resumed run needs to continue bit-identically: weights, optimiser, RNG, metrics.
 
-    ``model`` brings arrays that live elsewhere (a GPU) to numpy first (:meth:`Model.host`).
+    Arrays that live elsewhere (a GPU) come to numpy first (:meth:`Model.host`).
     """
-    host = model.host if model is not None else (lambda state: state)
-    opt_state = optimizer.state_dict() if optimizer is not None else {}
-    arrays = {f"param/{k}": v for k, v in host(params).items()}
-    arrays.update({f"opt/{k}": v for k, v in host({k: v for k, v in opt_state.items() if k != "t"}).items()})
+    opt_state = model.optimizer.state_dict() if model.optimizer is not None else {}
+    arrays = {f"param/{k}": v for k, v in model.host(model.params).items()}
+    arrays.update({f"opt/{k}": v for k, v in model.host({k: v for k, v in opt_state.items() if k != "t"}).items()})
     run.save_checkpoint(epoch, arrays, {"rng": rng.bit_generator.state, "opt_t": opt_state.get("t", 0),
                                         "metrics": rows})
     run.write_metrics(rows)
 
 
-def resume_training_state(run, params: dict, rng: np.random.Generator, optimizer=None,
-                          model: Model | None = None) -> tuple[int, list[dict]]:
-    """Restore the newest checkpoint into ``params``, ``rng`` and ``optimizer``; return (epoch, metrics rows).
+def resume_training_state(run, model: Model, rng: np.random.Generator) -> tuple[int, list[dict]]:
+    """Restore the newest checkpoint into the model's weights and optimiser and ``rng``; return (epoch, metrics rows).
 
-    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``. ``model`` moves
-    the restored arrays to where it computes (:meth:`Model.device`).
+    A new run writes its epoch-0 checkpoint (the initial state) and returns ``(0, [])``. The restored
+    arrays are moved to where the model computes (:meth:`Model.device`).
     """
     ckpt = run.latest_checkpoint(set_aside=True)
     if ckpt is None:
-        save_training_state(run, 0, params, rng, [], optimizer, model)
+        save_training_state(run, 0, model, rng, [])
         return 0, []
-    device = model.device if model is not None else (lambda state: state)
     epoch, arrays, state = ckpt
-    params.update(device({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}))
-    if optimizer is not None:
-        optimizer.load_state_dict({**device({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}),
-                                   "t": state["opt_t"]})
+    model.params.update(model.device({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}))
+    if model.optimizer is not None:
+        model.optimizer.load_state_dict({**model.device({k[len("opt/"):]: v for k, v in arrays.items()
+                                                         if k.startswith("opt/")}), "t": state["opt_t"]})
     rng.bit_generator.state = state["rng"]
     log.info("resuming %s from epoch %d", run.directory, epoch)
     return epoch, state["metrics"]

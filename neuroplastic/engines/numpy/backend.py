@@ -36,12 +36,11 @@ class Backend:
     xp: Any
     device: Any
 
-    def asarray(self, a, dtype=None):
-        """``a`` (numpy or a scalar) as an array of this back end, on its device."""
+    def asarray(self, a):
+        """``a`` (numpy) as an array of this back end, of the same dtype, on its device (numpy: ``a`` itself)."""
         if self.name == "numpy":
-            return np.asarray(a, dtype=dtype)
-        dtype = None if dtype is None else getattr(self.xp, np.dtype(dtype).name)
-        return self.xp.asarray(a, dtype=dtype, device=self.device)
+            return np.asarray(a)
+        return self.xp.asarray(a, device=self.device)
 
     def to_numpy(self, a) -> np.ndarray:
         """An array of this back end as a numpy array (a copy in host memory unless it is numpy already)."""
@@ -49,7 +48,7 @@ class Backend:
             return np.asarray(a)
         if self.name == "torch":
             return a.detach().cpu().numpy()
-        return self.xp.asnumpy(a) if hasattr(self.xp, "asnumpy") else importlib.import_module("cupy").asnumpy(a)
+        return importlib.import_module("cupy").asnumpy(a)
 
     def params(self, params: dict) -> dict:
         """A dict of numpy arrays (weights, optimiser state) moved to this back end, keys unchanged."""
@@ -57,8 +56,7 @@ class Backend:
 
     def numpy(self, params: dict) -> dict:
         """A dict of this back end's arrays as numpy arrays (for checkpoints); other values unchanged."""
-        return {k: v if np.isscalar(v) or isinstance(v, (int, float)) else self.to_numpy(v)
-                for k, v in params.items()}
+        return {k: v if np.isscalar(v) else self.to_numpy(v) for k, v in params.items()}
 
 
 def backend(protocol, running: bool = True) -> Backend:

@@ -40,15 +40,26 @@ def learner(protocol, prepared, rng, arrays: Backend | None = None):
     The weights are drawn in numpy whatever the back end, then moved: every back end starts from the
     same numbers, and the numpy generator's stream is the same.
     """
-    arrays = arrays if arrays is not None else backend(protocol)
     if RULES[protocol.rule.name].family == "views":
         net = TwoViews(protocol, prepared, rng, arrays)
     elif protocol.model.arch == "dense":
         net = DenseClapp(protocol, prepared, rng, arrays)
     else:
         net = ConvClapp(protocol, prepared, rng, arrays)
-    net.params.update(arrays.params(net.params))       # in place: the learner's network holds this dict
+    net.params.update(net.arrays.params(net.params))   # in place: the learner's network holds this dict
     return net
+
+
+#: Samples per forward pass when probe features are computed a chunk at a time.
+_CHUNK = 1024
+
+
+def _in_chunks(arrays: Backend, features, samples, to_input=lambda chunk: chunk) -> list:
+    """``features`` of ``samples`` computed :data:`_CHUNK` samples at a time on ``arrays``' device: one
+    numpy array per layer. For data read lazily from disk, or bound for another device."""
+    parts = [[arrays.to_numpy(f) for f in features(arrays.asarray(to_input(samples[i:i + _CHUNK])))]
+             for i in range(0, len(samples), _CHUNK)]
+    return [np.concatenate(layer) for layer in zip(*parts)]
 
 
 def _layer_stats(stats) -> dict:
@@ -92,14 +103,8 @@ class DenseClapp:
         stack, patches = ClappStack(self.sizes, self.net.rule, a.params(params)), probe.stimulus.patches
         if isinstance(patches, np.ndarray) and a.name == "numpy":
             return stack.features(patches.astype(self.dtype))
-        # Glimpses of a data set too large to hold (read lazily), or bound for another device: a chunk at a time.
-        parts = [[a.to_numpy(f) for f in stack.features(a.asarray(np.asarray(patches[i:i + _CHUNK]).astype(self.dtype)))]
-                 for i in range(0, len(patches), _CHUNK)]
-        return [np.concatenate(layer) for layer in zip(*parts)]
+        return _in_chunks(a, stack.features, patches, lambda chunk: np.asarray(chunk).astype(self.dtype))
 
-
-#: Samples per forward pass when probe glimpses are read lazily.
-_CHUNK = 1024
 
 
 class ConvClapp:
@@ -224,6 +229,4 @@ class TwoViews:
             images = random_window(images, None, self.window)           # the centre window the views are cut like
         if a.name == "numpy":
             return [f[:, None, :] for f in net.features(self._input(images))]
-        parts = [[a.to_numpy(f) for f in net.features(a.asarray(self._input(images[i:i + _CHUNK])))]
-                 for i in range(0, len(images), _CHUNK)]
-        return [np.concatenate(layer)[:, None, :] for layer in zip(*parts)]
+        return [f[:, None, :] for f in _in_chunks(a, net.features, images, self._input)]
