@@ -5,6 +5,9 @@
     same synapses (feed-forward; lateral W_pred into the dendrite, delayed by one glimpse; score) and no
     plasticity, same duration and device; the binary's own network-run time (``device._last_run_time``), min
     over repetitions. Target <= 1.5x.
+    Also: the synaptic events of the run (the plain network counts its spikes; times their targets), the
+    time per event of both networks, and the share of the plastic network's time spent in the
+    once-per-glimpse learning code (Brian2's profiler, one more build).
 (b) correlation of the spiking network's dW, dW_pred (per layer) with the rate rule
     (neuroplastic.engines.numpy.stream.train_stream) on the same stream and initial weights.
 
@@ -53,8 +56,8 @@ def build_plain(neuron, sizes, x, params, glimpse, dt):
     k = int(round(float(glimpse / dt)))
     ns = {"stimulus": b2.TimedArray(x, dt=glimpse, name="stimulus"), "steps_per_glimpse": k, **constants(neuron)}
     clock = b2.Clock(dt=dt, name="spike_clock")
-    inp = b2.NeuronGroup(sizes[0], "x = stimulus(t, i) : 1", threshold="rand() < rate_in * x * dt", clock=clock,
-                         name="input", namespace=ns)
+    inp = b2.NeuronGroup(sizes[0], "x = stimulus(t, i) : 1\nnz : 1", threshold="rand() < rate_in * x * dt",
+                         reset="nz += 1", clock=clock, name="input", namespace=ns)
     objs, pre, pre_rate = [inp], inp, "rate_in"
     for l, n in enumerate(sizes[1:]):
         lay = b2.NeuronGroup(n, PLAIN_LAYER, threshold=neuron.get("spiking.layer.threshold"), reset="nz += 1",
@@ -77,7 +80,25 @@ def build_plain(neuron, sizes, x, params, glimpse, dt):
     return b2.Network(*objs), ns
 
 
-def timed(kind, neuron, synapses, sizes, x, y, params, eta, glimpse_ms, dt_ms, reps, root):
+def synaptic_events(network, sizes) -> float:
+    """Spikes delivered over the run: every spike of a group times its targets (ff, pred and score synapses).
+
+    Read from the plain network's spike counters ``nz``, which count every spike of the run.
+    """
+    counts = [float(np.sum(network[name].nz[:])) for name in ["input"] + [f"layer{l}" for l in range(1, len(sizes))]]
+    events = counts[0] * sizes[1]
+    for l, n in enumerate(sizes[1:], start=1):
+        events += counts[l] * ((sizes[l + 1] if l + 1 < len(sizes) else 0) + n + 1)
+    return events
+
+
+def learning_fraction(profile) -> float:
+    """The share of the profiled run spent in the once-per-glimpse learning code (the ``learn`` pathways)."""
+    total = sum(float(t) for _, t in profile)
+    return sum(float(t) for name, t in profile if "_learn" in name) / total
+
+
+def timed(kind, neuron, synapses, sizes, x, y, params, eta, glimpse_ms, dt_ms, reps, root, profile=False):
     import brian2 as b2
     from brian2.devices import reinit_devices
 
@@ -92,18 +113,25 @@ def timed(kind, neuron, synapses, sizes, x, y, params, eta, glimpse_ms, dt_ms, r
     else:
         network, ns = build_plain(neuron, sizes, x, params, glimpse, dt)
         net = None
-    network.run(len(x) * glimpse, namespace=ns)
+    network.run(len(x) * glimpse, namespace=ns, profile=profile)
     t0 = time.time()
-    b2.device.build(directory=os.path.join(root, kind), run=False)
+    b2.device.build(directory=os.path.join(root, kind + ("_profiled" if profile else "")), run=False)
     t_build = time.time() - t0
     inner, wall = [], []
     for r in range(reps):
         t0 = time.time()
-        b2.device.run(results_directory=f"results_{r}")
+        # (Brian2 reads the profile from the folder "results" whatever the run's results folder.)
+        b2.device.run(results_directory="results" if profile else f"results_{r}")
         wall.append(time.time() - t0)
         inner.append(b2.device._last_run_time)
-    weights = net.weights() if net is not None else None
-    return t_build, min(inner), min(wall), weights
+    out = {"build": t_build, "inner": min(inner), "wall": min(wall)}
+    if net is not None:
+        out["weights"] = net.weights()
+    else:
+        out["events"] = synaptic_events(network, sizes)
+    if profile:
+        out["profile"] = list(network.profiling_info)
+    return out
 
 
 def main():
@@ -125,19 +153,36 @@ def main():
     res = {}
     with tempfile.TemporaryDirectory() as root:
         for kind in ("plain", "plastic"):
-            tb, inner, wall, w = timed(kind, neuron, synapses, sizes, x, y, params, a.eta, a.glimpse_ms, a.dt_ms,
-                                       a.reps, root)
-            res[kind] = (inner, wall, w)
-            print(f"  {kind:8s} build {tb:6.1f} s   network run {inner:.3f} s   device.run wall {wall:.3f} s "
-                  f"(min of {a.reps})")
-    print(f"(a) ratio plastic / plain: network run {res['plastic'][0] / res['plain'][0]:.2f}x, "
-          f"wall {res['plastic'][1] / res['plain'][1]:.2f}x   (target <= 1.5x)")
-    learned = res["plastic"][2]
+            r = res[kind] = timed(kind, neuron, synapses, sizes, x, y, params, a.eta, a.glimpse_ms, a.dt_ms,
+                                  a.reps, root)
+            print(f"  {kind:8s} build {r['build']:6.1f} s   network run {r['inner']:.3f} s   device.run wall "
+                  f"{r['wall']:.3f} s (min of {a.reps})")
+        # Brian2's profiler (another build, timed once): where the plastic network's time goes.
+        profiled = timed("plastic", neuron, synapses, sizes, x, y, params, a.eta, a.glimpse_ms, a.dt_ms, 1, root,
+                         profile=True)
+    ratio = res["plastic"]["inner"] / res["plain"]["inner"]
+    events = res["plain"]["events"]
+    n_syn = sum(w.size for w in res["plastic"]["weights"].values())
+    learn = learning_fraction(profiled["profile"])
+    print(f"(a) ratio plastic / plain: network run {ratio:.2f}x, "
+          f"wall {res['plastic']['wall'] / res['plain']['wall']:.2f}x   (target <= 1.5x)")
+    print(f"    {events:.3g} synaptic events ({events / bio:.3g} per simulated s): "
+          f"{1e9 * res['plain']['inner'] / events:.1f} ns per event (plain), "
+          f"{1e9 * res['plastic']['inner'] / events:.1f} ns (plastic)")
+    # The profiler's timers cost the same per code object and step, so its shares, not its total, are used.
+    print(f"    once-per-glimpse learning ({n_syn:,} plastic synapses, {a.glimpses} glimpses): {100 * learn:.1f} % "
+          f"of the profiled run ({profiled['inner']:.3f} s with the profiler's timers), i.e. about "
+          f"{1e9 * learn * res['plastic']['inner'] / (n_syn * a.glimpses):.2f} ns per synapse and glimpse")
+    learned = res["plastic"]["weights"]
     ref = ClappStack(sizes, "clapp_s", {k: v.copy() for k, v in params.items()})
     train_stream(ref, x, y, a.eta)
     print(f"(b) corr(dW spiking, dW rate rule), eta {a.eta}:")
-    ratios = {"plastic / plain network run": {"value": res["plastic"][0] / res["plain"][0], "target": "<= 1.5",
-                                              "what": "cost of plasticity in the spiking network"}}
+    ratios = {"plastic / plain network run": {"value": ratio, "target": "<= 1.5",
+                                              "what": "cost of plasticity in the spiking network"},
+              "ns per synaptic event (plastic)": {"value": 1e9 * res["plastic"]["inner"] / events, "target": "",
+                                                  "what": "network run / spikes x targets"},
+              "learning fraction of the run": {"value": learn, "target": "",
+                                               "what": "the learn pathways' share of the profiled run"}}
     for key in learned:
         ds, dr = learned[key] - params[key], ref.params[key] - params[key]
         corr = np.corrcoef(ds.ravel(), dr.ravel())[0, 1]

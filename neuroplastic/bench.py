@@ -48,6 +48,8 @@ BENCHMARKS = {
                             ("--glimpses", "2000")),
     "brian_spiking": Benchmark("bench_brian_spiking.py", "spiking CLAPP vs a plain Brian2 network; ΔW vs rate",
                                ("--glimpses", "50", "--reps", "1")),
+    "brian_stream": Benchmark("bench_brian_stream.py", "spiking stream of 10^4 vs 10^5 glimpses in chunks: peak memory",
+                              ("--glimpses", "2000", "10000")),
     "stl10_memory": Benchmark("bench_stl10_memory.py", "one pass over STL-10 unlabeled at batch 32: peak memory",
                               ("--images", "20000", "--readers", "loader")),
     "sweep": Benchmark("bench_sweep.py", "2-worker local sweep of 8 quick points vs one after another",

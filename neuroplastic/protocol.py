@@ -348,7 +348,7 @@ class Section:
 #: those runs: at that value a run's identity (and so its directory name) leaves the key out.
 _ADDED_KEYS = {"data.colour": "grey", "evaluate.validation": 0.0, "stimulus.mean": 0.0, "stimulus.std": 1.0,
                "rule.sampling": "rolled", "rule.head_input": "mean", "engine.array": "numpy",
-               "engine.device": "cpu", "model.init": "he", "model.bias": False}
+               "engine.device": "cpu", "model.init": "he", "model.bias": False, "engine.chunk_glimpses": 0}
 
 
 @dataclass(frozen=True)

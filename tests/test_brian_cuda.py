@@ -46,3 +46,22 @@ def test_cuda_build_only_compiles_a_binary(monkeypatch, tmp_path, capsys, protoc
     assert "-arch=sm_80" in (binary.parent / "makefile").read_text()
     if not dev.gpu_available():
         assert "no GPU found on this machine" in out
+
+
+@pytest.mark.slow
+def test_large_spiking_protocol_compiles_for_cuda_at_full_size(monkeypatch, tmp_path, capsys):
+    """clapp_natural_images_spiking as shipped: 3 x 512 spiking neurons, 1.3 million plastic synapses."""
+    pytest.importorskip("brian2cuda")
+    if dev.shutil.which("nvcc") is None:
+        pytest.skip("nvcc not installed")
+    monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path))
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_natural_images_spiking.toml"), "--device", "cuda",
+              "--build-only", "--cuda-arch", "8.0"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    binary = Path(out.split("built: ")[1].split(" (")[0])
+    assert binary.is_file()
+    sizes = {p.name: p.stat().st_size for p in (binary.parent / "static_arrays").iterdir()}
+    # The synapses' index arrays (int32): W 64 x 512 + 2 x 512 x 512 and W_pred 3 x 512 x 512.
+    n = sum(size // 4 for name, size in sizes.items() if name.endswith("_sources") and "score" not in name)
+    assert n == 64 * 512 + 2 * 512 * 512 + 3 * 512 * 512 >= 10**6

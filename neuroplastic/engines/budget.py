@@ -419,7 +419,8 @@ def _brian(protocol, prepared, rule) -> Estimate:
     widths = sizes[1:]
     spiking = protocol.engine.variant == "spiking"
     n_all, n_train = len(ds), _n_train(prepared)
-    length = (n_all if spiking else n_train) * T           # glimpses of one simulation
+    length = (n_all if spiking else n_train) * T           # glimpses of one stream
+    run = protocol.engine.chunk_glimpses or length         # ... of one run of the network (a chunk)
     parts = _common_parts(protocol, prepared)
     parts.append(Part("glimpse sequences", n_all * T * n_in * (2 * _itemsize(ds.samples) + 8),
                       ("stimulus.patch", "stimulus.stride"), f"{n_all:,} samples x {T} glimpses x {n_in} inputs"))
@@ -430,7 +431,7 @@ def _brian(protocol, prepared, rule) -> Estimate:
     parts.append(Part(weights.what, weights.bytes + n_syn * _BRIAN_SYNAPSE_BYTES, weights.keys,
                       weights.detail.replace("(weights, initial weights)", "(weights, initial weights) and as "
                                              f"{n_syn:,} Brian2 synapses")))
-    stream = 3 * length * n_in * 8                           # the stream, its TimedArray and the device's copy
+    stream = 3 * run * n_in * 8                              # a run's stream, its TimedArray and the device's copy
     L = len(widths)
     if spiking:
         k = max(int(round(protocol.stimulus.glimpse_ms / protocol.engine.dt_ms)), 1)
@@ -438,7 +439,7 @@ def _brian(protocol, prepared, rule) -> Estimate:
         from .brian.engine import SAVED_SPIKE_GLIMPSES, SAVED_SPIKE_NEURONS
 
         recorded_s = min(seconds, SAVED_SPIKE_GLIMPSES * protocol.stimulus.glimpse_ms / 1000.0)  # spikes recorded
-        monitors = (length * sum(widths) * 20 + length * L * 20 + length * L * 2 * min(30, k) * 16
+        monitors = (run * sum(widths) * 20 + run * L * 20 + run * L * 2 * min(30, k) * 16
                     + int(min(SAVED_SPIKE_NEURONS, max(widths)) * L * _rate_out_hz(protocol) * recorded_s * 12))
         probes = protocol.evaluate.presentations * (2 if protocol.evaluate.baseline else 1)
         runs = protocol.train.epochs + probes + (1 if protocol.evaluate.fidelity else 0)
@@ -448,12 +449,12 @@ def _brian(protocol, prepared, rule) -> Estimate:
                         f"{protocol.stimulus.glimpse_ms:g} ms glimpse")
         keys: tuple[str, ...] = ("stimulus.glimpse_ms", "data.max_samples")
     else:
-        monitors = length * L * (3 * 8 + 12 * 8)
+        monitors = run * L * (3 * 8 + 12 * 8)
         steps = protocol.train.epochs * length
         steps_detail = f"{protocol.train.epochs} epochs x {length:,} glimpses, one step each"
         keys = ("data.max_samples", "stimulus.patch")
-    parts.append(Part("glimpse stream and monitors of one simulation", stream + monitors, keys,
-                      f"{length:,} glimpses of {n_in} inputs"))
+    parts.append(Part("glimpse stream and monitors of one run", stream + monitors, keys + ("engine.chunk_glimpses",),
+                      f"{run:,} glimpses of {n_in} inputs"))
     parts.append(_probe_features(protocol, n_all, T, widths, 8))
     return Estimate(parts, steps=steps, steps_detail=steps_detail)
 
@@ -472,6 +473,7 @@ _ADVICE = {
     "stimulus.stride": "use a larger stride",
     "stimulus.glimpse_ms": "use shorter glimpses",
     "data.max_samples": "use fewer samples",
+    "engine.chunk_glimpses": "run the stream in smaller chunks",
 }
 
 

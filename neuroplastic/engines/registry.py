@@ -40,6 +40,10 @@ SETTINGS: dict[str, dict[str, dict]] = {
                                  doc="CUDA compute capability the 'cuda' device compiles for."),
         "engine.dt_ms": dict(kind="float", default=0.1, low=0, low_open=True,
                              doc="Simulation time step of the spiking variant, in ms."),
+        "engine.chunk_glimpses": dict(kind="int", default=0, low=0, doc="Glimpses per run of the compiled "
+                                      "network: a longer stream (an epoch, the probe) runs in successive chunks, "
+                                      "each continuing from the state the previous one ended in, so that memory "
+                                      "does not grow with the stream. 0: a whole stream in one run."),
         "stimulus.glimpse_ms": dict(kind="float", default=50.0, low=0, low_open=True, high=10_000.0,
                                     doc="Duration of one glimpse in simulated time, in ms."),
         "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="Probability that a step of "

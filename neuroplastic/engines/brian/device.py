@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from ...environ import environment
 from ...errors import DeviceError
 from ...progress import phase
@@ -209,17 +211,18 @@ class Simulator:
                            "builders": _builder_digest()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def run(self, make, x, y, params, eta, noise_seed: int | None = None):
+    def run(self, make, x, y, params, eta, noise_seed: int | None = None, carry: dict | None = None):
         """Run the network on stream ``x``/``y`` from weights ``params``; return the BrianClapp (read it now).
 
         ``noise_seed`` replaces the seed of the random numbers (spike noise) of this run only; a standalone
         binary reads it from :data:`NOISE_SEED_VARIABLE` if ``make`` called :func:`seed_from_environment`.
+        ``carry`` (the previous run's ``net.carry()``) continues a stream: the run starts from that state.
         """
         if self.device == "runtime":
-            return self._run_runtime(make, x, y, params, eta, noise_seed)
-        return self._run_standalone(make, x, y, params, eta, noise_seed)
+            return self._run_runtime(make, x, y, params, eta, noise_seed, carry)
+        return self._run_standalone(make, x, y, params, eta, noise_seed, carry)
 
-    def _run_runtime(self, make, x, y, params, eta, noise_seed=None):
+    def _run_runtime(self, make, x, y, params, eta, noise_seed=None, carry=None):
         import brian2 as b2
         from brian2.devices import reinit_devices
 
@@ -227,13 +230,24 @@ class Simulator:
         b2.set_device("runtime")
         b2.prefs.codegen.target = "numpy"
         net = make(x, y, params, eta)
+        if carry:
+            for key, value in net.run_args(x, y, params, eta, carry).items():
+                if isinstance(key, b2.TimedArray):
+                    key.values[...] = value          # the generated code reads this very array
+                else:
+                    key[:] = value
         if noise_seed is not None:
             b2.seed(noise_seed)
         net.run()
         return net
 
     def build(self, make, x, y, params, eta) -> Path:
-        """Generate and compile the standalone project (once); return its directory. Runs nothing."""
+        """Generate and compile the standalone project (once); return its directory. Runs nothing.
+
+        The project is generated from zeros of the shapes of ``x``, ``y`` and ``params`` and a learning
+        rate of 0: every value reaches the binary as a run argument, so the sources of one structure are
+        the same whatever the data, seed or learning rate, and a later build recompiles nothing.
+        """
         import brian2 as b2
 
         if self.network is not None:
@@ -242,6 +256,9 @@ class Simulator:
         from filelock import FileLock
 
         check_compiler()
+        # Reinitialising resets defaultclock.dt on the active device: on a standalone one that would be a
+        # line of code in the next project, which a fresh process does not write (and so a recompilation).
+        b2.set_device("runtime")
         reinit_devices()
         if self.device == "cuda":
             _configure_cuda(self.cuda_arch)
@@ -257,7 +274,8 @@ class Simulator:
                   else f"compiling {self.name} for the {self.device} device (first build takes "
                        f"{'about a minute' if self.device == 'cpp' else 'minutes'}; cached afterwards)")
         with phase(status, logger=log):
-            net = make(x, y, params, eta)
+            net = make(np.zeros_like(x, dtype=float), np.zeros_like(y, dtype=float),
+                       {key: np.zeros_like(w, dtype=float) for key, w in params.items()}, 0.0)
             net.run()
             # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
             with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
@@ -265,7 +283,7 @@ class Simulator:
         self.network = net
         return self.directory
 
-    def _run_standalone(self, make, x, y, params, eta, noise_seed=None):
+    def _run_standalone(self, make, x, y, params, eta, noise_seed=None, carry=None):
         import brian2 as b2
 
         if self.device == "cuda" and not gpu_available():
@@ -280,7 +298,7 @@ class Simulator:
         env = {NOISE_SEED_VARIABLE: str(int(noise_seed))} if noise_seed is not None else {}
         with _run_lock(self.directory, shared=True), environment(env):   # other processes may run the same binary
             b2.device.run(directory=str(self.directory), results_directory=results,
-                          run_args=net.run_args(x, y, params, eta))
+                          run_args=net.run_args(x, y, params, eta, carry))
         return net
 
     def release(self, net) -> None:
@@ -294,6 +312,9 @@ class Simulator:
         # one: delete them only when no other process holds the build (else they stay, harmlessly).
         with _run_lock(self.directory, shared=False, blocking=False) as alone:
             if alone:
+                locks = [self.directory / "static_arrays" / f"{name}.lock" for name in b2.device.run_args_arrays]
                 b2.device.delete(code=False, data=False, run_args=True, directory=False)
+                for lock in locks:                   # Brian2 leaves the lock file of every run_args file
+                    lock.unlink(missing_ok=True)
         if results.name.startswith("results_"):
             shutil.rmtree(results, ignore_errors=True)

@@ -12,6 +12,11 @@ the binary.
 Initial weights and random streams come from the same seeds as the numpy engine's,
 so the two engines start from the same network.
 
+**Long streams** (``[engine] chunk_glimpses``): a stream longer than a chunk runs in successive runs of
+the same network, each continuing from the state the previous one ended in (``net.carry()``), so memory
+does not grow with the stream; what is kept of each chunk is its per-glimpse scores (and the probe's
+rate readouts); the saved recordings are those of the last epoch's first chunk.
+
 **Spiking variant** (``[engine] variant = "spiking"``, models/<file>.toml ``[spiking]``): the
 network runs ``len(all images) * n_glimpses`` glimpses of ``[stimulus] glimpse_ms``, simulated with
 time step ``[engine] dt_ms``, so that ONE build serves the training epochs and the probe: a final
@@ -93,10 +98,13 @@ class _Session:
         # with blank glimpses of y = 0, on which the modulation, and so every weight change, is zero.
         self.train_length = len(self.train_idx) * self.n_positions
         self.length = len(self.patches) * self.n_positions if self.spiking else self.train_length
+        # Glimpses per run of the network: a longer stream runs in successive chunks, each continuing
+        # from the state the previous one ended in (simulate), so memory does not grow with its length.
+        self.chunk = protocol.engine.chunk_glimpses or self.length
         self.glimpse = protocol.stimulus.glimpse_ms * b2.ms
         self.protocol = protocol
         key = {"neuron": self.neuron.path.read_text(), "synapses": self.synapses.path.read_text(),
-               "sizes": self.sizes, "retro": self.rule.retro, "length": self.length,
+               "sizes": self.sizes, "retro": self.rule.retro, "length": self.chunk,
                "glimpse_ms": protocol.stimulus.glimpse_ms, "record": RECORDED_NEURONS,
                "variant": protocol.engine.variant}
         if self.spiking:
@@ -127,28 +135,52 @@ class _Session:
                 raise                # our bug, a missing module, a full disk: not the model file's fault
             raise describe_build_error(err, [self.neuron, self.synapses], self.protocol.engine.variant) from err
 
-    def simulate(self, x, y, params, eta, noise: tuple[int, int] | None = None):
-        """Run the stream; ``noise = (purpose, index)`` picks the spike noise (:func:`noise_seed`)."""
-        seed = None if noise is None or not self.spiking else noise_seed(self.protocol, *noise)
-        return self._translate(self.sim.run, x, y, params, eta, seed)
+    def simulate(self, x, y, params, eta, noise: tuple[int, int] | None = None, read=None) -> dict:
+        """Run the stream ``x``, ``y`` from weights ``params``; return the weights after it.
+
+        The stream runs in chunks of :attr:`chunk` glimpses, each a run of the same network that starts
+        where the previous one ended (``net.carry()``); the last chunk is padded with blank glimpses of
+        y = 0, on which nothing learns. ``x`` is anything sliceable (a lazily cut stream).
+        ``read(net, start, n)`` sees each chunk's network (glimpses ``start`` to ``start + n`` of the
+        stream) before its results are released. ``noise = (purpose, index)`` picks the spike noise
+        (:func:`noise_seed`), one seed per chunk.
+        """
+        n_chunks = -(-len(y) // self.chunk)
+        carry = None
+        with phase(f"{len(y):,} glimpses in {n_chunks} runs of {self.chunk:,}", total=n_chunks, unit="run",
+                   logger=log) if n_chunks > 1 else _single() as advance:
+            for c in range(n_chunks):
+                start, stop = c * self.chunk, min(len(y), (c + 1) * self.chunk)
+                xc, yc = _padded(np.asarray(x[start:stop], dtype=float), np.asarray(y[start:stop]), self.chunk)
+                seed = None if noise is None or not self.spiking else noise_seed(self.protocol, *noise, chunk=c)
+                net = self._translate(self.sim.run, xc, yc, params, eta, seed, carry)
+                params = net.weights()
+                if c + 1 < n_chunks:
+                    carry = net.carry()
+                if read is not None:
+                    read(net, start, stop - start)
+                self.sim.release(net)
+                advance()
+        return params
 
     def build(self):
         """Generate and compile the standalone project without running it; return its directory."""
-        x = np.zeros((self.length, self.sizes[0]))
-        return self._translate(self.sim.build, x, np.zeros(self.length), self.params, self.protocol.rule.lr)
+        x = np.zeros((self.chunk, self.sizes[0]))
+        return self._translate(self.sim.build, x, np.zeros(self.chunk), self.params, self.protocol.rule.lr)
 
 
 #: What a spiking run's noise seed is for (:func:`noise_seed`).
 TRAINING, PROBE, FIDELITY = 0, 1, 2
 
 
-def noise_seed(protocol, purpose: int, index: int) -> int:
-    """The spike-noise seed of one simulation: fresh for every epoch, probe presentation and fidelity run.
+def noise_seed(protocol, purpose: int, index: int, chunk: int = 0) -> int:
+    """The spike-noise seed of one simulation: fresh for every epoch, probe presentation, fidelity run and chunk.
 
     Drawn from the protocol's seed (stream 3 of :func:`~neuroplastic.engines.prepare.seed_sequence`'s
     numbering), so a run is reproducible and a resumed epoch sees the noise it would have seen.
     """
-    return int(np.random.SeedSequence([protocol.seed, 3, purpose, index]).generate_state(1)[0])
+    entropy = [protocol.seed, 3, purpose, index] + ([chunk] if chunk else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _raised_by_brian(err: BaseException) -> bool:
@@ -296,27 +328,27 @@ class BrianEngine(Engine):
     def epoch(self, model, epoch, rng, tick) -> EpochResult:
         s, p = model.net, model.net.protocol
         stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, p.stimulus.saccade_prob, rng)
-        x, y = _padded(stream.glimpses(s.patches), stream.y, s.length)
-        bnet = s.simulate(x, y, model.params, p.rule.lr, noise=(TRAINING, epoch))
-        model.params.update(bnet.weights())
-        arrays = {}
-        if s.spiking:
-            retro = bnet.retro_scores() or [None] * len(bnet.layers)
-            modulation = [(u[:s.train_length], stream.y, None if ur is None else ur[:s.train_length])
-                          for u, ur in zip(bnet.scores(), retro)]
-            if epoch == p.train.epochs:
-                arrays = {"brian_monitors": _spiking_monitor_arrays(bnet, stream, x),
-                          "brian_spikes": bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES)}
-        else:
-            modulation = [(np.asarray(m.u[0]), np.asarray(m.y[0]),
-                           np.asarray(m.u_retro[0]) if "u_retro" in m.record_variables else None)
-                          for m in bnet.monitors["modulation"]]
-            if epoch == p.train.epochs:
-                arrays = {"brian_monitors": _monitor_arrays(bnet, stream, x)}
-        s.sim.release(bnet)
+        scores, arrays = _Scores(), {}
+
+        def read(bnet, start, n):
+            scores.read(bnet, n)
+            if start == 0 and epoch == p.train.epochs:      # recordings of the last epoch's first chunk
+                x = np.asarray(_StreamGlimpses(stream, s.patches)[:SAVED_SPIKE_GLIMPSES])
+                if s.spiking:
+                    arrays.update(brian_monitors=_spiking_monitor_arrays(bnet, stream, x, n),
+                                  brian_spikes=bnet.spikes(max_glimpses=SAVED_SPIKE_GLIMPSES))
+                else:
+                    arrays.update(brian_monitors=_monitor_arrays(bnet, stream, x, n))
+
+        model.params.update(s.simulate(_StreamGlimpses(stream, s.patches), stream.y, model.params, p.rule.lr,
+                                       noise=(TRAINING, epoch), read=read))
+        u, u_retro = scores.joined()
+        if arrays:                                       # the whole epoch's scores and gates
+            arrays["brian_monitors"].update(_gates(u, u_retro, stream.y))
         means = {}
-        for l, (u, y, u_retro) in enumerate(modulation):
-            means[(l + 1, "loss")], means[(l + 1, "modulated")] = loss_and_modulation(u, y, u_retro)
+        for l in range(len(u)):
+            means[(l + 1, "loss")], means[(l + 1, "modulated")] = loss_and_modulation(
+                u[l], stream.y, None if u_retro is None else u_retro[l])
         tick()
         return EpochResult(means, arrays)
 
@@ -366,14 +398,16 @@ def _spiking_features(s: _Session, params, presentations: int) -> list[np.ndarra
     Every image's glimpses in order, ``presentations`` times with fresh spike noise, rates averaged.
     """
     n_images, n_positions = s.patches.shape[:2]
-    x = np.asarray(s.patches[:]).reshape(n_images * n_positions, -1)     # lazily read glimpses are read here
-    total = None
+    x = s.patches.reshape(n_images * n_positions, -1)
+    total = [np.zeros((len(x), n)) for n in s.sizes[1:]]
+
+    def read(bnet, start, n):
+        for t, r in zip(total, bnet.rates()):
+            t[start:start + n] += r[:n]
+
     with phase(f"spiking presentations of {n_images} images", total=presentations, unit="run", logger=log) as advance:
         for k in range(presentations):
-            bnet = s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k))
-            rates = bnet.rates()
-            s.sim.release(bnet)
-            total = rates if total is None else [t + r for t, r in zip(total, rates)]
+            s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k), read=read)
             advance()
     return [(t / presentations).reshape(n_images, n_positions, -1) for t in total]
 
@@ -387,13 +421,9 @@ def _fidelity(s: _Session, params) -> dict:
     stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, s.protocol.stimulus.saccade_prob, rng)
     x, y = stream.glimpses(s.patches), stream.y
     rate = rate_updates(params, x, y)
-    bnet = s.simulate(*_padded(x, y, s.length), params, FROZEN_ETA, noise=(FIDELITY, 0))
-    after = bnet.weights()
-    scores = [u[:len(y)] for u in bnet.scores()]
-    retro = bnet.retro_scores()
-    retro = None if retro is None else [u[:len(y)] for u in retro]
-    s.sim.release(bnet)
-    spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, scores, retro)
+    scores = _Scores()
+    after = s.simulate(x, y, params, FROZEN_ETA, noise=(FIDELITY, 0), read=lambda bnet, start, n: scores.read(bnet, n))
+    spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, *scores.joined())
     return {"frozen": compare_updates(rate, spiking, y), "ceiling": jitter_ceiling(params, x, y, rng, rate),
             "glimpses": int(np.count_nonzero(y))}
 
@@ -404,42 +434,84 @@ def _padded(x: np.ndarray, y: np.ndarray, length: int) -> tuple[np.ndarray, np.n
     return np.concatenate([x, np.zeros((pad, x.shape[1]))]), np.concatenate([y, np.zeros(pad)])
 
 
+class _StreamGlimpses:
+    """A saccade stream's inputs, cut from the glimpse grid chunk by chunk (never the whole stream at once)."""
+
+    def __init__(self, stream, patches):
+        self.stream, self.patches = stream, patches
+
+    def __len__(self) -> int:
+        return len(self.stream.y)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return self.patches[self.stream.image[part], self.stream.position[part]]
+
+
+def _run_scores(bnet) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per layer the score u (and CLAPP's u_retro, else None) at every glimpse of one run, either variant."""
+    if "counts" in bnet.monitors:                    # spiking
+        return bnet.scores(), bnet.retro_scores()
+    mons = bnet.monitors["modulation"]
+    retro = [np.asarray(m.u_retro[0]) for m in mons] if "u_retro" in mons[0].record_variables else None
+    return [np.asarray(m.u[0]) for m in mons], retro
+
+
+class _Scores:
+    """The scores of a stream's chunks, joined (a stream's per-glimpse scores are all a run keeps of it)."""
+
+    def __init__(self):
+        self.u, self.u_retro = [], []
+
+    def read(self, bnet, n: int) -> None:
+        u, u_retro = _run_scores(bnet)
+        self.u.append([v[:n] for v in u])
+        self.u_retro.append(None if u_retro is None else [v[:n] for v in u_retro])
+
+    def joined(self) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        u = [np.concatenate(parts) for parts in zip(*self.u)]
+        if self.u_retro[0] is None:
+            return u, None
+        return u, [np.concatenate(parts) for parts in zip(*self.u_retro)]
+
+
+def _gates(u, u_retro, y) -> dict[str, np.ndarray]:
+    """The scores and gates M = y Theta(1 - y u) of every layer (CLAPP: also the retrodiction pathway's)."""
+    out = {}
+    for l, v in enumerate(u):
+        out[f"layer{l + 1}/u"], out[f"layer{l + 1}/M"] = v, y * (1 - y * v > 0)
+    for l, v in enumerate(u_retro or []):
+        out[f"layer{l + 1}/u_retro"], out[f"layer{l + 1}/M_retro"] = v, y * (1 - y * v > 0)
+    return out
+
+
 def _stream_arrays(stream, x) -> dict[str, np.ndarray]:
     """The last epoch's eye path (image, position, y per glimpse) and its first glimpses' pixels."""
     return {"image": stream.image, "position": stream.position, "y": stream.y, "x": x[:SAVED_SPIKE_GLIMPSES]}
 
 
-def _spiking_monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
-    """The last epoch's recordings of a spiking network: modulation and rate readout per glimpse."""
-    out, n = _stream_arrays(stream, x), len(stream.y)          # the training part of the (padded) run
-    for l, u in enumerate(bnet.scores()):
-        out[f"layer{l + 1}/u"] = u[:n]
-        out[f"layer{l + 1}/M"] = stream.y * (1 - stream.y * u[:n] > 0)
-    for l, u in enumerate(bnet.retro_scores() or []):             # CLAPP: the retrodiction pathway's
-        out[f"layer{l + 1}/u_retro"] = u[:n]
-        out[f"layer{l + 1}/M_retro"] = stream.y * (1 - stream.y * u[:n] > 0)
+def _spiking_monitor_arrays(bnet, stream, x, n: int) -> dict[str, np.ndarray]:
+    """The recordings of a spiking network's first run (``n`` glimpses) of the last epoch: rate readouts, traces."""
+    out = _stream_arrays(stream, x)
     for l, z in enumerate(bnet.rates()):
         out[f"layer{l + 1}/z"] = z[:n]
     for l, m in enumerate(bnet.monitors["traces"]):
         out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
-        out[f"layer{l + 1}/v"] = np.asarray(m.v[0])
-        out[f"layer{l + 1}/d"] = np.asarray(m.d[0])
+        out[f"layer{l + 1}/v"] = np.asarray(m.v[:])
+        out[f"layer{l + 1}/d"] = np.asarray(m.d[:])
     return out
 
 
-def _monitor_arrays(bnet, stream, x) -> dict[str, np.ndarray]:
-    """The last epoch's recordings: modulation per glimpse and traces of a few neurons per layer."""
+def _monitor_arrays(bnet, stream, x, n: int) -> dict[str, np.ndarray]:
+    """The recordings of a rate network's first run (``n`` glimpses) of the last epoch: traces of a few neurons."""
     out = _stream_arrays(stream, x)
-    for l, m in enumerate(bnet.monitors["modulation"]):
-        u, y = np.asarray(m.u[0]), np.asarray(m.y[0])
-        out[f"layer{l + 1}/u"] = u
-        out[f"layer{l + 1}/M"] = y * (1 - y * u > 0)
-        if "u_retro" in m.record_variables:                        # CLAPP: the retrodiction pathway's
-            u_retro = np.asarray(m.u_retro[0])
-            out[f"layer{l + 1}/u_retro"] = u_retro
-            out[f"layer{l + 1}/M_retro"] = y * (1 - y * u_retro > 0)
     for l, m in enumerate(bnet.monitors.get("traces", [])):
-        out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])
+        out[f"layer{l + 1}/t_s"] = np.asarray(m.t_[:])[:n]
         for var in ("a", "z", "d"):
-            out[f"layer{l + 1}/{var}"] = np.asarray(getattr(m, var)[:])
+            out[f"layer{l + 1}/{var}"] = np.asarray(getattr(m, var)[:])[:, :n]
     return out
+
+
+@contextmanager
+def _single():
+    """A phase of one step: no status line of its own (the caller's shows)."""
+    yield lambda n=1: None

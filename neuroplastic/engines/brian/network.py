@@ -72,9 +72,29 @@ class BrianClapp:
     shapes: dict            # "1/W" -> (n_post, n_pre)
     duration: object
 
+    @property
+    def n_glimpses(self) -> int:
+        """Glimpses of one run (a chunk of a stream; the build's stream length)."""
+        return len(self.stimulus.values)
+
     def run(self) -> None:
         """Simulate the whole stream (in standalone mode: generate the code of the run)."""
         self.network.run(self.duration, namespace=self.namespace)
+
+    def carry(self) -> dict[str, np.ndarray]:
+        """The state the next chunk of the stream starts from: ``"object.variable" -> values`` (read after a run).
+
+        Every variable a neuron group or synapse set stores and may change (potentials, traces, latches,
+        weights, eligibilities), so that a stream run in successive chunks equals one run of the whole
+        stream. Passed back as :meth:`run_args` ``carry``.
+        """
+        out = {}
+        for obj in self.network.objects:
+            if obj.__class__.__name__ not in ("NeuronGroup", "Synapses"):
+                continue
+            for name in _stored_variables(obj):
+                out[f"{obj.name}.{name}"] = np.array(getattr(obj, name)[:])
+        return out
 
     def weights(self) -> dict[str, np.ndarray]:
         """Read every plastic matrix back as ``matrix[post, pre]`` (works after a standalone run)."""
@@ -85,15 +105,34 @@ class BrianClapp:
             out[key] = m
         return out
 
-    def run_args(self, x: np.ndarray, y: np.ndarray, params: dict, eta: float) -> dict:
-        """``device.run`` arguments that replace stimulus, labels, weights and learning rate without recompiling."""
-        args = {self.stimulus: np.asarray(x, dtype=float), self.labels: np.asarray(y, dtype=float)}
+    def run_args(self, x: np.ndarray, y: np.ndarray, params: dict, eta: float, carry: dict | None = None) -> dict:
+        """``device.run`` arguments that replace stimulus, labels, weights and learning rate without recompiling.
+
+        ``carry`` (:meth:`carry` of the previous chunk) sets the state the run starts from; the
+        weights of ``params`` win over carried ones.
+        """
+        values = {}
+        for name, value in (carry or {}).items():
+            obj, var = name.split(".")
+            values[name] = (getattr(self.network[obj], var), value)
         for key, syn in self.synapses.items():
             post, pre = _all_to_all(*self.shapes[key])
-            args[syn.w] = np.asarray(params[key], dtype=float)[post, pre]
+            values[f"{syn.name}.w"] = (syn.w, np.asarray(params[key], dtype=float)[post, pre])
         for group in self.eta_group:
-            args[group.eta] = float(eta)
+            values[f"{group.name}.eta"] = (group.eta, float(eta))
+        args = {self.stimulus: np.asarray(x, dtype=float), self.labels: np.asarray(y, dtype=float)}
+        args.update(dict(values.values()))
         return args
+
+
+def _stored_variables(obj) -> list[str]:
+    """Names of the per-neuron (per-synapse) arrays ``obj`` owns and its code may write."""
+    from brian2.core.variables import ArrayVariable, DynamicArrayVariable
+
+    return sorted(name for name, var in obj.variables.items()
+                  if isinstance(var, (ArrayVariable, DynamicArrayVariable)) and var.owner.name == obj.name
+                  and not name.startswith("_") and not var.read_only and not var.constant and not var.scalar
+                  and name not in ("t", "dt", "t_in_timesteps", "N", "i", "j", "lastupdate", "delay"))
 
 
 def _all_to_all(n_post: int, n_pre: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,12 +10,17 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
     pred{l}       W_pred  layer{l} -> layer{l}   (context spikes -> dendrite, delayed by one glimpse; learning)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only)
     score{l}      layer{l} -> modulator{l}
+    context{l}    the layer's spikes during a run's last glimpse, replayed by the next run (``carry``)
 
 Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
 A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
 ``saccade`` on the last step of each glimpse (the layers never spike on that step, so the spike
 count read there is final), and the layers the event ``settled`` when the glimpse's settle window
 (``settle_steps`` steps) ends: from then on spikes count and the dendrite's mean ``dbar`` accumulates.
+A layer's event ``replay`` delivers, through pred{l}'s undelayed ``replay`` pathway, the context spikes
+of the previous run's last glimpse when a run continues a stream (:meth:`BrianSpikingClapp.carry`).
+Everything runs on Brian's one defaultclock (traces are sampled on the event ``sample``): a second
+clock would make the generated code differ from process to process, and so recompile it.
 
 **Schedule of the last time step of a glimpse** (all layers at once; explicit orders in the
 ``synapses`` slot, Brian would otherwise break ties by name):
@@ -44,10 +49,14 @@ from ...errors import ModelError
 from ...models import ModelFile
 from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
 
-__all__ = ["BrianSpikingClapp", "SETTLED", "build", "constants", "settle_steps", "steps_per_glimpse"]
+__all__ = ["BrianSpikingClapp", "REPLAY", "SETTLED", "build", "constants", "settle_steps", "steps_per_glimpse"]
 
 #: The custom event at which a glimpse's settle window ends (the model file's ``on_settled`` runs).
 SETTLED = "settled"
+#: The custom event that delivers, in a run's first glimpse, the context spikes of the previous chunk's last one.
+REPLAY = "replay"
+#: The custom event on which the traces of a layer's first neuron are sampled (about 30 times per glimpse).
+SAMPLE = "sample"
 
 
 @dataclass
@@ -68,21 +77,47 @@ class BrianSpikingClapp(BrianClapp):
     def n_glimpses(self) -> int:
         return len(self.stimulus.values)
 
+    replays: list | None = None           # per layer, the TimedArray of the previous chunk's last-glimpse spikes
+
     def run(self) -> None:
         """Simulate the stream; the SpikeMonitors record its first ``spike_glimpses`` glimpses only.
 
-        Two runs of one network, the monitors switched off between them (spikes of a whole long run would
-        take gigabytes at kHz rates; the saved raster needs the first glimpses).
+        Up to three runs of one network, switching monitors between them: the raster's during the first
+        glimpses (spikes of a whole long run would take gigabytes at kHz rates), the context monitors
+        during the last glimpse only (:meth:`carry`).
         """
         import brian2 as b2
 
-        n = self.spike_glimpses
-        if not self.monitors["spikes"] or n is None or n >= self.n_glimpses:
-            return super().run()
-        self.network.run(n * self.glimpse_s * b2.second, namespace=self.namespace)
-        for monitor in self.monitors["spikes"]:
-            monitor.active = False
-        self.network.run((self.n_glimpses - n) * self.glimpse_s * b2.second, namespace=self.namespace)
+        n = self.n_glimpses
+        raster_end = min(n if self.spike_glimpses is None else self.spike_glimpses, n) if self.monitors["spikes"] else 0
+        bounds = sorted({0, raster_end, n - 1 if self.monitors["context"] else n, n})
+        for start, stop in zip(bounds, bounds[1:]):
+            for monitor in self.monitors["spikes"]:
+                monitor.active = start < raster_end
+            for monitor in self.monitors["context"]:
+                monitor.active = start == n - 1
+            self.network.run((stop - start) * self.glimpse_s * b2.second, namespace=self.namespace)
+
+    def carry(self) -> dict[str, np.ndarray]:
+        """:meth:`BrianClapp.carry`, plus the spikes still on their way to the dendrites.
+
+        W_pred's context spikes arrive one glimpse late, so the last glimpse's spikes of a chunk belong
+        to the next chunk's first glimpse: ``"replay<l>"`` is their raster (time steps x neurons), which
+        the next run's ``replay`` event delivers through the same synapses at the same time steps.
+        """
+        out = super().carry()
+        n_steps = self.n_glimpses * self.steps
+        for l, (monitor, layer) in enumerate(zip(self.monitors["context"], self.layers)):
+            raster = np.zeros((self.steps + 1, layer.N))         # the extra row: nothing after the first glimpse
+            step = np.rint(np.asarray(monitor.t_[:]) / (self.glimpse_s / self.steps)).astype(np.int64)
+            raster[step - (n_steps - self.steps), np.asarray(monitor.i[:])] = 1.0
+            out[f"replay{l + 1}"] = raster
+        return out
+
+    def run_args(self, x, y, params, eta, carry=None) -> dict:
+        carry = dict(carry or {})
+        replays = {ta: carry.pop(ta.name) for ta in self.replays or [] if ta.name in carry}
+        return {**super().run_args(x, y, params, eta, carry), **replays}
 
     def rates(self) -> list[np.ndarray]:
         """Per-glimpse rate readout z = count / (rate_out * counted time) of every layer: (n_glimpses, n).
@@ -187,28 +222,35 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     # The settle window ends after the step on which this fires (after the glimpse-end latch if they coincide).
     settled = f"(timestep(t, dt) + 1) % {k} == {settle % k}"
 
-    def group(n, eqs, name, threshold=None, reset=None, latch=None, on_settled=None, on_step=None):
+    def group(n, eqs, name, threshold=None, reset=None, latch=None, on_settled=None, on_step=None, replay=None):
         events = {SACCADE: event}          # a fresh dict per group (brian2's NeuronGroup keeps the dict it is given)
         if on_settled is not None:
             events[SETTLED] = settled
+        namespace = ns
+        if replay is not None:             # a layer: it replays context spikes and its traces are sampled
+            events.update({REPLAY: "replay_context(t, i) > 0.5", SAMPLE: f"timestep(t, dt) % {max(1, k // 30)} == 0"})
+            namespace = {**ns, "replay_context": replay}
         g = b2.NeuronGroup(n, eqs, threshold=threshold, reset=reset, events=events, clock=clock, name=name,
-                           namespace=ns, method="exact")
+                           namespace=namespace, method="exact")
         if latch and latch.strip():
             g.run_on_event(SACCADE, latch, when="after_resets", order=0)
         if on_settled and on_settled.strip():
             g.run_on_event(SETTLED, on_settled, when="after_resets", order=1)
         if on_step and on_step.strip():
-            g.run_regularly(on_step, dt=dt, when="groups", order=1, name=f"{name}_on_step")
+            g.run_regularly(on_step, clock=clock, when="groups", order=1, name=f"{name}_on_step")
         return g
 
     inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
     objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
-    counts, spikes, modmons, traces = [], [], [], []
+    counts, spikes, modmons, traces, contexts, replays = [], [], [], [], [], []
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
+        # The context spikes of the previous chunk's last glimpse (all zero unless a run continues a stream).
+        replays.append(b2.TimedArray(np.zeros((k + 1, n)), dt=dt, name=f"replay{l + 1}"))
         layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l + 1}", threshold=spk["layer"]["threshold"],
                       reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""),
-                      on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"))
+                      on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"),
+                      replay=replays[-1])
         mod_latch = syn["modulation"].get("modulator_on_glimpse_end", "")
         if retro:
             mod_latch += "\n" + syn["retrodiction_modulation"].get("modulator_on_glimpse_end", "")
@@ -237,6 +279,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
                       "learn": (syn["feedforward"]["on_glimpse_end"], SACCADE, 10)}, f"ff{l + 1}")
         # The context's spikes reach the dendrite one glimpse later (a homogeneous delay of one glimpse).
         pred_paths = {"context": (syn["prediction"]["on_spike"], "spike", 0),
+                      "replay": (syn["prediction"]["on_spike"], REPLAY, 0),
                       "learn": (syn["prediction"]["on_glimpse_end"], SACCADE, 10)}
         if not retro:
             pred_paths["score"] = (syn["retrodiction_transpose"]["prediction_score"], SACCADE, -10)
@@ -257,6 +300,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             new.append(synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                                {"score": (syn["retrodiction"]["score"], SACCADE, -10),
                                 "learn": (syn["retrodiction"]["on_glimpse_end"], SACCADE, 10)}, f"retro{l + 1}"))
+        # Every spike of the layer during a run's last glimpse: the context the next chunk replays (carry()).
+        contexts.append(b2.SpikeMonitor(layer, name=f"context{l + 1}"))
+        new.append(contexts[-1])
         if monitors:
             # Recorded at the glimpse end after the synapses, before the latches reset the count.
             counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
@@ -266,8 +312,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             modmons.append(b2.EventMonitor(mod, SACCADE, variables=["u"] + (["u_retro"] if retro else []),
                                            when="after_synapses", name=f"modulation{l + 1}"))
             # Soma and dendrite of the layer's first neuron, sampled about 30 times per glimpse.
-            traces.append(b2.StateMonitor(layer, ["v", "d"], record=[0], dt=max(1, k // 30) * dt,
-                                          name=f"traces{l + 1}"))
+            # (An event on the network's one clock, not a StateMonitor with a dt of its own: Brian2 writes the
+            # start of every clock in an order that changes from process to process, which would change the
+            # generated code and recompile it.)
+            traces.append(b2.EventMonitor(layer[:1], SAMPLE, variables=["v", "d"], name=f"traces{l + 1}"))
             new += [counts[-1], modmons[-1], traces[-1]]
             if record_spikes:
                 k_rec = n if record_spikes is True else min(int(record_spikes), n)
@@ -281,6 +329,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     network = b2.Network(*objects)
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
-                             {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces}, shapes,
+                             {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces,
+                              "context": contexts}, shapes,
                              len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
-                             float((k - settle - 1) * dt / b2.second), spike_glimpses)
+                             float((k - settle - 1) * dt / b2.second), spike_glimpses, replays)

@@ -1,0 +1,114 @@
+"""Memory of a long glimpse stream through a compiled Brian2 network: chunked runs keep it bounded.
+
+Each stream length runs in its own process: the spiking quickstart network (``clapp_digits_spiking``, short
+glimpses so that 10^5 of them take minutes) learns on a saccade stream of that many glimpses through the
+engine's own chunk loop (``[engine] chunk_glimpses``), keeping the per-glimpse scores as a training epoch does.
+Reported per length: wall time, the peak resident memory of the Python process and of the compiled binary
+(the largest of its runs), and the ratio of the longest stream's peaks to the shortest's. Targets: the
+longest run <= 2 GiB in all, <= 1.1x the shortest's. The build is shared (``NEUROPLASTIC_BUILD_DIR``), so
+the first worker compiles and the others re-run it.
+
+usage: python benchmarks/bench_brian_stream.py [--glimpses 10000 100000] [--chunk 1000] [--glimpse-ms 10]
+                                               [--dt-ms 0.5] [--layers 32,32] [--protocol FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TIME = Path("/usr/bin/time")
+
+
+def worker(args) -> dict:
+    import numpy as np
+
+    from neuroplastic.api import load_protocol
+    from neuroplastic.engines.brian.engine import ENGINE, TRAINING, _Scores
+    from neuroplastic.engines.prepare import prepare
+    from neuroplastic.stimuli import saccade_stream
+    from neuroplastic.engines.brian.engine import _StreamGlimpses
+
+    sets = {"stimulus__glimpse_ms": args.glimpse_ms or None, "engine__dt_ms": args.dt_ms or None, "engine__chunk_glimpses": args.chunk,
+            "model__layers": [int(n) for n in args.layers.split(",")] if args.layers else None}
+    protocol = load_protocol(args.protocol, **{k: v for k, v in sets.items() if v is not None})
+    prepared = prepare(protocol)
+    rng = np.random.default_rng(0)
+    model = ENGINE.init(protocol, prepared, rng)
+    session = model.net
+    session.build()                                  # compiled (or found in the cache) before the clock starts
+    # The binary's own peak: GNU time measures it from a small process (a child forked from Python would
+    # count Python's pages in its ru_maxrss).
+    peaks = Path(args.peaks)
+    if TIME.is_file():
+        import brian2 as b2
+
+        b2.prefs.devices.cpp_standalone.run_cmd_unix = [str(TIME), "-a", "-o", str(peaks), "-f", "%M", "./main"]
+    stream = saccade_stream(session.train_idx, session.n_positions, args.worker, protocol.stimulus.saccade_prob, rng)
+    scores = _Scores()
+    start = time.perf_counter()
+    weights = session.simulate(_StreamGlimpses(stream, session.patches), stream.y, model.params, protocol.rule.lr,
+                               noise=(TRAINING, 1), read=lambda net, first, n: scores.read(net, n))
+    seconds = time.perf_counter() - start
+    u, _ = scores.joined()
+    assert len(u[0]) == args.worker and all(np.isfinite(w).all() for w in weights.values())
+    runs = [int(line) for line in peaks.read_text().split()] if peaks.is_file() else []
+    return {"glimpses": args.worker, "seconds": seconds, "runs": len(runs),
+            "python_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "binary_mib": max(runs) / 1024.0 if runs else float("nan")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--glimpses", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--protocol", default=str(ROOT / "protocols" / "clapp_digits_spiking.toml"))
+    parser.add_argument("--chunk", type=int, default=1000, help="[engine] chunk_glimpses")
+    parser.add_argument("--glimpse-ms", type=float, default=10.0, help="0: the protocol's")
+    parser.add_argument("--dt-ms", type=float, default=0.5, help="0: the protocol's")
+    parser.add_argument("--layers", default="", help="e.g. 64,64 (default: the protocol's)")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--peaks", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    if not TIME.is_file():
+        print(f"{TIME} (GNU time) is missing: the binary's peak memory is not measured, only Python's")
+    common = ["--protocol", args.protocol, "--chunk", str(args.chunk), "--glimpse-ms", str(args.glimpse_ms),
+              "--dt-ms", str(args.dt_ms), "--layers", args.layers]
+    rows = []
+    for n in sorted(args.glimpses):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([sys.executable, __file__, "--worker", str(n), "--peaks", f"{tmp}/peaks", *common],
+                                 capture_output=True, text=True)
+        if out.returncode:
+            sys.stderr.write(out.stderr[-3000:])
+            return out.returncode
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['glimpses']:>9,} glimpses  {r['runs']:>4} runs  {r['seconds']:8.1f} s  python {r['python_mib']:7.1f} MiB  "
+              f"binary {r['binary_mib']:7.1f} MiB  total {r['python_mib'] + r['binary_mib']:7.1f} MiB", flush=True)
+    first, last = rows[0], rows[-1]
+    total = lambda r: r["python_mib"] + r["binary_mib"]  # noqa: E731
+    ratio = total(last) / total(first)
+    print(f"peak memory, {last['glimpses']:,} vs {first['glimpses']:,} glimpses: {ratio:.3f}x (target <= 1.1x); "
+          f"{total(last) / 1024:.2f} GiB (target <= 2 GiB); chunks of {args.chunk:,} glimpses")
+    from neuroplastic.bench import record
+
+    record("brian_stream", {
+        "peak_memory_long_vs_short": {"value": ratio, "target": "<= 1.1",
+                                      "what": f"peak memory, {last['glimpses']:,} vs {first['glimpses']:,} glimpses"},
+        "peak_memory_long_gib": {"value": total(last) / 1024, "target": "<= 2.0",
+                                 "what": f"peak memory of {last['glimpses']:,} glimpses, GiB"}},
+        rows=rows, chunk=args.chunk)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
