@@ -31,7 +31,7 @@ def test_build_only_needs_a_standalone_brian_device(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["clapp_digits_brian", "clapp_digits_spiking"])
+@pytest.mark.parametrize("protocol", ["clapp_digits_brian"])      # spiking: the large protocol's test below
 def test_cuda_build_only_compiles_a_binary(monkeypatch, tmp_path, capsys, protocol):
     pytest.importorskip("brian2cuda")
     if dev.shutil.which("nvcc") is None:
@@ -50,7 +50,10 @@ def test_cuda_build_only_compiles_a_binary(monkeypatch, tmp_path, capsys, protoc
 
 @pytest.mark.slow
 def test_large_spiking_protocol_compiles_for_cuda_at_full_size(monkeypatch, tmp_path, capsys):
-    """clapp_natural_images_spiking as shipped: 3 x 512 spiking neurons, 1.3 million plastic synapses."""
+    """clapp_natural_images_spiking as shipped: 3 x 512 spiking neurons, 1.3 million plastic synapses.
+
+    The spiking network's code does not depend on its size, so this is also the spiking variant's CUDA build.
+    """
     pytest.importorskip("brian2cuda")
     if dev.shutil.which("nvcc") is None:
         pytest.skip("nvcc not installed")

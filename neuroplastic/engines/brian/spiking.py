@@ -228,7 +228,8 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             events[SETTLED] = settled
         namespace = ns
         if replay is not None:             # a layer: it replays context spikes and its traces are sampled
-            events.update({REPLAY: "replay_context(t, i) > 0.5", SAMPLE: f"timestep(t, dt) % {max(1, k // 30)} == 0"})
+            events.update({REPLAY: "replay_context(t, i) > 0.5",
+                           SAMPLE: f"i == 0 and timestep(t, dt) % {max(1, k // 30)} == 0"})
             namespace = {**ns, "replay_context": replay}
         g = b2.NeuronGroup(n, eqs, threshold=threshold, reset=reset, events=events, clock=clock, name=name,
                            namespace=namespace, method="exact")
@@ -314,8 +315,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             # Soma and dendrite of the layer's first neuron, sampled about 30 times per glimpse.
             # (An event on the network's one clock, not a StateMonitor with a dt of its own: Brian2 writes the
             # start of every clock in an order that changes from process to process, which would change the
-            # generated code and recompile it.)
-            traces.append(b2.EventMonitor(layer[:1], SAMPLE, variables=["v", "d"], name=f"traces{l + 1}"))
+            # generated code and recompile it; the event is the first neuron's only: brian2cuda cannot monitor
+            # a subgroup's custom events.)
+            traces.append(b2.EventMonitor(layer, SAMPLE, variables=["v", "d"], name=f"traces{l + 1}"))
             new += [counts[-1], modmons[-1], traces[-1]]
             if record_spikes:
                 k_rec = n if record_spikes is True else min(int(record_spikes), n)
