@@ -32,7 +32,7 @@ Every simulation draws its own spike noise (:func:`noise_seed`) from the one bin
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +148,7 @@ class _Session:
         n_chunks = -(-len(y) // self.chunk)
         carry = None
         with phase(f"{len(y):,} glimpses in {n_chunks} runs of {self.chunk:,}", total=n_chunks, unit="run",
-                   logger=log) if n_chunks > 1 else _single() as advance:
+                   logger=log) if n_chunks > 1 else nullcontext(lambda n=1: None) as advance:
             for c in range(n_chunks):
                 start, stop = c * self.chunk, min(len(y), (c + 1) * self.chunk)
                 xc, yc = _padded(np.asarray(x[start:stop], dtype=float), np.asarray(y[start:stop]), self.chunk)
@@ -510,8 +510,3 @@ def _monitor_arrays(bnet, stream, x, n: int) -> dict[str, np.ndarray]:
             out[f"layer{l + 1}/{var}"] = np.asarray(getattr(m, var)[:])[:, :n]
     return out
 
-
-@contextmanager
-def _single():
-    """A phase of one step: no status line of its own (the caller's shows)."""
-    yield lambda n=1: None

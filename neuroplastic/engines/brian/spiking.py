@@ -73,10 +73,6 @@ class BrianSpikingClapp(BrianClapp):
     counted_s: float        # the time steps of a glimpse whose spikes count (after the settle window, not the last)
     spike_glimpses: int | None = None    # the SpikeMonitors record the first this many glimpses only (None: all)
 
-    @property
-    def n_glimpses(self) -> int:
-        return len(self.stimulus.values)
-
     replays: list | None = None           # per layer, the TimedArray of the previous chunk's last-glimpse spikes
 
     def run(self) -> None:
