@@ -13,7 +13,7 @@ NWB                             from
                                 layer's neuron 0 (``layer{l}_soma_v``, ``layer{l}_dendrite_d``)
 ``stimulus``                    ``x``: the input rates of the first glimpses' pixels (``glimpse_input``)
 ``intervals/glimpses``          ``image``, ``position``, ``y``: the training stream's glimpses, fixation or saccade
-``processing/glimpses``         ``layer{l}/z``, ``/u``, ``/M``: rate readout, score and modulation per glimpse
+``processing/glimpses``         ``layer{l}/z``, ``/u``, ``/M``: spike-count rate, score and modulation per glimpse
 ==============================  ===============================================================================
 
 Times are seconds from the start of that epoch's simulation. The session metadata come from the run's
@@ -177,9 +177,9 @@ def _add_traces(pynwb, nwb, monitors: dict, names: list[str], glimpse_s: float) 
             name=f"{name}_dendrite_d", data=monitors[f"{name}/d"], unit=_DIMENSIONLESS, timestamps=v,
             description=f"dendritic potential d of neuron 0 of layer {l}, driven through W_pred by the layer's "
             "spikes one glimpse back (<d> = W_pred z_prev)"))
-        for key, what in (("z", "rate readout z per neuron: spikes after the settle window / (rate_out * counted "
+        for key, what in (("z", "spike-count rate per neuron: spikes after the settle window / (rate_out * counted "
                                 "time), ~ ReLU(W x)"),
-                          ("u", "score u = sum_j z_j dbar_j"),
+                          ("u", "score u = sum_j z_j dbar_j, z the model file's rate readout"),
                           ("M", "modulation factor M = y Theta(1 - y u) broadcast at the glimpse's end")):
             per_glimpse.add(TimeSeries(name=f"{name}_{key}", data=monitors[f"{name}/{key}"], unit=_DIMENSIONLESS,
                                        starting_time=glimpse_s, rate=rate, description=f"layer {l}: {what}"))

@@ -67,6 +67,10 @@ MALFORMED = {
                                  ["[evaluate] layers = [1, 3]", "layer 3 does not exist", "the model has 2 layers",
                                   "numbered 1 to 2"]),
     "negative_seed": ("seed = -1\n" + BASE, ["seed = -1", "must be an integer >= 0"]),
+    "chunk_glimpses_negative": (BASE + '[engine]\nname = "brian"\nchunk_glimpses = -500\n',
+                                ["[engine] chunk_glimpses = -500", "must be an integer >= 0"]),
+    "chunk_glimpses_fraction": (BASE + '[engine]\nname = "brian"\nchunk_glimpses = 2.5\n',
+                                ["[engine] chunk_glimpses = 2.5", "must be an integer >= 0"]),
 }
 
 

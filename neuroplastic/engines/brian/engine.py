@@ -21,7 +21,7 @@ rate readouts); the saved recordings are those of the last epoch's first chunk.
 network runs ``len(all images) * n_glimpses`` glimpses of ``[stimulus] glimpse_ms``, simulated with
 time step ``[engine] dt_ms``, so that ONE build serves the training epochs and the probe: a final
 run with ``eta = 0`` and ``y = 0`` over every image's glimpses in order, whose per-glimpse spike
-counts (rate readout z of each layer) are the probe's features. An epoch's training stream is the
+counts (spike-count rates of each layer) are the probe's features. An epoch's training stream is the
 rate variant's own (``len(train) * n_glimpses`` glimpses of the training images, drawn with the same
 generator), padded with blank glimpses of ``y = 0``, on which nothing learns. The random baseline
 is the same probe run with the initial weights; the probe averages ``[evaluate] presentations`` runs.

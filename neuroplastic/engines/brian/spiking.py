@@ -116,10 +116,11 @@ class BrianSpikingClapp(BrianClapp):
         return {**super().run_args(x, y, params, eta, carry), **replays}
 
     def rates(self) -> list[np.ndarray]:
-        """Per-glimpse rate readout z = count / (rate_out * counted time) of every layer: (n_glimpses, n).
+        """Per-glimpse spike-count rates, count / (rate_out * counted time), of every layer: (n_glimpses, n).
 
-        The model file's z, computed from the recorded counts (brian2cuda cannot record a subexpression
-        in an EventMonitor); spikes count after the glimpse's settle window, on every step but its last.
+        What the spikes say (the probe's features), computed from the recorded counts ``nz``; spikes count
+        after the glimpse's settle window, on every step but its last. The score and the plasticity read
+        the model file's own readout ``z`` (the shipped model: the soma's mean potential, rectified).
         """
         return [np.asarray(mon.nz[:]).reshape(self.n_glimpses, layer.N) / (self.rate_out_hz * self.counted_s)
                 for mon, layer in zip(self.monitors["counts"], self.layers)]
