@@ -113,8 +113,9 @@ FORMAT: dict[str, dict[str, Table]] = {
         "spiking.layer": Table("The neurons of every layer.", {
             "equations": Entry("equations", "Must define the soma potential `v` and the dendritic potential `d` "
                                "(both recorded), the spike count `nz` (the probe's readout), the rate readout `z` "
-                               "that the score and the plasticity read, its derivative `psi`, the dendrite averaged over the counted window `dbar`, the "
-                               "window flag `counting`, retrodiction `r`, context `zprev` and `x_rate`.",
+                               "that the score and the plasticity read, its derivative `psi`, the dendrite "
+                               "averaged over the counted window `dbar`, the window flag `counting`, retrodiction "
+                               "`r`, context `zprev` and `x_rate`.",
                                defines=("v", "d", "nz", "z", "psi", "dbar", "counting", "r", "zprev", "x_rate")),
             "threshold": Entry("condition", "When a layer neuron spikes."),
             "reset": Entry("code", "Run at every spike (e.g. count it: `nz += counting`)."),
