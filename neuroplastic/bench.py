@@ -27,6 +27,8 @@ __all__ = ["BENCHMARKS", "Benchmark", "ensure_results", "record", "run_benchmark
 #: The checkout's benchmark scripts; None in an installed wheel, which does not ship them.
 BENCH_DIR = benchmarks_dir()
 ENV = "NEUROPLASTIC_BENCH_JSON"
+#: Names the authors' ``vision`` folder (EPFL-LCN/pub-illing2021-neurips), fetched by the user, never shipped.
+AUTHORS_ENV = "NEUROPLASTIC_AUTHORS_CODE"
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Benchmark:
     script: str
     doc: str
     quick: tuple[str, ...] = ()
-    needs: str = ""            # "torch" or "gpu": skipped (and reported as skipped) when missing
+    needs: str = ""            # "torch", "gpu" or "authors": skipped (and reported as skipped) when missing
 
 
 BENCHMARKS = {
@@ -54,6 +56,8 @@ BENCHMARKS = {
                               ("--images", "20000", "--readers", "loader")),
     "sweep": Benchmark("bench_sweep.py", "2-worker local sweep of 8 quick points vs one after another",
                        ("--points", "4")),
+    "vs_authors": Benchmark("bench_vs_authors.py", "VGG-6 CLAPP-s step: the authors' code vs numpy and torch",
+                            ("--layers", "2", "--batch", "8", "--repeats", "1", "--steps", "1"), needs="authors"),
     "cuda_vs_cpp": Benchmark("bench_cuda_vs_cpp.py", "one protocol on cuda vs cpp (needs a GPU)",
                              ("protocols/clapp_digits_brian.toml",), needs="gpu"),
 }
@@ -82,6 +86,11 @@ def _missing(needs: str) -> str:
 
         if not gpu_available():
             return "no GPU on this machine"
+    if needs == "authors":
+        folder = os.environ.get(AUTHORS_ENV)
+        if not folder or not (Path(folder) / "CLAPPVision").is_dir():
+            return f"{AUTHORS_ENV} does not name the authors' 'vision' folder (the one holding CLAPPVision)"
+        return _missing("torch")
     return ""
 
 
@@ -113,6 +122,8 @@ def run_benchmarks(names, out: Path, quick: bool = False, progress: bool = True)
             continue
         raw = out / f"{name}.json"
         cmd = [sys.executable, str(BENCH_DIR / bench.script), *(bench.quick if quick else ())]
+        if bench.needs == "authors":
+            cmd += ["--authors-code", os.environ[AUTHORS_ENV]]
         if progress:
             print(f"{name:<18} {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

@@ -137,6 +137,23 @@ def test_a_failing_benchmark_is_reported_and_the_others_still_run(tmp_path, monk
     assert "FAILED exit 1: no luck" in report and "| ok | speed-up | 2 | >= 1.6 | yes |" in report
 
 
+def test_the_benchmark_against_the_authors_code_reads_their_folder_from_the_environment(tmp_path, monkeypatch):
+    """Without their folder it is skipped and says why; with it, the script gets it as --authors-code."""
+    monkeypatch.delenv(bench.AUTHORS_ENV, raising=False)
+    results = bench.run_benchmarks(["vs_authors"], tmp_path / "none", quick=True, progress=False)
+    assert bench.AUTHORS_ENV in results["vs_authors"]["skipped"]
+    (tmp_path / "vision" / "CLAPPVision").mkdir(parents=True)
+    (tmp_path / "bench_vs_authors.py").write_text(
+        "import sys\nfrom neuroplastic.bench import record\n"
+        "record('vs_authors', {'time authors/numpy': {'value': 1.0, 'target': '>= 1.0', 'what': sys.argv[-1]}})\n")
+    monkeypatch.setenv(bench.AUTHORS_ENV, str(tmp_path / "vision"))
+    monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
+    monkeypatch.setattr(bench, "_missing", lambda needs: "")     # torch is optional here
+    results = bench.run_benchmarks(["vs_authors"], tmp_path / "out", quick=True, progress=False)
+    assert results["vs_authors"]["ratios"]["time authors/numpy"]["what"] == str(tmp_path / "vision")
+    assert results["vs_authors"]["argv"][-2:] == ["--authors-code", str(tmp_path / "vision")]
+
+
 @pytest.mark.slow
 def test_every_figure_builds_at_tiny_scale(tmp_path):
     assert cli(["figures", "--scale", "tiny", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
