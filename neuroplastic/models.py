@@ -116,6 +116,8 @@ FORMAT: dict[str, dict[str, Table]] = {
                                "that the score and the plasticity read, its derivative `psi`, the dendrite "
                                "averaged over the counted window `dbar`, the window flag `counting`, retrodiction "
                                "`r`, context `zprev` and `x_rate`.",
+                               "The builder adds `last_spike_step` (written at every spike; the spike recordings "
+                               "read it).",
                                defines=("v", "d", "nz", "z", "psi", "dbar", "counting", "r", "zprev", "x_rate")),
             "threshold": Entry("condition", "When a layer neuron spikes."),
             "reset": Entry("code", "Run at every spike (e.g. count it: `nz += counting`)."),

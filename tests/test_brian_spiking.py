@@ -52,7 +52,7 @@ def test_runtime_spiking_network_structure():
     params, x, y = problem(sizes, T)
     make = with_dendrite_monitor(maker(sizes, "clapp_s", G, dt_ms=0.1))
     net = Simulator("runtime", {}).run(make, x, y, params, 0.0)   # eta 0: W fixed
-    assert all(m.num_spikes > 100 for m in net.monitors["spikes"])
+    assert all(len(t) > 100 for key, t in net.spikes().items() if key.endswith("/t_s"))
     (z,) = net.rates()
     assert z.shape == (T, 8)
     expected = np.maximum(x @ params["1/W"].T, 0)
@@ -121,7 +121,7 @@ def test_noise_seed_replaces_the_spike_noise_per_run():
     spikes = {}
     for key, seed in (("a", 11), ("a again", 11), ("b", 12)):
         net = sim.run(maker(sizes, "clapp_s", G, dt_ms=0.5), x, y, params, 0.0, noise_seed=seed)
-        spikes[key] = np.asarray(net.monitors["spikes"][0].t_[:])
+        spikes[key] = net.spikes()["layer1/t_s"]
     assert len(spikes["a"]) > 10
     np.testing.assert_array_equal(spikes["a"], spikes["a again"])
     assert not np.array_equal(spikes["a"], spikes["b"])
@@ -145,7 +145,7 @@ def test_cpp_binary_reads_its_noise_seed_from_the_environment(tmp_path, monkeypa
     spikes = {}
     for key, seed in (("compiled", None), ("compiled again", None), ("a", 11), ("a again", 11), ("b", 12)):
         net = sim.run(make, x, y, params, 0.0, noise_seed=seed)
-        spikes[key] = np.asarray(net.monitors["spikes"][0].t_[:]).copy()
+        spikes[key] = net.spikes()["layer1/t_s"].copy()
         sim.release(net)
     assert len(spikes["a"]) > 10
     np.testing.assert_array_equal(spikes["compiled"], spikes["compiled again"])
@@ -164,12 +164,12 @@ def test_the_settle_window_counts_only_spikes_after_it():
     assert 0 < settle < 1
     steps = round(G / dt)
     first = int(np.floor(settle * steps + 1e-9))       # the first time step that counts
-    (z,), (mon,) = net.rates(), net.monitors["spikes"]
-    step = np.round(np.asarray(mon.t_[:]) / (dt * 1e-3)).astype(int)
+    (z,), spikes = net.rates(), net.spikes()
+    step = np.round(spikes["layer1/t_s"] / (dt * 1e-3)).astype(int)
     assert np.all(step % steps != steps - 1)           # the last step of a glimpse never spikes
     counted = step % steps >= first
     counts = np.zeros((T, 8))
-    np.add.at(counts, (step[counted] // steps, np.asarray(mon.i[:])[counted]), 1)
+    np.add.at(counts, (step[counted] // steps, spikes["layer1/i"][counted]), 1)
     # z = count / (rate_out * the time of the steps that can count: first .. steps - 2)
     np.testing.assert_allclose(z * rate_out * (steps - first - 1) * dt * 1e-3, counts, atol=1e-9)
     assert np.sum(~counted) > 0, "spikes happen inside the settle window too; they are just not counted"

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 RECORDED_NEURONS = 4
 #: Spikes (spiking variant) and pixels of the first this many glimpses of the last epoch are saved.
 SAVED_SPIKE_GLIMPSES = 200
-#: ... of the first this many neurons of each layer (the SpikeMonitors record only these).
+#: ... of the first this many neurons of each layer (the spike raster records only these).
 SAVED_SPIKE_NEURONS = 16
 
 

@@ -10,7 +10,8 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
     pred{l}       W_pred  layer{l} -> layer{l}   (context spikes -> dendrite, delayed by one glimpse; learning)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only)
     score{l}      layer{l} -> modulator{l}
-    context{l}    the layer's spikes during a run's last glimpse, replayed by the next run (``carry``)
+    recorded{l}   the layer's spikes during the first glimpses (the raster) and the run's last glimpse (the
+                  context the next run replays, ``carry``): an EventMonitor of the event ``recorded``
 
 Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
 A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
@@ -20,7 +21,10 @@ count read there is final), and the layers the event ``settled`` when the glimps
 A layer's event ``replay`` delivers, through pred{l}'s undelayed ``replay`` pathway, the context spikes
 of the previous run's last glimpse when a run continues a stream (:meth:`BrianSpikingClapp.carry`).
 Everything runs on Brian's one defaultclock (traces are sampled on the event ``sample``): a second
-clock would make the generated code differ from process to process, and so recompile it.
+clock would make the generated code differ from process to process, and so recompile it. And a stream is
+one ``run()``: every run call of a standalone project generates and compiles its own copy of every code
+object, so the spike recordings limit themselves in time by the condition of their event (``recorded``:
+the step's spike, in the raster's glimpses or the run's last glimpse) instead of being switched between runs.
 
 **Schedule of the last time step of a glimpse** (all layers at once; explicit orders in the
 ``synapses`` slot, Brian would otherwise break ties by name):
@@ -57,42 +61,43 @@ SETTLED = "settled"
 REPLAY = "replay"
 #: The custom event on which the traces of a layer's first neuron are sampled (about 30 times per glimpse).
 SAMPLE = "sample"
+#: The custom event of a layer's spikes that are recorded: ``last_spike_step == timestep(t, dt)`` (the reset
+#: wrote it on this step's spike) during the raster's first glimpses (first neurons only) or the run's last glimpse.
+RECORDED = "recorded"
 
 
 @dataclass
 class BrianSpikingClapp(BrianClapp):
     """The Brian2 objects of a spiking CLAPP network: :class:`network.BrianClapp` plus spike read-outs.
 
-    ``monitors`` holds "spikes" (SpikeMonitor per layer), "counts" (per-glimpse spike counts) and
-    "modulation" (u, and CLAPP's u_retro, at each glimpse end).
+    ``monitors`` holds "recorded" (the raster's and the context's spikes, an EventMonitor per layer: read
+    them with :meth:`spikes`), "counts" (per-glimpse spike counts), "modulation" (u, and CLAPP's u_retro,
+    at each glimpse end) and "traces".
     """
 
     steps: int              # time steps per glimpse
     glimpse_s: float
     rate_out_hz: float
     counted_s: float        # the time steps of a glimpse whose spikes count (after the settle window, not the last)
-    spike_glimpses: int | None = None    # the SpikeMonitors record the first this many glimpses only (None: all)
+    raster_glimpses: int = 0    # the spike raster covers the first this many glimpses ...
+    raster_neurons: int = 0     # ... and the first this many neurons of each layer (0: no raster)
 
     replays: list | None = None           # per layer, the TimedArray of the previous chunk's last-glimpse spikes
 
     def run(self) -> None:
-        """Simulate the stream; the SpikeMonitors record its first ``spike_glimpses`` glimpses only.
-
-        Up to three runs of one network, switching monitors between them: the raster's during the first
-        glimpses (spikes of a whole long run would take gigabytes at kHz rates), the context monitors
-        during the last glimpse only (:meth:`carry`).
-        """
+        """Simulate the stream in one run (the recordings limit themselves in time, see ``recorded``)."""
         import brian2 as b2
 
-        n = self.n_glimpses
-        raster_end = min(n if self.spike_glimpses is None else self.spike_glimpses, n) if self.monitors["spikes"] else 0
-        bounds = sorted({0, raster_end, n - 1 if self.monitors["context"] else n, n})
-        for start, stop in zip(bounds, bounds[1:]):
-            for monitor in self.monitors["spikes"]:
-                monitor.active = start < raster_end
-            for monitor in self.monitors["context"]:
-                monitor.active = start == n - 1
-            self.network.run((stop - start) * self.glimpse_s * b2.second, namespace=self.namespace)
+        self.network.run(self.n_glimpses * self.glimpse_s * b2.second, namespace=self.namespace)
+
+    def _recorded(self, l: int, first_glimpse: int, stop_glimpse: float, n_neurons: int):
+        """Layer ``l``'s recorded spikes in glimpses ``[first_glimpse, stop_glimpse)`` of its first ``n_neurons``:
+        their time steps and neuron indices."""
+        mon = self.monitors["recorded"][l]
+        step = np.rint(np.asarray(mon.t_[:]) / (self.glimpse_s / self.steps)).astype(np.int64)
+        i = np.asarray(mon.i[:]).astype(np.int32)
+        keep = (step >= first_glimpse * self.steps) & (step < stop_glimpse * self.steps) & (i < n_neurons)
+        return step[keep], i[keep]
 
     def carry(self) -> dict[str, np.ndarray]:
         """:meth:`BrianClapp.carry`, plus the spikes still on their way to the dendrites.
@@ -103,11 +108,13 @@ class BrianSpikingClapp(BrianClapp):
         """
         out = super().carry()
         n_steps = self.n_glimpses * self.steps
-        for l, (monitor, layer) in enumerate(zip(self.monitors["context"], self.layers)):
+        for l, layer in enumerate(self.layers):
+            step, i = self._recorded(l, self.n_glimpses - 1, np.inf, layer.N)
             raster = np.zeros((self.steps + 1, layer.N))         # the extra row: nothing after the first glimpse
-            step = np.rint(np.asarray(monitor.t_[:]) / (self.glimpse_s / self.steps)).astype(np.int64)
-            raster[step - (n_steps - self.steps), np.asarray(monitor.i[:])] = 1.0
+            raster[step - (n_steps - self.steps), i] = 1.0
             out[f"replay{l + 1}"] = raster
+            # Never a time step of the next run: its recordings start from no spike.
+            out[f"{layer.name}.last_spike_step"] = np.full(layer.N, -1.0)
         return out
 
     def run_args(self, x, y, params, eta, carry=None) -> dict:
@@ -139,11 +146,10 @@ class BrianSpikingClapp(BrianClapp):
     def spikes(self, max_glimpses: int | None = None) -> dict[str, np.ndarray]:
         """Spike times (s) and indices of every layer (optionally only those of the first glimpses)."""
         out = {}
-        limit = np.inf if max_glimpses is None else max_glimpses * self.glimpse_s
-        for l, mon in enumerate(self.monitors["spikes"]):
-            t, i = np.asarray(mon.t_[:]), np.asarray(mon.i[:])
-            keep = t < limit
-            out[f"layer{l + 1}/t_s"], out[f"layer{l + 1}/i"] = t[keep], i[keep].astype(np.int32)
+        glimpses = self.raster_glimpses if max_glimpses is None else min(max_glimpses, self.raster_glimpses)
+        for l in range(len(self.layers) if self.raster_neurons else 0):
+            step, i = self._recorded(l, 0, glimpses, self.raster_neurons)
+            out[f"layer{l + 1}/t_s"], out[f"layer{l + 1}/i"] = step * (self.glimpse_s / self.steps), i
         return out
 
 
@@ -190,9 +196,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     """Create the spiking network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     Arguments as :func:`network.build`; ``dt`` is the simulation time step. ``monitors=False`` leaves
-    out every monitor (for timing); ``record_spikes=False`` only the SpikeMonitors, an integer ``k`` records
-    the spikes of the first ``k`` neurons of each layer only, and ``spike_glimpses`` during the first glimpses
-    only (all spikes of a long run take much memory).
+    out every monitor but the context's (for timing); ``record_spikes=False`` the spike raster, an integer
+    ``k`` records the spikes of the first ``k`` neurons of each layer only, and ``spike_glimpses`` during
+    the first glimpses only (all spikes of a long run take much memory).
     """
     import brian2 as b2
 
@@ -218,6 +224,14 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     event = f"(timestep(t, dt) + 1) % {k} == 0"
     # The settle window ends after the step on which this fires (after the glimpse-end latch if they coincide).
     settled = f"(timestep(t, dt) + 1) % {k} == {settle % k}"
+    # The spikes recorded (the event RECORDED): the raster's, of its first neurons in its first glimpses, and
+    # every spike of the run's last glimpse (the context the next run of the stream replays).
+    n_glimpses = len(x)
+    raster_neurons = (max(sizes[1:]) if record_spikes is True else int(record_spikes)) if monitors else 0
+    raster_glimpses = n_glimpses if spike_glimpses is None else min(int(spike_glimpses), n_glimpses)
+    raster_glimpses = raster_glimpses if raster_neurons else 0
+    recorded = (f"last_spike_step == timestep(t, dt) and ((timestep(t, dt) < {raster_glimpses * k} and "
+                f"i < {raster_neurons}) or timestep(t, dt) >= {(n_glimpses - 1) * k})")
 
     def group(n, eqs, name, threshold=None, reset=None, latch=None, on_settled=None, on_step=None, replay=None):
         events = {SACCADE: event}          # a fresh dict per group (brian2's NeuronGroup keeps the dict it is given)
@@ -226,10 +240,16 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         namespace = ns
         if replay is not None:             # a layer: it replays context spikes and its traces are sampled
             events.update({REPLAY: "replay_context(t, i) > 0.5",
-                           SAMPLE: f"i == 0 and timestep(t, dt) % {max(1, k // 30)} == 0"})
+                           SAMPLE: f"i == 0 and timestep(t, dt) % {max(1, k // 30)} == 0",
+                           RECORDED: recorded})
             namespace = {**ns, "replay_context": replay}
+            eqs += "\nlast_spike_step : 1      # the time step of the neuron's last spike (the reset writes it)"
+            reset = (reset or "") + "\nlast_spike_step = timestep(t, dt)"
         g = b2.NeuronGroup(n, eqs, threshold=threshold, reset=reset, events=events, clock=clock, name=name,
                            namespace=namespace, method="exact")
+        if replay is not None:
+            g.last_spike_step = -1
+            g.set_event_schedule(RECORDED, when="after_resets", order=10)     # after this step's reset
         if latch and latch.strip():
             g.run_on_event(SACCADE, latch, when="after_resets", order=0)
         if on_settled and on_settled.strip():
@@ -240,7 +260,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
     objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
-    counts, spikes, modmons, traces, contexts, replays = [], [], [], [], [], []
+    counts, recordings, modmons, traces, replays = [], [], [], [], []
     pre_group = inp
     for l, n in enumerate(sizes[1:]):
         # The context spikes of the previous chunk's last glimpse (all zero unless a run continues a stream).
@@ -298,9 +318,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             new.append(synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                                {"score": (syn["retrodiction"]["score"], SACCADE, -10),
                                 "learn": (syn["retrodiction"]["on_glimpse_end"], SACCADE, 10)}, f"retro{l + 1}"))
-        # Every spike of the layer during a run's last glimpse: the context the next chunk replays (carry()).
-        contexts.append(b2.SpikeMonitor(layer, name=f"context{l + 1}"))
-        new.append(contexts[-1])
+        # The raster's spikes and every spike of the run's last glimpse, the context the next chunk replays
+        # (carry()); brian2cuda cannot monitor a subgroup's custom events, so the event selects the neurons.
+        recordings.append(b2.EventMonitor(layer, RECORDED, name=f"recorded{l + 1}"))
+        new.append(recordings[-1])
         if monitors:
             # Recorded at the glimpse end after the synapses, before the latches reset the count.
             counts.append(b2.EventMonitor(layer, SACCADE, variables=["nz"], when="after_synapses",
@@ -316,11 +337,6 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             # a subgroup's custom events.)
             traces.append(b2.EventMonitor(layer, SAMPLE, variables=["v", "d"], name=f"traces{l + 1}"))
             new += [counts[-1], modmons[-1], traces[-1]]
-            if record_spikes:
-                k_rec = n if record_spikes is True else min(int(record_spikes), n)
-                source = layer if k_rec == n else layer[:k_rec]     # the monitor keeps the subgroup alive
-                spikes.append(b2.SpikeMonitor(source, name=f"spikes{l + 1}"))
-                new.append(spikes[-1])
         objects += new
         layers.append(layer)
         modulators.append(mod)
@@ -328,7 +344,6 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
 
     network = b2.Network(*objects)
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
-                             {"spikes": spikes, "counts": counts, "modulation": modmons, "traces": traces,
-                              "context": contexts}, shapes,
-                             len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
-                             float((k - settle - 1) * dt / b2.second), spike_glimpses, replays)
+                             {"recorded": recordings, "counts": counts, "modulation": modmons, "traces": traces},
+                             shapes, len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
+                             float((k - settle - 1) * dt / b2.second), raster_glimpses, raster_neurons, replays)
