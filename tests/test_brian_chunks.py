@@ -82,7 +82,8 @@ def test_spiking_network_in_chunks_equals_one_run(rule, tmp_path):
         return build_spiking(neuron, synapses, sizes, rule == "clapp", x, y, p, eta, 10 * b2.ms, dt=0.5 * b2.ms)
 
     whole = Simulator("runtime", {}).run(make, x, y, params, 0.02)
-    assert all(len(t) > 50 for key, t in whole.spikes().items() if key.endswith("/t_s"))
+    raster = whole.spikes()
+    assert len(raster) == 2 * (len(sizes) - 1) and all(len(t) > 50 for k, t in raster.items() if k.endswith("/t_s"))
     weights, scores = run_chunked(make, x, y, params, 0.02, chunk=3)
     for key, w in whole.weights().items():
         assert np.abs(w - params[key]).max() > 1e-4, f"{key} did not learn: the test would be vacuous"
