@@ -4,7 +4,8 @@
 
 Each seed is an ordinary run in the results store (``--out``, default
 ``runs/``), so finished seeds are reused (pass ``--force`` to recompute). Prints
-mean ± std per layer and whether the trained network beats random on average.
+mean ± std per layer, the gain over random paired by seed, on how many seeds the trained
+network wins, and whether it beats random on average.
 """
 from __future__ import annotations
 
@@ -50,10 +51,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     table = probe_over_seeds(args.protocol, args.seeds, args.out, args.overrides, args.force)
     print(f"{args.protocol} — linear probe, {len(args.seeds)} seeds {args.seeds} (mean ± std)")
-    print(f"{'layer':>5}  {'trained':>15}  {'random':>15}  beats random")
+    print(f"{'layer':>5}  {'trained':>15}  {'random':>15}  {'gain, points':>14}  seeds won  beats random")
     for layer, (trained, rand) in table.items():
         t, r = np.array(trained), np.array(rand)
+        gain = 100 * (t - r)                                # paired by seed: same data split and initial weights
         print(f"{layer:>5}  {t.mean():.3f} ± {t.std():.3f}  {r.mean():8.3f} ± {r.std():.3f}  "
+              f"{gain.mean():+6.1f} ± {gain.std():.1f}  {int(np.sum(gain > 0)):>4} / {len(gain):<3}  "
               f"{'yes' if t.mean() > r.mean() else 'NO'}")
     return 0
 

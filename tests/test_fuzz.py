@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import tomllib
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from neuroplastic.protocol import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = (ROOT / "protocols" / "clapp_digits.toml").read_text()
+LAYERS = re.search(r"^layers = \[[0-9, ]*\]$", BASE, re.M).group(0)     # the quickstart's [model] layers line
 
 
 def _toml(value) -> str:
@@ -84,11 +86,11 @@ def _cases() -> list[tuple[str, str, str]]:
         "value-as-table": BASE + "\n[seed]\nx = 1\n",
         "array-of-tables": BASE + "\n[[data2]]\nsource = 'x'\n",
         "nested-table": BASE + "\n[model.sub]\nx = 1\n",
-        "huge-layers": BASE.replace("layers = [64, 64]", "layers = [1000000000]"),
-        "two-huge-layers": BASE.replace("layers = [64, 64]", "layers = [100000, 100000]"),
+        "huge-layers": BASE.replace(LAYERS, "layers = [1000000000]"),
+        "two-huge-layers": BASE.replace(LAYERS, "layers = [100000, 100000]"),
         "huge-negatives": BASE.replace("[rule]", "[rule]\nnegatives = 1000000000", 1).replace('"clapp_s"', '"clapp"'),
         "huge-epochs": BASE.replace("epochs = 60", "epochs = 1000000000000"),
-        "2000-layers": BASE.replace("layers = [64, 64]", "layers = " + _toml([4] * 2000)),
+        "2000-layers": BASE.replace(LAYERS, "layers = " + _toml([4] * 2000)),
     }
     cases += [(name, text, "") for name, text in structural.items()]
     return cases

@@ -32,5 +32,6 @@ def test_trained_encoder_beats_random_encoder_over_three_seeds(tmp_path, monkeyp
         assert len(trained) == len(rand) == 3
         assert np.mean(trained) > np.mean(rand), (layer, trained, rand)
     if protocol == "clapp_digits":
-        # Learned features improve with depth while random ones degrade (science page of the docs).
-        assert np.mean(table["2"][1]) < np.mean(table["1"][1])
+        # The quickstart shows a margin a newcomer can see: >= 2 points at every layer (README, "Set up").
+        for layer, (trained, rand) in table.items():
+            assert np.mean(trained) - np.mean(rand) >= 0.02, (layer, trained, rand)
