@@ -18,6 +18,7 @@ from ..evaluate.probe import validation_split
 from ..data.augment import check_views
 from ..models import load_model
 from ..progress import phase
+from ..rules import SETTINGS, SHIFT_KEYS
 from ..rules.architectures import parse_architecture, smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
@@ -143,7 +144,13 @@ def _check_input(protocol, dataset) -> None:
         h, w = dataset.samples.shape[1:3]                                   # (h, w) of grey or colour images
         if st.crop > min(h, w):
             raise ProtocolError(protocol.source, "stimulus.crop", f"= {st.crop}: larger than the images ({h} x {w})")
-        check_views((st.crop, st.crop) if st.crop else (h, w), st.crop_pad, st.blur)
+        if st.augment == "shift":
+            check_views((st.crop, st.crop) if st.crop else (h, w), st.crop_pad, st.blur)
+        for key in SHIFT_KEYS:                   # the authors' pipelines have their own, fixed parameters
+            if st.augment != "shift" and (value := getattr(st, key.split(".")[1])) != SETTINGS[key]["default"]:
+                raise ProtocolError(protocol.source, key, f"= {value!r} sets the 'shift' views, and [stimulus] "
+                                    f"augment = {st.augment!r} draws its views with the authors' own parameters; "
+                                    f"remove the key, or set augment = 'shift'")
         view_side = st.crop or h
     if arch != "dense":
         side, key, value = ((view_side, "model.arch", arch) if st.kind == "views"

@@ -16,7 +16,7 @@ from .clapp import (ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forw
                     relu_prime, retro_distance, stack_rates)
 from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores
 
-__all__ = ["RULES", "SETTINGS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
+__all__ = ["RULES", "SETTINGS", "SHIFT_KEYS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
            "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime",
            "retro_distance", "stack_rates"]
 
@@ -100,6 +100,13 @@ SETTINGS: dict[str, dict] = {
                                "the noise the inverses learn to undo."),
     "rule.inverse_lr": dict(kind="float", default=1e-3, low=0, low_open=True, doc="DTP: learning rate of the "
                             "inverses."),
+    "stimulus.augment": dict(kind="str", default="shift", choices=("shift", "affine", "simclr"), doc="Views: the "
+                             "augmentation pipeline. 'shift': shift (crop_pad), mirror (flip), brightness and contrast "
+                             "jitter (jitter), blur (blur); 'affine': the authors' random affine deformation "
+                             "(deform_data, their CIFAR views), with saturation and hue jitter and a mirror; "
+                             "'simclr': the authors' STL-10 views, random resized crop to the view's side, mirror, "
+                             "colour jitter (p 0.8), grey (p 0.2). The last two carry the authors' fixed "
+                             "parameters: crop_pad, flip, jitter and blur belong to 'shift'."),
     "stimulus.crop_pad": dict(kind="int", default=1, low=0, doc="Views: shift each view by up to this many pixels "
                               "(pad with 0, crop back)."),
     "stimulus.flip": dict(kind="bool", default=False, doc="Views: mirror views left-right at random; conv CLAPP: "
@@ -121,8 +128,10 @@ SETTINGS: dict[str, dict] = {
 _CONV = ("rule.offsets", "rule.score", "rule.sampling", "stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std",
          "model.init", "model.bias")
 #: Keys of every hinge rule.
-_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "stimulus.crop", "stimulus.crop_pad",
-          "stimulus.flip", "stimulus.jitter", "stimulus.blur", "model.activation")
+_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "stimulus.crop",
+          "stimulus.augment", "stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur", "model.activation")
+#: The keys of ``[stimulus] augment = "shift"`` alone (the other pipelines carry the authors' fixed parameters).
+SHIFT_KEYS = ("stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur")
 
 
 #: Every rule a protocol may name (``[rule] name``), by name.

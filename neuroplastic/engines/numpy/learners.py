@@ -175,8 +175,8 @@ class TwoViews:
         self.optimizer = GroupedOptimizer(lambda g: make_optimizer(r.optimizer, r.inverse_lr if g == "inverse"
                                                                    else r.lr))
         self.hinge = HingeSettings(r.tau, r.delta, r.negatives)
-        self.views = dict(crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter, blur_sigma=st.blur,
-                          window=st.crop)
+        self.views = dict(kind=st.augment, crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter,
+                          blur_sigma=st.blur, window=st.crop)
 
     def _input(self, images):
         """Images ``(N, h, w)`` or ``(N, h, w, C)`` as the encoder reads them: flattened to ``h w C`` (dense) or as
