@@ -238,6 +238,12 @@ COMMON: dict[str, dict[str, Key]] = {
         "probe_epochs": Key("int", 100, "Passes over the probe's training split (probe = 'adam' only).", low=1,
                             high=MAX_EPOCHS),
         "probe_batch": Key("int", 256, "Minibatch size (probe = 'adam' only).", low=1),
+        "probe_augment": Key("bool", False, "probe = 'adam' only: every minibatch of the probe's training split is "
+                             "a fresh random view of its images, encoded by the frozen network, as the papers' "
+                             "read-outs train (STL-10: a random [stimulus] crop window, mirrored with probability "
+                             "1/2 where [stimulus] flip is on for conv CLAPP, always for the hinge rules); the test "
+                             "images are the centre windows. Needs [stimulus] crop > 0 and folds = 0; the encoder "
+                             "runs once per minibatch and layer."),
         "validation": Key("float", 0.0, "Fraction of the probe's training split (of each fold's training folds "
                           "with folds >= 2) held out, stratified, as a validation split; 0 = none. probe = 'adam' "
                           "keeps the epoch of best validation accuracy (early stopping); probe = 'linear' only "
@@ -261,7 +267,7 @@ COMMON: dict[str, dict[str, Key]] = {
 
 
 #: ``[evaluate]`` keys that only one kind of probe reads; given with another probe they are refused.
-PROBE_KEYS = {"probe_lr": "adam", "probe_epochs": "adam", "probe_batch": "adam"}
+PROBE_KEYS = {"probe_lr": "adam", "probe_epochs": "adam", "probe_batch": "adam", "probe_augment": "adam"}
 
 
 def _assemble() -> tuple[dict[str, dict[str, Key]], dict[str, list[str]], dict[str, dict[str, Key]]]:
@@ -348,7 +354,8 @@ class Section:
 #: those runs: at that value a run's identity (and so its directory name) leaves the key out.
 _ADDED_KEYS = {"data.colour": "grey", "evaluate.validation": 0.0, "stimulus.mean": 0.0, "stimulus.std": 1.0,
                "rule.sampling": "rolled", "rule.head_input": "mean", "engine.array": "numpy",
-               "engine.device": "cpu", "model.init": "he", "model.bias": False, "engine.chunk_glimpses": 0}
+               "engine.device": "cpu", "model.init": "he", "model.bias": False, "engine.chunk_glimpses": 0,
+               "evaluate.probe_augment": False}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""The papers' read-out: a linear softmax layer trained by Adam, with an optional validation split."""
+"""The papers' read-out: a linear softmax layer trained by Adam, with an optional validation split and, as the
+papers train it, on fresh augmented views of its training images."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -151,3 +153,53 @@ def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused_before_tr
     err = capsys.readouterr().err
     assert "[evaluate] validation = 0.99 of 16 training samples leaves 0 to train on" in err
     assert not any((tmp_path / "runs").glob("*/manifest.json"))            # nothing was started
+
+
+# -- the augmented read-out ([evaluate] probe_augment) ----------------------------------------------------
+
+def test_the_adam_probe_trains_on_the_views_it_is_given():
+    x, y = _digits(200)
+    kwargs = dict(lr=1e-2, epochs=5, batch=32)
+    plain = AdamProbe(x, y, rng=np.random.default_rng(0), **kwargs)
+    same = AdamProbe(x, y, rng=np.random.default_rng(0), draw=lambda rows, rng: x[rows], **kwargs)
+    np.testing.assert_array_equal(same.W, plain.W)                  # views equal to the features: the same probe
+    noisy = AdamProbe(x, y, rng=np.random.default_rng(0), **kwargs,
+                      draw=lambda rows, rng: x[rows] + 4 * rng.standard_normal(x[rows].shape))
+    assert not np.allclose(noisy.W, plain.W)
+    np.testing.assert_array_equal(noisy.mean, plain.mean)          # the unaugmented features standardise
+
+
+def _run(tmp_path, protocol, sets):
+    code = main(["run", str(PROTOCOLS_DIR / protocol), "--out", str(tmp_path), "--quiet",
+                 *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    return json.loads((Run.path_for(tmp_path, load(PROTOCOLS_DIR / protocol, sets)) / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("protocol, sets", [
+    ("tang_e2e_bp_quick.toml", ["stimulus.crop=6", "data.max_samples=200", "model.layers=[16,16]"]),
+    ("clapp_s_conv_quick.toml", ["stimulus.crop=12", "data.max_samples=120"]),
+])
+def test_an_augmented_adam_probe_reads_fresh_views_of_its_training_images(tmp_path, protocol, sets):
+    sets = [*sets, "train.epochs=1", 'evaluate.probe="adam"', "evaluate.probe_epochs=3", "evaluate.probe_batch=16"]
+    plain = _run(tmp_path, protocol, sets)
+    augmented = _run(tmp_path, protocol, [*sets, "evaluate.probe_augment=true"])
+    for key in ("probe", "probe_random"):
+        assert set(augmented[key]) == set(plain[key]) == {"1", "2"}
+        assert all(0 < a <= 1 for a in augmented[key].values())
+        assert augmented[key] != plain[key], key                    # the views changed what the probe learned
+
+
+@pytest.mark.parametrize("protocol, sets, message", [
+    ("clapp_digits.toml", [], r"draws random crop windows of images: read with the hinge rules"),
+    ("tang_e2e_bp_quick.toml", [], r"crop = 0 keeps whole images; set crop > 0"),
+    ("tang_e2e_bp_quick.toml", ["stimulus.crop=6", "evaluate.folds=3"], r"with \[evaluate\] folds = 3 use folds = 0"),
+])
+def test_an_augmented_probe_without_crops_to_draw_is_refused_before_anything_is_written(tmp_path, capsys, protocol,
+                                                                                        sets, message):
+    sets = [*sets, 'evaluate.probe="adam"', "evaluate.probe_augment=true"]
+    args = ["run", str(PROTOCOLS_DIR / protocol), "--out", str(tmp_path / "runs"), "--quiet"]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert f"{protocol}: [evaluate] probe_augment = true " in err and re.search(message, err)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -102,6 +102,11 @@ class Engine(ABC):
     def features(self, model: Model, params: dict, probe: Prepared) -> list:
         """Features ``(n, glimpses, n_l)`` of every layer for the probe's data, with weights ``params``."""
 
+    def probe_views(self, model: Model, params: dict, probe: Prepared):
+        """``views(idx, rng)``: every layer's features, shaped as :meth:`features`', of fresh random training
+        views of the probe's samples ``idx`` (``[evaluate] probe_augment``); None where the engine has none."""
+        return None
+
     def readouts(self, model: Model, initial: dict, probe: Prepared) -> dict:
         """Other readouts of the same network to probe beside :meth:`features`: ``{name: (trained, initial)}``.
 
@@ -168,12 +173,15 @@ def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | N
                 random_features = engine.features(model, initial, probe)
         readouts = engine.readouts(model, initial, probe)
         diagnostics = engine.diagnostics(model)
+        views = ((engine.probe_views(model, model.params, probe), engine.probe_views(model, initial, probe))
+                 if protocol.evaluate.probe_augment else (None, None))     # the frozen encoders' fresh views
     finally:
         bar.close()
         engine.release(model)
     with phase("linear probe" + (" (trained and random)" if random_features is not None else ""), logger=log):
         probe_rows, summary = probe_encoder(protocol, features, random_features, probe.dataset.labels,
-                                            probe.train_idx, probe.test_idx, run=run, sample_ids=probe.dataset.sample_ids)
+                                            probe.train_idx, probe.test_idx, run=run, sample_ids=probe.dataset.sample_ids,
+                                            views=views)
     rows += probe_rows
     for name, (trained, rand) in readouts.items():
         with phase(f"linear probe ({name})", logger=log):
@@ -267,7 +275,7 @@ def raise_diverged(protocol, run, epoch: int, bad: list[str]):
 
 
 def probe_encoder(protocol, features: list, random_features: list, labels, train_idx, test_idx, run=None,
-                  sample_ids=None):
+                  sample_ids=None, views=(None, None)):
     """Linear-probe the chosen layers, trained and (if asked) random; return (metrics rows, summary).
 
     With ``run``, the pooled features the probe saw are saved in ``features.npz`` (``layer<l>``, with
@@ -276,7 +284,8 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
     recomputation and pair the rows of two runs by sample, whatever ``[data] max_samples`` subset each
     kept. With ``[evaluate] folds`` >= 2 the trained and the random encoder are cross-validated on the
     same folds, drawn from a child of the probe stream (k = 2), so they are independent of the split
-    and of training.
+    and of training. ``views``: the trained and the random encoder's :meth:`Engine.probe_views`, which an
+    augmented Adam probe (``[evaluate] probe_augment``) trains on.
     """
     ev = protocol.evaluate
     layers = chosen_layers(ev.layers, len(features))
@@ -284,13 +293,13 @@ def probe_encoder(protocol, features: list, random_features: list, labels, train
     fold_seed = int(folds_seq.generate_state(1)[0])
     settings = ProbeSettings.of(ev, int(probe_seq.generate_state(1)[0]))   # the same for trained and random
     probe = probe_layers(features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
-                         fold_seed, settings)
+                         fold_seed, settings, views=views[0])
     rows = [dict(epoch=protocol.train.epochs, stage="probe", layer=l, name="accuracy", value=a)
             for l, a in probe.items()]
     summary = {"probe": {str(l): a for l, a in probe.items()}}
     if random_features is not None:
         base = probe_layers(random_features, labels, train_idx, test_idx, layers, ev.pooling, ev.C, ev.folds,
-                            fold_seed, settings)
+                            fold_seed, settings, views=views[1])
         rows += [dict(epoch=0, stage="probe_random", layer=l, name="accuracy", value=a) for l, a in base.items()]
         summary["probe_random"] = {str(l): a for l, a in base.items()}
     if run is not None:

@@ -64,6 +64,23 @@ def check(protocol, running: bool = True) -> None:
                             "the paper; allowed with it: 'grey' (colour images go to [model] arch = 'dense', whose "
                             "glimpses flatten patch x patch x 3, or to the hinge rules)")
     load_model(protocol.model_path, kind="neuron").variant(protocol.engine.variant)   # checks the model file
+    _check_probe_augment(protocol)
+
+
+def _check_probe_augment(protocol) -> None:
+    """``[evaluate] probe_augment`` needs crop windows to draw (views or conv CLAPP, ``crop`` > 0) and one split."""
+    ev, st = protocol.evaluate, protocol.stimulus
+    if ev.probe != "adam" or not ev.probe_augment:
+        return
+    images = protocol.engine.name == "numpy" and (st.kind == "views" or protocol.model.arch != "dense")
+    problem = ("draws random crop windows of images: read with the hinge rules ([stimulus] kind = 'views') and "
+               "conv CLAPP ([model] arch other than 'dense') on the numpy engine" if not images else
+               "draws random [stimulus] crop windows, and crop = 0 keeps whole images; set crop > 0"
+               if not st.crop else
+               f"trains on the split's fresh views; with [evaluate] folds = {ev.folds} use folds = 0"
+               if ev.folds else None)
+    if problem:
+        raise ProtocolError(str(protocol.source), "evaluate.probe_augment", f"= true {problem}")
 
 
 def prepare(protocol, running: bool = True) -> Prepared:

@@ -35,6 +35,8 @@ class ProbeSettings:
     batch: int = 256
     validation: float = 0.0
     seed: int = 0
+    #: ``[evaluate] probe_augment``: the Adam probe trains on fresh views (``draw`` of :func:`linear_probe`)
+    augment: bool = False
 
     def __post_init__(self):
         if self.kind not in ("linear", "adam"):
@@ -49,7 +51,7 @@ class ProbeSettings:
     def of(cls, evaluate, seed: int) -> "ProbeSettings":
         """The settings of a protocol's ``[evaluate]`` table (keys it does not read give their defaults)."""
         return cls(evaluate.probe, evaluate.probe_lr, evaluate.probe_epochs, evaluate.probe_batch,
-                   evaluate.validation, seed)
+                   evaluate.validation, seed, evaluate.probe_augment)
 
 
 LINEAR = ProbeSettings()
@@ -88,13 +90,16 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np
     return list(split.split(np.zeros((len(labels), 1)), labels))
 
 
-def linear_probe(train_x, train_y, test_x, test_y, C: float = 1.0, settings: ProbeSettings = LINEAR) -> float:
+def linear_probe(train_x, train_y, test_x, test_y, C: float = 1.0, settings: ProbeSettings = LINEAR,
+                 draw: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> float:
     """Test accuracy of a standardised linear read-out trained on frozen features.
 
     By default a multinomial logistic regression; ``settings`` chooses the Adam-trained softmax layer
-    and a validation split (:class:`ProbeSettings`).
+    and a validation split (:class:`ProbeSettings`). ``draw(rows, rng)``, for the Adam probe, gives the
+    features of fresh random views of training samples ``rows`` (row numbers of ``train_x``): it then
+    trains on those, and ``train_x`` (the unaugmented views) only standardises and validates.
     """
-    clf = _trained_probe(train_x, train_y, C, settings)
+    clf = _trained_probe(train_x, train_y, C, settings, draw)
     return float(clf.score(np.asarray(test_x, dtype=np.float64), test_y))
 
 
@@ -116,8 +121,11 @@ def kfold_probe(features, labels, folds: int, seed: int, C: float = 1.0,
     return correct / len(labels)
 
 
-def _trained_probe(x, y, C: float, settings: ProbeSettings):
-    """The probe ``settings`` ask for, trained on ``(x, y)`` less its validation split; has ``predict`` and ``score``."""
+def _trained_probe(x, y, C: float, settings: ProbeSettings, draw=None):
+    """The probe ``settings`` ask for, trained on ``(x, y)`` less its validation split; has ``predict`` and ``score``.
+
+    ``draw(rows, rng)``: fresh views of the rows of ``x`` for an Adam probe (see :func:`linear_probe`).
+    """
     if settings.kind == "linear" and settings.validation == 0:
         return _fitted_probe(x, y, C)                  # exactly the probe of earlier versions
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
@@ -125,8 +133,9 @@ def _trained_probe(x, y, C: float, settings: ProbeSettings):
     train, val = validation_split(y, settings.validation, split_seed)
     if settings.kind == "linear":
         return _fitted_probe(x[train], y[train], C)
+    views = None if draw is None else (lambda rows, rng: draw(train[rows], rng))
     return AdamProbe(x[train], y[train], x[val], y[val], lr=settings.lr, epochs=settings.epochs,
-                     batch=settings.batch, rng=np.random.default_rng(train_seed))
+                     batch=settings.batch, rng=np.random.default_rng(train_seed), draw=views)
 
 
 def validation_split(labels, fraction: float, seed) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +180,14 @@ class AdamProbe:
     ``torch.nn.Linear``. With a validation set (``val_x``, ``val_y`` non-empty), the accuracy on it after
     each epoch is recorded in :attr:`curve` and the weights of the best epoch (the first, on ties) are
     kept: :attr:`epoch`. Without, the last epoch's weights are kept. Deterministic given ``rng``.
+
+    With ``draw``, each minibatch trains on ``draw(rows, rng)``, the features of fresh random views of
+    those rows of ``x`` (the papers' augmented read-out); ``x`` itself, the unaugmented features, sets
+    the standardisation. :attr:`losses` are then the views' losses.
     """
 
     def __init__(self, x, y, val_x=None, val_y=None, *, lr: float = 1e-3, epochs: int = 100, batch: int = 256,
-                 rng: np.random.Generator | None = None):
+                 rng: np.random.Generator | None = None, draw=None):
         rng = np.random.default_rng(0) if rng is None else rng
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
         self.classes = np.unique(y)
@@ -197,7 +210,8 @@ class AdamProbe:
             order, total = rng.permutation(n), 0.0
             for start in range(0, n, batch):
                 rows = order[start:start + batch]
-                loss, dW, db = softmax_cross_entropy(W, b, z[rows], t[rows])
+                zb = z[rows] if draw is None else self._standard(np.asarray(draw(rows, rng), dtype=np.float64))
+                loss, dW, db = softmax_cross_entropy(W, b, zb, t[rows])
                 total += loss * len(rows)
                 step += 1
                 for param, grad, m, v in ((W, dW, state[0], state[1]), (b, db, state[2], state[3])):

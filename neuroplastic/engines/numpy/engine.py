@@ -121,6 +121,10 @@ class NumpyEngine(Engine):
     def features(self, model, params, probe) -> list:
         return model.net.learner.features(params, probe)
 
+    def probe_views(self, model, params, probe):
+        views = getattr(model.net.learner, "probe_views", None)
+        return None if views is None else views(params, probe)
+
 
 class _Batches(NamedTuple):
     """A learner and how its training images are cut: ``per_epoch`` batches of ``size`` for ``epochs``."""

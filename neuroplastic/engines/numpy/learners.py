@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data.augment import random_window, two_views
+from ...data.augment import random_flip, random_window, two_views
 from ...rules import RULES, retro_distance
 from ...rules.hinge_conv import ConvViewEncoder
 from ...rules.hinge_dense import ViewEncoder
@@ -141,6 +141,18 @@ class ConvClapp:
                 out[l].append(f.mean(axis=1, keepdims=True) if pool else f)
         return [np.concatenate(o) for o in out]
 
+    def probe_views(self, params, probe):
+        """``views(idx, rng)``: :meth:`features` of the probe's images ``idx`` cut as training cuts them (a random
+        crop window, mirrored at random with ``[stimulus] flip``): the augmented read-out's inputs."""
+        a = self.arrays
+        net = ConvClappStack(self.net.arch, 1, self.net.rule, a.params(params), **self.kwargs)
+        pool = self.protocol.evaluate.pooling == "mean"
+
+        def views(idx, rng):
+            feats = [a.to_numpy(f) for f in net.features(a.asarray(probe.stimulus.batch(idx, rng)))]
+            return [f.mean(axis=1, keepdims=True) if pool else f for f in feats]
+        return views
+
 
 class TwoViews:
     """A dense or conv encoder learning from two augmented views of whole images (the hinge rules).
@@ -217,16 +229,30 @@ class TwoViews:
     def weight_metrics(self) -> dict:
         return {}
 
+    def _encoder(self, params):
+        """The encoder with weights ``params``, on the learner's array back end."""
+        if isinstance(self.net, ConvViewEncoder):
+            return ConvViewEncoder(self.net.arch, self.net.activation, self.arrays.params(params), self.net.in_channels)
+        return ViewEncoder(self.net.sizes, self.net.activation, self.arrays.params(params))
+
     def features(self, params, probe) -> list:
         """Each layer's rates for every image, as one "glimpse": (n, 1, n_l)."""
-        a = self.arrays
-        if isinstance(self.net, ConvViewEncoder):
-            net = ConvViewEncoder(self.net.arch, self.net.activation, a.params(params), self.net.in_channels)
-        else:
-            net = ViewEncoder(self.net.sizes, self.net.activation, a.params(params))
+        a, net = self.arrays, self._encoder(params)
         images = np.asarray(probe.dataset.samples, dtype=self.dtype)
         if self.window:
             images = random_window(images, None, self.window)           # the centre window the views are cut like
         if a.name == "numpy":
             return [f[:, None, :] for f in net.features(self._input(images))]
         return [f[:, None, :] for f in _in_chunks(a, net.features, images, self._input)]
+
+    def probe_views(self, params, probe):
+        """``views(idx, rng)``: :meth:`features` of a random crop window of the probe's images ``idx``, mirrored
+        with probability 1/2 (the authors' read-outs: ``RandomCrop(64)``, ``RandomHorizontalFlip``)."""
+        net = self._encoder(params)
+        images = probe.dataset.samples
+
+        def views(idx, rng):
+            x = np.asarray(images[idx], dtype=self.dtype)
+            x = random_flip(random_window(x, rng, self.window) if self.window else x, rng)
+            return [f[:, None, :] for f in _in_chunks(self.arrays, net.features, x, self._input)]
+        return views
