@@ -169,10 +169,12 @@ def _glimpse_shape(ds, stimulus) -> tuple[int, int]:
     """Glimpses per sample ``T`` and inputs per glimpse of a data set's dense glimpse sequences."""
     shape = tuple(int(s) for s in ds.samples.shape[1:])
     p, s = stimulus.patch, stimulus.stride
+    channels = 2 if getattr(stimulus, "onoff", False) else 1             # ON and OFF inputs
     if ds.domain == "image":
         h, w = shape[:2]
-        return _n_range(h, p, s) * _n_range(w, p, s), p * p * int(np.prod(shape[2:], dtype=np.int64))   # x colours
-    return _n_range(shape[0], p, s), p * int(np.prod(shape[1:], dtype=np.int64))
+        return (_n_range(h, p, s) * _n_range(w, p, s),
+                channels * p * p * int(np.prod(shape[2:], dtype=np.int64)))   # x colours
+    return _n_range(shape[0], p, s), channels * p * int(np.prod(shape[1:], dtype=np.int64))
 
 
 def _dense_sizes(protocol, n_in: int) -> list[int]:

@@ -142,7 +142,16 @@ def make_stimulus(protocol, dataset):
     if st.kind == "views":
         return None
     if arch == "dense":
-        return glimpse_sequences(dataset, st)
+        grid = glimpse_sequences(dataset, st)
+        spiking = protocol.engine.name == "brian" and protocol.engine.variant == "spiking"
+        if spiking and isinstance(grid.patches, np.ndarray) and (low := float(grid.patches.min())) < 0:
+            raise SettingError("stimulus.onoff", f"[stimulus] onoff = false: the spiking input codes each glimpse "
+                               f"value as a spike rate, and the glimpses of {dataset.name} go down to {low:.3g}: "
+                               "their negative part would be lost; set onoff = true (ON [x]+ and OFF [-x]+ inputs)")
+        return grid
+    if getattr(st, "onoff", False):
+        raise SettingError("stimulus.onoff", f"[stimulus] onoff = true: ON/OFF inputs split dense glimpses; "
+                           f"convolutional CLAPP ([model] arch = {arch!r}) reads its patch grids as they are")
     grids = PatchGrids(dataset.samples, st.patch, st.stride, st.crop, dtype=protocol.engine.dtype, flip=st.flip,
                        mean=st.mean, std=st.std)
     rows, offsets = grids.grid_shape[0], protocol.rule.offsets

@@ -64,7 +64,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
 #: settings and hinge settings are not its keys.
 RULE_KEYS: dict[str, frozenset | None] = {
     "numpy": None,
-    "brian": frozenset({"stimulus.saccade_prob", "model.pred_init_scale"}),
+    "brian": frozenset({"stimulus.saccade_prob", "model.pred_init_scale", "stimulus.onoff"}),
 }
 
 

@@ -68,6 +68,10 @@ SETTINGS: dict[str, dict] = {
                           "random patch of the predicted rows (any column, any image, its own included); CLAPP, "
                           "one random image per image and offset (its own included) at every position, and one "
                           "positive-or-negative coin per image."),
+    "stimulus.onoff": dict(kind="bool", default=False, doc="Dense CLAPP glimpses: each value x becomes two inputs, "
+                           "ON [x]+ and OFF [-x]+ (half-wave rectification, as retinal ON and OFF cells or "
+                           "auditory-nerve fibres), so that signed glimpses (sound) reach a spiking network as spike "
+                           "rates; the rate variant reads the same 2 n inputs."),
     "stimulus.saccade_prob": dict(kind="float", default=0.5, low=0, high=1, doc="CLAPP: probability that a step is "
                                   "a saccade (y = -1) rather than a fixation (y = +1)."),
     "stimulus.crop": dict(kind="int", default=0, low=0, doc="Conv CLAPP: crop each image to crop x crop pixels "
@@ -138,11 +142,11 @@ SHIFT_KEYS = ("stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus
 RULES = {
     "clapp_s": Rule("clapp_s", retro=False, pairing="contrastive",
                     doc="CLAPP-s: W_pred^T retrodiction, positive + k negatives per step (= gradient descent).",
-                    keys=("rule.negatives", "model.pred_init_scale", *_CONV)),
+                    keys=("rule.negatives", "model.pred_init_scale", "stimulus.onoff", *_CONV)),
     "clapp": Rule("clapp", retro=True, pairing="stochastic",
                   doc="CLAPP: independent learned W_retro with its own score and gate, one fixation or one "
                       "saccade per step.",
-                  keys=("stimulus.saccade_prob", "model.pred_init_scale", *_CONV)),
+                  keys=("stimulus.saccade_prob", "model.pred_init_scale", "stimulus.onoff", *_CONV)),
 }
 
 

@@ -16,8 +16,8 @@ from ..data.augment import random_window
 from ..data.mapped import LazyArray
 from ..errors import SettingError
 
-__all__ = ["EAGER_BYTES", "GlimpseGrid", "Glimpses", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences", "patch_grid",
-           "saccade_stream", "scan_positions", "time_windows"]
+__all__ = ["EAGER_BYTES", "GlimpseGrid", "Glimpses", "PatchGrids", "SaccadeStream", "glimpse_grid", "glimpse_sequences",
+           "on_off", "patch_grid", "saccade_stream", "scan_positions", "time_windows"]
 
 
 @dataclass(frozen=True)
@@ -227,13 +227,31 @@ def time_windows(samples: np.ndarray, window: int, hop: int) -> GlimpseGrid:
 
 
 def glimpse_sequences(dataset, stimulus) -> GlimpseGrid:
-    """A data set's glimpse sequences under a protocol's ``[stimulus]`` table (``patch``, ``stride``, ``scan``).
+    """A data set's glimpse sequences under a protocol's ``[stimulus]`` table (``patch``, ``stride``, ``scan``,
+    ``onoff``).
 
-    ``patch`` is the glimpse size: pixels per side (images), samples (sounds) or frames (clips).
+    ``patch`` is the glimpse size: pixels per side (images), samples (sounds) or frames (clips). With
+    ``onoff``, glimpses of ``n`` values become ``2 n`` inputs (:func:`on_off`).
     """
     if dataset.domain == "image":
-        return glimpse_grid(dataset.samples, stimulus.patch, stimulus.stride, stimulus.scan)
-    return time_windows(dataset.samples, stimulus.patch, stimulus.stride)
+        grid = glimpse_grid(dataset.samples, stimulus.patch, stimulus.stride, stimulus.scan)
+    else:
+        grid = time_windows(dataset.samples, stimulus.patch, stimulus.stride)
+    return GlimpseGrid(on_off(grid.patches), grid.positions) if getattr(stimulus, "onoff", False) else grid
+
+
+def on_off(patches) -> np.ndarray:
+    """ON and OFF inputs ``[x]+`` and ``[-x]+`` of every glimpse value, ON first: ``(..., n)`` -> ``(..., 2 n)``.
+
+    Half-wave rectification, as retinal ON and OFF cells or auditory-nerve fibres split a signed signal
+    into two non-negative rates; ``x = ON - OFF`` is kept. Glimpses read lazily are refused (they would
+    be read whole).
+    """
+    if not isinstance(patches, np.ndarray):
+        raise SettingError("stimulus.onoff", "[stimulus] onoff = true: the glimpses of this data set are read "
+                           "lazily from disk, and ON/OFF inputs would hold all of them in memory twice; use [data] "
+                           "max_samples to keep fewer, or onoff = false")
+    return np.concatenate([np.maximum(patches, 0), np.maximum(-patches, 0)], axis=-1)
 
 
 @dataclass(frozen=True)
