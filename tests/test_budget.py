@@ -228,3 +228,37 @@ def test_format_bytes_and_available_memory():
     available, machine = available_memory(), machine_memory()
     assert available is None or available > 0
     assert machine is None or available is None or machine >= available
+
+
+def test_a_gpu_run_holds_one_batch_and_the_trained_weights_on_the_gpu():
+    """The same bytes as on the CPU, split: what the host holds is bounded by its memory, the rest by the GPU's."""
+    cpu = load(DIGITS, TINY)
+    prepared = prepare(cpu)
+    gpu = load(DIGITS, [*TINY, 'engine.array="torch"', 'engine.device="cuda"'])
+    on_cpu, on_gpu = estimate(cpu, prepared), estimate(gpu, prepared)
+    assert on_cpu.device_total == 0 and on_gpu.device_total > 0
+    assert on_gpu.total + on_gpu.device_total == on_cpu.total
+    assert {p.what for p in on_gpu.parts if p.device} == {"parameters", "activations of one batch",
+                                                          "pair sets of one batch"}
+    host_weights = next(p for p in on_gpu.parts if p.what == "initial weights")
+    assert not host_weights.device and "[GPU]" in on_gpu.describe()
+    # the authors' VGG6 on STL-10: a GPU-sized batch, a small host
+    p = load(protocols()["tang_gll_bp_stl10_paper"], ['engine.array="torch"', 'engine.device="cuda"'])
+    ds, probe = _shapes_only(100_000, (96, 96, 3), True), _shapes_only(13_000, (96, 96, 3), True)
+    est = estimate(p, Prepared(ds, None, np.arange(100_000), np.arange(0),
+                               Prepared(probe, None, np.arange(5000), np.arange(5000, 13_000))))
+    assert est.device_total > 16 * 2**30 and est.total < 8 * 2**30, est.describe()
+
+
+def test_a_gpu_too_small_for_one_batch_is_refused_naming_the_key(monkeypatch):
+    import neuroplastic.engines.budget as budget
+
+    gpu = load(DIGITS, [*TINY, 'engine.array="torch"', 'engine.device="cuda"'])
+    prepared = prepare(load(DIGITS, TINY))
+    monkeypatch.setattr(budget, "gpu_memory", lambda protocol: 2**14)         # 16 KiB: less than one batch
+    with pytest.raises(ProtocolError, match=r"\[model\] layers = \[8,8\]: the activations of one batch alone "
+                                            r"need .* more than the 16 KiB of the GPU; ") as err:
+        check_budget(gpu, prepared)
+    assert err.value.key == "model.layers"
+    monkeypatch.setattr(budget, "gpu_memory", lambda protocol: None)      # unknown: only the host is bounded
+    assert check_budget(gpu, prepared).device_total > 0

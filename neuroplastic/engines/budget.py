@@ -5,7 +5,10 @@ to measure), what a run holds at its peak: the data and its stimulus (glimpse se
 grids of a batch, the Brian2 engine's glimpse stream), the parameters with their gradients, the
 optimiser's moments (Adam keeps two per parameter) and the copy of the initial weights the random
 baseline is probed with, the activations and temporaries of one batch, and the features the probe
-reads. For the Brian2 engine it also counts the simulated time steps.
+reads. For the Brian2 engine it also counts the simulated time steps. A rate run on a GPU (``[engine]
+array`` torch or CuPy with ``device = "cuda"``) holds one batch's work and the weights it trains there,
+and the rest (data, glimpses, initial weights, the probe's features) in host memory: the estimate says
+which part is where, and each memory is bounded by its own size.
 
 :func:`check_budget` compares the estimate with the memory of this machine (or with
 ``[train] max_memory``) and refuses a protocol that does not fit with a
@@ -23,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import dataclasses
 import math
 import os
 import re
@@ -36,8 +40,8 @@ from ..rules.hinge_conv import head_width
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BASELINE_BYTES", "MAX_SIMULATED_STEPS", "Estimate", "Part", "available_memory", "check_budget", "machine_memory",
-           "estimate", "format_bytes"]
+__all__ = ["BASELINE_BYTES", "MAX_SIMULATED_STEPS", "Estimate", "Part", "available_memory", "check_budget",
+           "estimate", "format_bytes", "gpu_memory", "machine_memory"]
 
 #: What a run holds beyond its arrays: the interpreter, numpy, scikit-learn, matplotlib (measured: ~0.2 GiB).
 BASELINE_BYTES = 256 * 2**20
@@ -61,6 +65,8 @@ class Part:
     bytes: int
     keys: tuple[str, ...]
     detail: str = ""
+    #: held in the GPU's memory (the rate engine on ``[engine] device = "cuda"``), not the host's
+    device: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,16 +81,22 @@ class Estimate:
 
     @property
     def total(self) -> int:
-        """Bytes of every part together (the run's estimated peak)."""
-        return sum(p.bytes for p in self.parts)
+        """Bytes of the host's parts together (the run's estimated peak in host memory)."""
+        return sum(p.bytes for p in self.parts if not p.device)
+
+    @property
+    def device_total(self) -> int:
+        """Bytes of the parts held on the GPU (0 unless the rate engine computes on ``device = "cuda"``)."""
+        return sum(p.bytes for p in self.parts if p.device)
 
     def largest(self) -> Part:
         """The part that needs the most memory."""
         return max(self.parts, key=lambda p: p.bytes)
 
     def describe(self) -> str:
-        """One line per part, largest first."""
-        return "\n".join(f"{format_bytes(p.bytes):>10}  {p.what}" + (f" ({p.detail})" if p.detail else "")
+        """One line per part, largest first; parts on the GPU say so."""
+        return "\n".join(f"{format_bytes(p.bytes):>10}  {p.what}" + (" [GPU]" if p.device else "")
+                         + (f" ({p.detail})" if p.detail else "")
                          for p in sorted(self.parts, key=lambda p: -p.bytes))
 
 
@@ -199,10 +211,28 @@ def estimate(protocol, prepared) -> Estimate:
     if protocol.engine.name == "brian":
         return _brian(protocol, prepared, rule)
     if rule.family == "views":
-        return _views(protocol, prepared, rule)
-    if protocol.model.arch == "dense":
-        return _dense_clapp(protocol, prepared, rule)
-    return _conv_clapp(protocol, prepared, rule)
+        est = _views(protocol, prepared, rule)
+    elif protocol.model.arch == "dense":
+        est = _dense_clapp(protocol, prepared, rule)
+    else:
+        est = _conv_clapp(protocol, prepared, rule)
+    return _on_gpu(est) if _gpu(protocol) else est
+
+
+def _gpu(protocol) -> bool:
+    """Whether the rate engine computes on a GPU (``[engine] array`` torch or CuPy, ``device = "cuda"``)."""
+    return protocol.engine.name == "numpy" and protocol.engine.device == "cuda"
+
+
+#: What a rate run on a GPU holds there: one batch's work. The data, its glimpses, the initial weights, the
+#: checkpoints and the probe's features stay in host memory (batches go to the device as they are cut).
+_ON_GPU = ("activations of one batch", "pair sets of one batch", "hinge-loss temporaries of one batch")
+
+
+def _on_gpu(est: Estimate) -> Estimate:
+    """``est`` with one batch's work (:data:`_ON_GPU`) held on the GPU."""
+    return dataclasses.replace(est, parts=[dataclasses.replace(p, device=True) if p.what in _ON_GPU else p
+                                           for p in est.parts])
 
 
 def _param_factor(protocol) -> int:
@@ -212,8 +242,9 @@ def _param_factor(protocol) -> int:
 
 
 def _weights_part(protocol, shapes: dict[int, list[tuple[str, tuple[int, ...]]]], itemsize: int,
-                  keys: tuple[str, ...], factor: int | None = None, init_itemsize: int = 8) -> Part:
-    """Parameters by layer -> a part: every copy held, plus the float64 draw of the largest matrix."""
+                  keys: tuple[str, ...], factor: int | None = None, init_itemsize: int = 8) -> list[Part]:
+    """Parameters by layer -> parts: every copy held, plus the float64 draw of the largest matrix; one part, or
+    on a GPU two: the training copies there (weights, gradients, moments) and the initial weights on the host."""
     factor = _param_factor(protocol) if factor is None else factor
     count = sum(math.prod(shape) for layer in shapes.values() for _, shape in layer)
     largest = max((math.prod(shape) for layer in shapes.values() for _, shape in layer), default=0)
@@ -224,7 +255,14 @@ def _weights_part(protocol, shapes: dict[int, list[tuple[str, tuple[int, ...]]]]
     opt = " and Adam's 2 moments" if protocol.rule.optimizer == "adam" and protocol.engine.name == "numpy" else ""
     held = "weights, initial weights" + (f", gradients{opt}" if protocol.engine.name == "numpy" else "")
     detail = f"{count:,} parameters of {itemsize} bytes held {factor} times ({held}); {'; '.join(shown)}{more}"
-    return Part("parameters", count * itemsize * factor + largest * init_itemsize, keys, detail)
+    if _gpu(protocol):                    # the weights the run trains are on the GPU, the initial weights on the host
+        held = held.replace("weights, initial weights", "weights")
+        return [Part("parameters", count * itemsize * (factor - 1), keys,
+                     f"{count:,} parameters of {itemsize} bytes held {factor - 1} times ({held}); "
+                     f"{'; '.join(shown)}{more}", device=True),
+                Part("initial weights", count * itemsize + largest * init_itemsize, keys,
+                     "kept on the host for the random encoder's probe")]
+    return [Part("parameters", count * itemsize * factor + largest * init_itemsize, keys, detail)]
 
 
 def _dense_params(sizes: list[int], retro: bool) -> dict:
@@ -255,7 +293,7 @@ def _dense_clapp(protocol, prepared, rule) -> Estimate:
     stim = sum(len(d) * T * n_in * (2 * _itemsize(d.samples) + it) for d in stim_sets)
     parts.append(Part("glimpse sequences", stim, ("stimulus.patch", "stimulus.stride"),
                       f"{sum(len(d) for d in stim_sets):,} samples x {T} glimpses x {n_in} inputs"))
-    parts.append(_weights_part(protocol, _dense_params(sizes, rule.retro), it, ("model.layers",)))
+    parts += _weights_part(protocol, _dense_params(sizes, rule.retro), it, ("model.layers",))
     B, widest = min(protocol.train.batch_size, max(_n_train(prepared), 2)), max(sizes[1:])
     S = 1 + protocol.rule.negatives if rule.pairing == "contrastive" else 2
     # One batch: the input, ~10 maps (B, T, n) of the widest layer (drive, rate, context, prediction,
@@ -302,7 +340,7 @@ def _conv_clapp(protocol, prepared, rule) -> Estimate:
     parts = _common_parts(protocol, prepared)
     shapes = {l + 1: [("W", (C, 3, 3, c_in)), ("W_pred", (K, C, C))] + ([("W_retro", (K, C, C))] if rule.retro else [])
               for l, (_, c_in, _, C, _) in enumerate(layers)}
-    parts.append(_weights_part(protocol, shapes, it, ("model.arch", "rule.offsets")))
+    parts += _weights_part(protocol, shapes, it, ("model.arch", "rule.offsets"))
     B = min(protocol.train.batch_size, max(_n_train(prepared), 2))
     S = 1 + r.negatives if rule.pairing == "contrastive" else 2
     m = min(S, B)                       # distinct shifts: sets of one shift are scored once
@@ -380,7 +418,7 @@ def _views(protocol, prepared, rule) -> Estimate:
         act_detail = f"2 views x {B} images of {' x '.join(map(str, shape))}"
     encoder = "model.layers" if protocol.model.arch == "dense" else "model.arch"
     keys = ("rule.head", encoder) if _head_dominates(shapes) else (encoder, "rule.head")
-    parts.append(_weights_part(protocol, shapes, it, keys))
+    parts += _weights_part(protocol, shapes, it, keys)
     parts.append(Part("activations of one batch", act, act_keys, act_detail))
     # The hinge loss: (B, k + 1, head) differences, their signs, gradients and gathers.
     parts.append(Part("hinge-loss temporaries of one batch", 6 * B * (k + 1) * m * it, ("rule.head", "rule.negatives",
@@ -428,7 +466,7 @@ def _brian(protocol, prepared, rule) -> Estimate:
                       ("stimulus.patch", "stimulus.stride"), f"{n_all:,} samples x {T} glimpses x {n_in} inputs"))
     shapes = _dense_params(sizes, rule.retro)
     # float64 weights and their initial copy, and every weight a Brian2 synapse.
-    weights = _weights_part(protocol, shapes, 8, ("model.layers",), factor=2)
+    (weights,) = _weights_part(protocol, shapes, 8, ("model.layers",), factor=2)
     n_syn = sum(math.prod(s) for layer in shapes.values() for _, s in layer)
     parts.append(Part(weights.what, weights.bytes + n_syn * _BRIAN_SYNAPSE_BYTES, weights.keys,
                       weights.detail.replace("(weights, initial weights)", "(weights, initial weights) and as "
@@ -504,7 +542,8 @@ def check_budget(protocol, prepared) -> Estimate:
 
     The bound is ``[train] max_memory`` GiB if set, else the memory of this machine (a warning is
     logged when the estimate exceeds what is free now; a ``--build-only`` build holds the network in
-    memory too). The
+    memory too); it bounds the host's parts. A rate run on a GPU also has its GPU parts bounded by the
+    GPU's memory, where torch or CuPy can read it. The
     :class:`~neuroplastic.errors.ProtocolError` names the key that drives the largest part of the
     estimate, what that part needs, the bound and what to change. Returns the estimate.
     """
@@ -515,6 +554,8 @@ def check_budget(protocol, prepared) -> Estimate:
                             f"{est.steps:.3g} time steps ({est.steps_detail}), more than the {MAX_SIMULATED_STEPS:.0e} "
                             "it allows; use shorter glimpses, a larger [engine] dt_ms, fewer [train] epochs or "
                             "fewer samples ([data] max_samples)")
+    if est.device_total and (gpu := gpu_memory(protocol)) is not None and est.device_total > gpu:
+        _refuse(protocol, [p for p in est.parts if p.device], gpu, f"the {format_bytes(gpu)} of the GPU", False)
     limit = protocol.train.max_memory
     if limit > 0:
         bound, where = int(limit * 2**30), f"the {format_bytes(limit * 2**30)} of [train] max_memory"
@@ -531,20 +572,43 @@ def check_budget(protocol, prepared) -> Estimate:
             log.warning("%s needs about %s, more than the %s free now; it may be slow or run out of memory",
                         protocol.name, format_bytes(est.total), format_bytes(free))
         return est
-    part = max((p for p in est.parts if p.keys), key=lambda p: p.bytes)
+    _refuse(protocol, [p for p in est.parts if not p.device], bound, where, limit > 0)
+
+
+def _refuse(protocol, parts: list[Part], bound: int, where: str, raise_limit: bool):
+    """Raise the :class:`ProtocolError` of ``parts`` (one memory's) exceeding ``bound``, naming the key to change."""
+    total = sum(p.bytes for p in parts)
+    part = max((p for p in parts if p.keys), key=lambda p: p.bytes)
     key = _blame(protocol, part)
     others = [k for k in part.keys if k != key]
     advice = _ADVICE.get(key, "lower it")
     if key == "model.arch" and protocol.model.arch == "small":
         advice = "use smaller patches or a smaller batch"
     advice += (f" (or change {', '.join(_where(k) for k in others)})" if others else "")
-    if limit > 0:
+    if raise_limit:
         advice += ", or raise [train] max_memory"
     detail = f" ({part.detail})" if part.detail else ""
     need = (f"the {part.what} alone need {format_bytes(part.bytes)}{detail}" if part.bytes > bound else
-            f"the run needs about {format_bytes(est.total)} in all, the {part.what} "
+            f"the run needs about {format_bytes(total)} in all, the {part.what} "
             f"{format_bytes(part.bytes)}{detail}")
     raise ProtocolError(protocol.source, key, f"= {_show(_value(protocol, key))}: {need}, more than {where}; {advice}")
+
+
+def gpu_memory(protocol) -> int | None:
+    """Bytes of memory of the GPU a rate run on ``device = "cuda"`` computes on, as its array library reports
+    them; None where it cannot say (the library or the GPU missing: the run is refused for that elsewhere)."""
+    if not _gpu(protocol):
+        return None
+    try:
+        if protocol.engine.array == "torch":
+            import torch
+            return int(torch.cuda.mem_get_info()[1]) if torch.cuda.is_available() else None
+        if protocol.engine.array == "cupy":
+            import cupy
+            return int(cupy.cuda.runtime.memGetInfo()[1])
+    except Exception:                     # no driver, no device: nothing to bound here
+        return None
+    return None
 
 
 def _where(dotted: str) -> str:
