@@ -141,3 +141,22 @@ def test_the_quickstart_on_torch_gives_the_numpy_probe_table_to_the_third_digit(
         tables.append({l: (round(result.probe[l], 3), round(result.probe_random[l], 3)) for l in result.probe})
     assert tables[0] == tables[1]
     assert tables[0][2][0] > tables[0][2][1]                  # and the run learned: trained beats random at layer 2
+
+
+def test_host_floats_reads_a_batchs_scalars_in_one_transfer(monkeypatch):
+    from neuroplastic.engines.numpy import backend as module
+
+    values = [np.float32(0.25), np.asarray(1.5), 3.0]
+    assert module.host_floats(values) == [0.25, 1.5, 3.0] and module.host_floats([2, 0.5]) == [2.0, 0.5]
+    moved = []
+    monkeypatch.setattr(module, "to_device", lambda x, where: moved.append(x.shape) or np.asarray(x))
+    module.host_floats([np.asarray(0.1), np.asarray(0.2), np.asarray(0.3)])
+    assert moved == [(3,)]                                       # one stacked transfer, not one per value
+
+
+@pytest.mark.torch
+def test_host_floats_reads_torch_scalars():
+    torch = pytest.importorskip("torch")
+    from neuroplastic.engines.numpy.backend import host_floats
+
+    assert host_floats([torch.tensor(0.5), torch.tensor(2.0, dtype=torch.float64), 1.0]) == [0.5, 2.0, 1.0]

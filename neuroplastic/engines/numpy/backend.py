@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace, to_device
+from array_api_compat import device as array_device
 
 from ...errors import ProtocolError
 
-__all__ = ["ARRAYS", "Backend", "backend"]
+__all__ = ["ARRAYS", "Backend", "backend", "host_floats"]
 
 #: ``[engine] array`` -> the module that must be importable, and how to install it.
 ARRAYS = {
@@ -25,6 +27,21 @@ ARRAYS = {
     "torch": ("torch", "pip install 'neuroplastic[torch]' (the CPU build), or a CUDA build from pytorch.org"),
     "cupy": ("cupy", "pip install cupy-cuda12x (or the build for your CUDA version)"),
 }
+
+
+def host_floats(values: list) -> list[float]:
+    """Scalars of any back end (0-d arrays, or floats) as Python floats, brought to the host in one transfer.
+
+    A batch's metrics (each layer's loss and modulated fraction) are computed on the device; reading
+    each with ``float()`` would make a GPU wait once per value, this once per batch.
+    """
+    arrays = [v for v in values if not isinstance(v, (int, float))]
+    if not arrays:
+        return [float(v) for v in values]
+    xp = array_namespace(*arrays)
+    dev = array_device(arrays[0])
+    stacked = xp.stack([xp.reshape(xp.asarray(v, dtype=xp.float64, device=dev), ()) for v in values])
+    return [float(v) for v in np.asarray(to_device(stacked, "cpu"))]
 
 
 @dataclass(frozen=True)

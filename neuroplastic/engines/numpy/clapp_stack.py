@@ -14,6 +14,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 from ...rules import RULES, Rule, clapp_sequences, init_dense_params, stack_rates
+from .backend import host_floats
 
 __all__ = ["ClappStack", "BatchStats"]
 
@@ -92,7 +93,7 @@ class ClappStack:
         weights = xp.asarray(weights, dtype=x.dtype, device=array_device(W))
         grads, losses, modulated = {}, [], []
         active = weights > 0
-        n_active = float(xp.sum(xp.astype(active, x.dtype)))
+        n_active = xp.sum(xp.astype(active, x.dtype))
         for l in range(self.n_layers):
             p = f"{l + 1}/"
             g = clapp_sequences(self.params[p + "W"], self.params[p + "W_pred"], x, shifts, weights,
@@ -100,8 +101,9 @@ class ClappStack:
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
             if g.W_retro is not None:
                 grads[p + "W_retro"] = g.W_retro
-            losses.append(float(g.loss))
-            modulated.append(float(xp.sum(xp.astype(active & (g.gamma != 0), x.dtype))) / n_active)
+            losses.append(g.loss)
+            modulated.append(xp.sum(xp.astype(active & (g.gamma != 0), x.dtype)) / n_active)
             x = g.z                                   # input of the next layer, before this update
         optimizer.step(self.params, grads)
-        return BatchStats(losses, modulated)
+        stats = host_floats([*losses, *modulated])   # one device-to-host transfer per batch
+        return BatchStats(stats[:self.n_layers], stats[self.n_layers:])

@@ -17,6 +17,7 @@ from array_api_compat import device as array_device
 from ...rules import RULES, Rule
 from ...rules.architectures import ARCHITECTURES, parse_architecture
 from ...rules.conv_clapp import conv_clapp_layer, conv_forward
+from .backend import host_floats
 from .clapp_stack import BatchStats
 
 __all__ = ["ConvClappStack"]
@@ -256,19 +257,21 @@ class ConvClappStack:
                 grads[p + "W_retro"] = g.W_retro
             if g.b is not None:
                 grads[p + "b"] = g.b
-            losses.append(float(g.loss))
+            losses.append(g.loss)
             modulated.append(self._modulated(g.gamma, pairs["weights"]))
             x = g.z                                   # input of the next layer, before this update
         optimizer.step(self.params, grads)
-        return BatchStats(losses, modulated)
+        stats = host_floats([*losses, *modulated])   # one device-to-host transfer per batch
+        return BatchStats(stats[:self.n_layers], stats[self.n_layers:])
 
-    def _modulated(self, gammas, weights) -> float:
-        """Fraction of (pair, location) entries with weight > 0 whose modulation factor is non-zero."""
+    def _modulated(self, gammas, weights):
+        """Fraction of (pair, location) entries with weight > 0 whose modulation factor is non-zero (a 0-d array
+        of the back end: read once per batch by :func:`host_floats`)."""
         xp = array_namespace(weights)
         n_active = n_mod = 0.0
         Gr = weights.shape[3]
         for kappa, (k, gamma) in enumerate(zip(self.offsets, gammas)):
             active = (weights[kappa][:, :, :Gr - k, :] > 0)[..., None]          # (S, B, R, G_c, 1)
-            n_active += float(xp.sum(xp.astype(active, gamma.dtype))) * gamma.shape[-1]
-            n_mod += float(xp.sum(xp.astype(active & (gamma != 0), gamma.dtype)))
+            n_active = n_active + xp.sum(xp.astype(active, gamma.dtype)) * gamma.shape[-1]
+            n_mod = n_mod + xp.sum(xp.astype(active & (gamma != 0), gamma.dtype))
         return n_mod / n_active
