@@ -25,8 +25,8 @@ Examples
 """
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import math
 import os
 import re
