@@ -16,9 +16,9 @@ from .clapp import (ClappGrads, LayerForward, clapp_pairs, clapp_sequences, forw
                     relu_prime, retro_distance, stack_rates)
 from .conv_clapp import ConvClappGrads, conv_clapp_layer, conv_forward, grid_scores
 
-__all__ = ["RULES", "SETTINGS", "SHIFT_KEYS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs", "clapp_sequences",
-           "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu", "relu_prime",
-           "retro_distance", "stack_rates"]
+__all__ = ["RULES", "SETTINGS", "SHIFT_KEYS", "Rule", "ClappGrads", "ConvClappGrads", "LayerForward", "clapp_pairs",
+           "clapp_sequences", "conv_clapp_layer", "conv_forward", "forward", "grid_scores", "init_dense_params", "relu",
+           "relu_prime", "retro_distance", "stack_rates"]
 
 
 @dataclass(frozen=True)
