@@ -47,6 +47,7 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from scipy.ndimage import gaussian_filter
 
 from ..errors import SettingError
+from .mapped import LUMA
 
 __all__ = ["AUGMENTATIONS", "random_crop", "random_window", "random_flip", "jitter", "blur", "augment", "check_views",
            "two_views", "resize_weights", "random_resized_crop", "affine_warp", "random_affine", "colour_jitter",
@@ -276,8 +277,9 @@ def random_affine(x: np.ndarray, rng: np.random.Generator, perturb: float = 0.5,
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
-    """The luma of colour images (ITU-R 601-2, as PIL and torchvision), kept as one channel."""
-    return x[..., :1] * 0.299 + x[..., 1:2] * 0.587 + x[..., 2:3] * 0.114
+    """The luma of colour images (:data:`~neuroplastic.data.mapped.LUMA`, as PIL and torchvision), one channel."""
+    r, g, b = (float(w) for w in LUMA)                  # Python floats keep x's dtype
+    return x[..., :1] * r + x[..., 1:2] * g + x[..., 2:3] * b
 
 
 def colour_jitter(x: np.ndarray, rng: np.random.Generator, strength: float = 0.8, hue: float = 0.2,

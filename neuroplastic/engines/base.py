@@ -173,8 +173,10 @@ def _train(engine: Engine, protocol, run, progress: bool, prepared: Prepared | N
                 random_features = engine.features(model, initial, probe)
         readouts = engine.readouts(model, initial, probe)
         diagnostics = engine.diagnostics(model)
-        views = ((engine.probe_views(model, model.params, probe), engine.probe_views(model, initial, probe))
-                 if protocol.evaluate.probe_augment else (None, None))     # the frozen encoders' fresh views
+        views = (None, None)                      # the frozen encoders' fresh views, for an augmented probe
+        if protocol.evaluate.probe_augment:
+            views = (engine.probe_views(model, model.params, probe),
+                     engine.probe_views(model, initial, probe) if protocol.evaluate.baseline else None)
     finally:
         bar.close()
         engine.release(model)

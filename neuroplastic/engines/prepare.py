@@ -172,11 +172,12 @@ def _check_input(protocol, dataset) -> None:
             raise ProtocolError(protocol.source, "stimulus.crop", f"= {st.crop}: larger than the images ({h} x {w})")
         if st.augment == "shift":
             check_views((st.crop, st.crop) if st.crop else (h, w), st.crop_pad, st.blur)
-        for key in SHIFT_KEYS:                   # the authors' pipelines have their own, fixed parameters
-            if st.augment != "shift" and (value := getattr(st, key.split(".")[1])) != SETTINGS[key]["default"]:
-                raise ProtocolError(protocol.source, key, f"= {value!r} sets the 'shift' views, and [stimulus] "
-                                    f"augment = {st.augment!r} draws its views with the authors' own parameters; "
-                                    f"remove the key, or set augment = 'shift'")
+        else:                                    # the authors' pipelines have their own, fixed parameters
+            for key in SHIFT_KEYS:
+                if (value := getattr(st, key.split(".")[1])) != SETTINGS[key]["default"]:
+                    raise ProtocolError(protocol.source, key, f"= {value!r} sets the 'shift' views, and [stimulus] "
+                                        f"augment = {st.augment!r} draws its views with the authors' own "
+                                        "parameters; remove the key, or set augment = 'shift'")
         view_side = st.crop or h
     if arch != "dense":
         side, key, value = ((view_side, "model.arch", arch) if st.kind == "views"
