@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["assert_cli_resume_is_bit_identical", "fd_grad", "random_problem", "rel_err"]
+__all__ = ["assert_cli_resume_is_bit_identical", "fd_grad", "random_problem", "rel_err", "set_args"]
+
+
+def set_args(overrides) -> list[str]:
+    """``["a.b=1", ...]`` as the command line's ``["--set", "a.b=1", ...]``."""
+    return [a for o in overrides for a in ("--set", o)]
 
 
 def fd_grad(f, P: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -103,7 +108,7 @@ def assert_cli_resume_is_bit_identical(protocol_path, overrides: list[str], out,
     from neuroplastic.protocol import load
     from neuroplastic.results import Run
 
-    sets = [a for o in overrides for a in ("--set", o)]
+    sets = set_args(overrides)
     out = Path(out)
     reference_root = out / "reference"
     args = ["run", str(protocol_path), "--out", str(out), "--quiet", *sets]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_views_colour import _sets, cifar
+from helpers import set_args
+from test_views_colour import cifar
 
 from neuroplastic.cli import main
 from neuroplastic.data.augment import (_crop_box, affine_warp, augment, colour_jitter, random_affine, random_grey,
@@ -151,7 +152,7 @@ def test_the_paper_protocols_use_the_authors_views():
 def test_a_run_trains_on_the_authors_views(tmp_path, kind):
     sets = cifar(tmp_path, 'model.arch="dense"', "model.layers=[8,8]", "train.epochs=1", "train.batch_size=10",
                  "rule.head=8", f'stimulus.augment="{kind}"')
-    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), "--quiet", *_sets(sets)]) == 0
+    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), "--quiet", *set_args(sets)]) == 0
 
 
 def test_a_shift_key_beside_another_pipeline_is_refused_before_writing(tmp_path, capsys):
@@ -160,7 +161,7 @@ def test_a_shift_key_beside_another_pipeline_is_refused_before_writing(tmp_path,
                                             r"augment = 'simclr' draws its views with the authors' own") as err:
         prepare(load(TANG, sets))
     assert err.value.key == "stimulus.jitter"
-    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), *_sets(sets)]) == 2
+    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), *set_args(sets)]) == 2
     assert str(TANG) in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     with pytest.raises(ProtocolError, match=r"augment = \"mixup\": must be one of 'shift', 'affine', 'simclr'"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import set_args
 
 from neuroplastic.cli import main
 from neuroplastic.data import Dataset
@@ -56,15 +57,11 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _sets(overrides: list[str]) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
-
-
 @pytest.mark.parametrize("case", sorted(OVERSIZE))
 def test_an_oversize_protocol_is_refused_before_its_run_directory_exists(case, tmp_path, capsys):
     name, overrides, key = OVERSIZE[case]
     out = tmp_path / "runs"
-    code, err = _run(["run", str(find_protocol(name)), "--out", str(out), "--quiet", *_sets(overrides)], capsys)
+    code, err = _run(["run", str(find_protocol(name)), "--out", str(out), "--quiet", *set_args(overrides)], capsys)
     assert code == 2, err
     assert key in err and "Traceback" not in err, err
     assert not out.exists() or not any(out.iterdir())
@@ -97,7 +94,7 @@ def test_refusing_an_oversize_protocol_takes_little_memory(tmp_path):
 @pytest.mark.parametrize("fraction, says", [(0.999, "0 training"), (0.001, "0 test")])
 def test_a_test_fraction_that_leaves_a_side_empty_is_refused_before_training(fraction, says, tmp_path, capsys):
     out = tmp_path / "runs"
-    code, err = _run(["run", str(DIGITS), "--out", str(out), "--quiet", *_sets([*TINY, f"data.test_fraction={fraction}"])],
+    code, err = _run(["run", str(DIGITS), "--out", str(out), "--quiet", *set_args([*TINY, f"data.test_fraction={fraction}"])],
                      capsys)
     assert code == 2, err
     assert f"[data] test_fraction = {fraction:g}" in err and says in err and "of 120 in 10 classes" in err, err
@@ -112,7 +109,7 @@ def test_max_memory_lowers_the_bound(tmp_path, capsys):
     with pytest.raises(ProtocolError, match=r"of \[train\] max_memory; .*or raise \[train\] max_memory"):
         check_budget(small, prepared)
     out = tmp_path / "runs"
-    code, err = _run(["run", str(DIGITS), "--out", str(out), "--quiet", *_sets([*TINY, "train.max_memory=0.01"])],
+    code, err = _run(["run", str(DIGITS), "--out", str(out), "--quiet", *set_args([*TINY, "train.max_memory=0.01"])],
                      capsys)
     assert code == 2 and "10.2 MiB of [train] max_memory" in err, err
     assert not out.exists()
@@ -183,7 +180,7 @@ def test_the_estimate_is_within_an_order_of_magnitude_of_the_measured_peak(tmp_p
                "print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
                "print(proc.stderr, file=sys.stderr)\n")
     cmd = [sys.executable, "-c", measure, sys.executable, "-m", "neuroplastic.cli", "run", str(DIGITS), "--out",
-           str(tmp_path / "runs"), "--quiet", *_sets(TINY)]
+           str(tmp_path / "runs"), "--quiet", *set_args(TINY)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     code, peak_kib = map(int, proc.stdout.split())
     assert code == 0, proc.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import set_args
 
 from neuroplastic import results, runner
 from neuroplastic.cli import main
@@ -25,10 +26,6 @@ from neuroplastic.results import Run, RunError
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "protocols" / "clapp_digits.toml"
 TINY = ["data.max_samples=120", "train.epochs=3", "model.layers=[8,8]", "train.batch_size=16"]
-
-
-def _sets(overrides: list[str]) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
 
 
 def _cli(argv, capsys) -> tuple[int, str, str]:
@@ -55,7 +52,7 @@ def _protocol_file(tmp_path: Path, name: str) -> Path:
 def test_a_name_that_is_not_a_plain_file_name_is_refused_before_anything_is_written(tmp_path, capsys, name):
     path = _protocol_file(tmp_path, name)
     out = tmp_path / "box" / "runs"
-    for argv in (["validate", path], ["run", path, "--out", out, *_sets(TINY)],
+    for argv in (["validate", path], ["run", path, "--out", out, *set_args(TINY)],
                  ["sweep", path, "--grid", "seed=1,2", "--out", out, "--quiet"]):
         code, _, err = _cli(argv, capsys)
         assert code == 2, (argv, err)
@@ -75,7 +72,7 @@ def test_a_run_directory_in_use_is_refused_naming_its_holder(tmp_path, capsys):
     held = Run.open(tmp_path, protocol)
     try:
         for flags in ([], ["--resume"], ["--force"]):
-            code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *flags, *_sets(TINY)], capsys)
+            code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *flags, *set_args(TINY)], capsys)
             assert code == 2, (flags, err)
             assert f"in use by process {os.getpid()}" in err and "Traceback" not in err, err
         assert (held.directory / "manifest.json").is_file(), "--force did not delete the live run"
@@ -84,7 +81,7 @@ def test_a_run_directory_in_use_is_refused_naming_its_holder(tmp_path, capsys):
     finally:
         held.close()
     assert Run.load(held.directory).manifest["status"] == "running"
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0, err                      # released: the run continues
 
 
@@ -92,7 +89,7 @@ def test_simultaneous_runs_of_one_protocol_train_it_once(tmp_path):
     """Three processes start the same run at once: one trains, the others are refused while it runs or
     print its result once it has finished, none crashes."""
     argv = [sys.executable, "-m", "neuroplastic.cli", "run", str(QUICKSTART), "--out", str(tmp_path), "--quiet",
-            *_sets([*TINY[:-1], "train.epochs=6", "train.batch_size=16"])]
+            *set_args([*TINY[:-1], "train.epochs=6", "train.batch_size=16"])]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     ended = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     errs = "\n".join(err for _, _, err in ended)
@@ -111,7 +108,7 @@ def test_simultaneous_runs_of_one_protocol_train_it_once(tmp_path):
 @pytest.fixture
 def cut_run(tmp_path, capsys):
     """A finished 3-epoch run whose manifest says ``running`` again: as if killed just before it finished."""
-    assert main(["run", str(QUICKSTART), "--out", str(tmp_path), "--quiet", *_sets(TINY)]) == 0
+    assert main(["run", str(QUICKSTART), "--out", str(tmp_path), "--quiet", *set_args(TINY)]) == 0
     directory = Run.path_for(tmp_path, load(QUICKSTART, TINY))
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["status"] = "running"
@@ -127,7 +124,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(cut_run, tmp
     latest = cut_run / "checkpoints" / "epoch_0003.npz"
     blob = latest.read_bytes()
     latest.write_bytes({"truncate": blob[: len(blob) // 2], "empty": b"", "garbage": b"\x00" * 100}[damage])
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0, err
     assert "epoch_0003.npz is damaged" in caplog.text and "using the one before it" in caplog.text
     assert (cut_run / "metrics.csv").read_text() == finished_metrics          # epoch 3 trained again, identically
@@ -143,9 +140,9 @@ def test_a_damaged_manifest_is_rebuilt_on_resume_and_named_when_read(cut_run, tm
         Run.load(cut_run)
     code, _, err = _cli(["compare", cut_run, "--out", tmp_path / "cmp"], capsys)
     assert code == 2 and "manifest.json: damaged" in err and "Traceback" not in err
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(TINY)], capsys)
     assert code == 2 and "--resume" in err                     # its status is unknown: not overwritten unasked
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0, err
     assert "manifest.json is damaged" in caplog.text
     assert Run.load(cut_run).manifest["status"] == "finished"
@@ -157,7 +154,7 @@ def test_stale_temporary_files_are_removed_when_a_run_is_opened(cut_run, tmp_pat
         path.write_bytes(b"x" * 1000)
     mine = cut_run / "notes.tmp"                  # not a name our writer makes: left alone
     mine.write_text("keep")
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0, err
     assert not any(p.exists() for p in stale) and mine.read_text() == "keep"
 
@@ -176,7 +173,7 @@ def test_divergence_in_the_optimiser_state_fails_the_run(tmp_path, capsys):
     """Adam at lr = 1e6: the squared gradients overflow while the weights stay finite; it used to 'finish'."""
     overrides = [*TINY, "rule.optimizer=adam", "rule.lr=1e6"]
     with np.errstate(all="ignore"):
-        code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(overrides)], capsys)
+        code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(overrides)], capsys)
     assert code == 1, err
     assert "training diverged in epoch" in err and "Lower [rule] lr (now 1e+06)" in err
     directory = Run.path_for(tmp_path, load(QUICKSTART, overrides))
@@ -192,8 +189,8 @@ def test_a_read_only_out_is_one_message(tmp_path, capsys):
     out.mkdir()
     out.chmod(0o555)
     try:
-        for argv in (["run", QUICKSTART, "--out", out, *_sets(TINY)],
-                     ["sweep", QUICKSTART, "--grid", "seed=1,2", "--out", out, *_sets(TINY)]):
+        for argv in (["run", QUICKSTART, "--out", out, *set_args(TINY)],
+                     ["sweep", QUICKSTART, "--grid", "seed=1,2", "--out", out, *set_args(TINY)]):
             code, _, err = _cli(argv, capsys)
             assert code == 1 and "not writable" in err and "Traceback" not in err, err
     finally:
@@ -205,10 +202,10 @@ def test_a_read_only_file_system_is_one_message(tmp_path, capsys, monkeypatch):
     environment's fault, for a run, a resume, a forced run and a sweep alike."""
     monkeypatch.setattr(results.os, "access", lambda path, mode: False)
     for extra in ([], ["--resume"], ["--force"]):
-        code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *extra, *_sets(TINY)], capsys)
+        code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *extra, *set_args(TINY)], capsys)
         assert code == 1 and "not writable" in err and "Traceback" not in err, err
     code, _, err = _cli(["sweep", QUICKSTART, "--grid", "seed=1,2", "--out", tmp_path / "runs", "--quiet",
-                         *_sets(TINY)], capsys)
+                         *set_args(TINY)], capsys)
     assert code == 1 and "not writable (read-only file system or permissions)" in err
     assert not any(tmp_path.iterdir())
 
@@ -218,7 +215,7 @@ def test_out_that_is_not_a_directory_is_one_message(tmp_path, capsys, target):
     out = tmp_path / "plain" if target == "file" else Path(os.devnull)
     if target == "file":
         out.write_text("x")
-    code, _, err = _cli(["run", QUICKSTART, "--out", out, *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", out, *set_args(TINY)], capsys)
     assert code == 2 and "not a directory" in err and "Traceback" not in err, err
 
 
@@ -233,13 +230,13 @@ def test_a_full_disk_during_training_is_one_message_and_the_run_can_resume(tmp_p
         return real(self, epoch, *args, **kwargs)
 
     monkeypatch.setattr(results.Run, "save_checkpoint", full)
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(TINY)], capsys)
     assert code == 1, err
     assert "No space left on device" in err and "free space" in err and "Traceback" not in err
     directory = Run.path_for(tmp_path, load(QUICKSTART, TINY))
     assert Run.load(directory).manifest["status"] == "failed"
     monkeypatch.setattr(results.Run, "save_checkpoint", real)
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0, err
 
 
@@ -261,7 +258,7 @@ def test_ctrl_c_while_preparing_is_one_line_and_writes_nothing(tmp_path, capsys,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "prepare", interrupted)
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path / "runs", *set_args(TINY)], capsys)
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
 
@@ -271,13 +268,13 @@ def test_ctrl_c_while_the_summary_figure_is_drawn_ends_the_manifest(tmp_path, ca
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "summary_figure", interrupted)
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(TINY)], capsys)
     assert code == 130 and "--resume" in err and "Traceback" not in err
     directory = Run.path_for(tmp_path, load(QUICKSTART, TINY))
     manifest = Run.load(directory).manifest
     assert manifest["status"] == "failed" and manifest["error"] == "interrupted"
     monkeypatch.undo()
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 0 and Run.load(directory).manifest["status"] == "finished"
 
 

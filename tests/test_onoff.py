@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import set_args
 
 from neuroplastic.cli import main
 from neuroplastic.engines.prepare import prepare
@@ -52,7 +53,7 @@ def test_a_spiking_network_refuses_negative_glimpses_before_writing(tmp_path, ca
         prepare(load(SPEECH, sets), running=False)
     assert err.value.key == "stimulus.onoff"
     args = ["run", str(SPEECH), "--device", "runtime", "--out", str(tmp_path / "runs")]
-    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 2
+    assert main([*args, *set_args(sets)]) == 2
     assert f"{SPEECH.name}: [stimulus] onoff = false" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     prepare(load(SPEECH, [*sets, 'engine.variant="rate"']), running=False)       # the rate network reads signs
@@ -68,7 +69,7 @@ def test_a_small_speech_network_runs_both_variants_on_one_stream(tmp_path, capsy
     for variant in ("rate", "spiking"):
         sets = [*SMALL, f'engine.variant="{variant}"']
         rc = main(["run", str(SPEECH), "--device", "runtime", "--out", str(tmp_path / variant), "--quiet",
-                   *[a for s in sets for a in ("--set", s)]])
+                   *set_args(sets)])
         assert rc == 0, capsys.readouterr().err
         (run,) = (tmp_path / variant).iterdir()
         monitors[variant] = np.load(run / "brian_monitors.npz")
@@ -84,7 +85,7 @@ def test_the_numpy_engine_reads_on_off_inputs(tmp_path):
     protocol = load(ROOT / "protocols" / "clapp_speech_quick.toml", sets)
     assert prepare(protocol).stimulus.patches.shape[-1] == 256
     args = ["run", str(ROOT / "protocols" / "clapp_speech_quick.toml"), "--out", str(tmp_path), "--quiet"]
-    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main([*args, *set_args(sets)]) == 0
     (run,) = tmp_path.iterdir()
     with np.load(run / "checkpoints" / "epoch_0001.npz") as a:
         assert a["param/1/W"].shape == (8, 256)

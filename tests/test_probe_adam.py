@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import fd_grad, rel_err
+from helpers import fd_grad, rel_err, set_args
 
 from neuroplastic.cli import main
 from neuroplastic.errors import ProtocolError
@@ -137,7 +137,7 @@ def test_bad_values_are_refused_naming_the_key_and_the_allowed_values(setting, m
 def test_cli_runs_the_quickstart_protocol_with_the_adam_probe(tmp_path, capsys):
     quickstart = PROTOCOLS_DIR / "clapp_digits.toml"
     sets = ['evaluate.probe="adam"', "train.epochs=2", "data.max_samples=300"]
-    code = main(["run", str(quickstart), "--out", str(tmp_path), "--quiet", *[a for s in sets for a in ("--set", s)]])
+    code = main(["run", str(quickstart), "--out", str(tmp_path), "--quiet", *set_args(sets)])
     assert code == 0, capsys.readouterr().err
     directory = Run.path_for(tmp_path, load(quickstart, sets))
     summary = json.loads((directory / "summary.json").read_text())
@@ -171,7 +171,7 @@ def test_the_adam_probe_trains_on_the_views_it_is_given():
 
 def _run(tmp_path, protocol, sets):
     code = main(["run", str(PROTOCOLS_DIR / protocol), "--out", str(tmp_path), "--quiet",
-                 *[a for s in sets for a in ("--set", s)]])
+                 *set_args(sets)])
     assert code == 0
     return json.loads((Run.path_for(tmp_path, load(PROTOCOLS_DIR / protocol, sets)) / "summary.json").read_text())
 
@@ -199,7 +199,7 @@ def test_an_augmented_probe_without_crops_to_draw_is_refused_before_anything_is_
                                                                                         sets, message):
     sets = [*sets, 'evaluate.probe="adam"', "evaluate.probe_augment=true"]
     args = ["run", str(PROTOCOLS_DIR / protocol), "--out", str(tmp_path / "runs"), "--quiet"]
-    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 2
+    assert main([*args, *set_args(sets)]) == 2
     err = capsys.readouterr().err
     assert f"{protocol}: [evaluate] probe_augment = true " in err and re.search(message, err)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

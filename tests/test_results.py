@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import set_args
 
 from neuroplastic import results
 from neuroplastic.cli import main
@@ -19,10 +20,6 @@ from neuroplastic.results import Run, RunError, atomic_write
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "protocols" / "clapp_digits.toml"
 TINY = ["data.max_samples=120", "train.epochs=3", "model.layers=[8,8]", "train.batch_size=16"]
-
-
-def _sets(overrides: list[str]) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
 
 
 def _run_dir(out: Path, overrides: list[str] = TINY) -> Path:
@@ -48,7 +45,7 @@ def _leftovers(directory: Path) -> list[Path]:
 def finished(tmp_path_factory):
     """A finished tiny run, made once; tests work on copies of its --out directory."""
     out = tmp_path_factory.mktemp("finished")
-    assert main(["run", str(QUICKSTART), "--out", str(out), "--quiet", *_sets(TINY)]) == 0
+    assert main(["run", str(QUICKSTART), "--out", str(out), "--quiet", *set_args(TINY)]) == 0
     return out
 
 
@@ -131,7 +128,7 @@ def test_finished_run_is_not_overwritten_without_force(finished_copy, capsys):
     before = _snapshot(directory)
     summary = json.loads((directory / "summary.json").read_text())
     for flag in ([], ["--resume"]):
-        code, out, err = _cli(["run", QUICKSTART, "--out", finished_copy, "--quiet", *_sets(TINY), *flag], capsys)
+        code, out, err = _cli(["run", QUICKSTART, "--out", finished_copy, "--quiet", *set_args(TINY), *flag], capsys)
         assert code == 0, err
         assert out.splitlines()[0] == f"already finished: {directory}"
         assert all(f"{layer:>5}  {acc:8.3f}" in out for layer, acc in summary["probe"].items()), out
@@ -142,7 +139,7 @@ def test_force_reruns_a_finished_run_from_scratch(finished_copy, capsys):
     directory = _run_dir(finished_copy)
     metrics = (directory / "metrics.csv").read_bytes()
     (directory / "stale.txt").write_text("from an older run")
-    code, out, err = _cli(["run", QUICKSTART, "--out", finished_copy, "--quiet", "--force", *_sets(TINY)], capsys)
+    code, out, err = _cli(["run", QUICKSTART, "--out", finished_copy, "--quiet", "--force", *set_args(TINY)], capsys)
     assert code == 0, err
     assert not (directory / "stale.txt").exists(), "--force starts over in an empty directory"
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -158,7 +155,7 @@ def test_unfinished_run_needs_resume(tmp_path, capsys, status):
         run.fail("something broke")
     run.close()                              # as a killed or failed process leaves it: unlocked
     before = _snapshot(run.directory)
-    code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
+    code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(TINY)], capsys)
     assert code == 2
     assert f"unfinished run ({status})" in err and "--resume" in err and "--force" in err
     assert _snapshot(run.directory) == before
@@ -170,7 +167,7 @@ def test_directory_without_manifest_is_not_taken_over(tmp_path, capsys):
     directory = _run_dir(tmp_path)
     directory.mkdir(parents=True)
     (directory / "notes.txt").write_text("mine")
-    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *_sets(TINY)], capsys)
+    code, _, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", "--resume", *set_args(TINY)], capsys)
     assert code == 2 and "no manifest.json" in err
     assert (directory / "notes.txt").read_text() == "mine"
 
@@ -179,7 +176,7 @@ def test_directory_without_manifest_is_not_taken_over(tmp_path, capsys):
 def test_divergence_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     overrides = [*TINY, "rule.optimizer=sgd", "rule.lr=1e30"]
     with np.errstate(all="ignore"):
-        code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(overrides)], capsys)
+        code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(overrides)], capsys)
     assert code == 1, err
     directory = _run_dir(tmp_path, overrides)
     for words in ("training diverged in epoch 1: NaN or infinite values in layer 1 loss", "last good checkpoint (epoch 0)",
@@ -210,7 +207,7 @@ def test_divergence_after_some_epochs_keeps_that_epochs_checkpoint(tmp_path, cap
 
     monkeypatch.setattr(Run, "save_checkpoint", save)
     monkeypatch.setattr(ClappStack, "train_batch", train_batch)
-    code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *_sets(TINY)], capsys)
+    code, out, err = _cli(["run", QUICKSTART, "--out", tmp_path, "--quiet", *set_args(TINY)], capsys)
     assert code == 1
     assert "in epoch 3" in err and "last good checkpoint (epoch 2)" in err
     directory = _run_dir(tmp_path)
@@ -239,5 +236,5 @@ def test_manifest_records_what_ran(finished):
     assert manifest["model_file"] == str(protocol.model_path)
     # the command as given (not the test runner's sys.argv)
     assert manifest["command"] == ["neuroplastic", "run", str(QUICKSTART), "--out", str(finished), "--quiet",
-                                   *_sets(TINY)]
+                                   *set_args(TINY)]
     assert not _leftovers(directory)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import set_args
 
 from neuroplastic.cli import main
 from neuroplastic.protocol import ProtocolError, load
@@ -31,13 +32,9 @@ LONG = ["data.max_samples=600", "model.layers=[16,16]", "train.batch_size=16", "
         "evaluate.baseline=false"]
 
 
-def _sets(overrides: list[str]) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
-
-
 def _sweep(out: Path, grid: list[str], sets: list[str], *extra: str) -> tuple[int, str, str]:
     argv = ["sweep", str(QUICKSTART), "--out", str(out), "--quiet", *(a for g in grid for a in ("--grid", g)),
-            *_sets(sets), *extra]
+            *set_args(sets), *extra]
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(argv)
@@ -194,7 +191,7 @@ def test_points_run_in_parallel_one_process_each_with_one_blas_thread(local):
 def test_a_point_gives_the_same_result_as_neuroplastic_run(local, tmp_path):
     point = json.loads((local["plan"].directory / "points.json").read_text())[3]
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["run", str(QUICKSTART), "--out", str(tmp_path), "--quiet", *_sets(point["overrides"])]) == 0
+        assert main(["run", str(QUICKSTART), "--out", str(tmp_path), "--quiet", *set_args(point["overrides"])]) == 0
     ours = json.loads((local["out"] / point["run"] / "summary.json").read_text())
     theirs = json.loads((tmp_path / point["run"] / "summary.json").read_text())
     assert ours == theirs

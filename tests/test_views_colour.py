@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import set_args
 from test_loaders import write_cifar10, write_stl10
 
 from neuroplastic.cli import main
@@ -31,10 +32,6 @@ TANG = ROOT / "protocols" / "tang_e2e_bp_quick.toml"
 CLAPP = ROOT / "protocols" / "clapp_digits.toml"
 
 
-def _sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
-
-
 def cifar(tmp_path, *extra):
     """Overrides reading the tiny CIFAR-10 files written under ``tmp_path`` in colour."""
     write_cifar10(tmp_path / "data", per_batch=8)                 # 40 training images of 32 x 32 x 3
@@ -49,7 +46,7 @@ def test_a_hinge_rule_trains_on_colour_cifar_from_the_command_line(tmp_path, arc
     protocol = load(TANG, sets)
     prepared = prepare(protocol)
     assert prepared.dataset.samples.shape == (40, 32, 32, 3)
-    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), "--quiet", *_sets(sets)]) == 0
+    assert main(["run", str(TANG), "--out", str(tmp_path / "runs"), "--quiet", *set_args(sets)]) == 0
     directory = Run.path_for(tmp_path / "runs", protocol)
     summary = json.loads((directory / "summary.json").read_text())
     assert set(summary["probe"]) == set(summary["probe_random"]) == {"1", "2"}
@@ -71,7 +68,7 @@ def test_colour_stl10_is_read_batch_by_batch_by_a_hinge_rule(tmp_path):
     samples = prepared.dataset.samples
     assert isinstance(samples, RecordFile) and samples.shape == (9, 96, 96, 3)        # never read whole
     assert prepared.probe_set().dataset.samples.shape == (12, 96, 96, 3)
-    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet", *_sets(sets)]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet", *set_args(sets)]) == 0
     directory = Run.path_for(tmp_path / "runs", load(path, sets))
     with np.load(directory / "checkpoints" / "epoch_0001.npz") as a:
         assert a["param/1/W"].shape == (8, 64 * 64 * 3)                                 # 64 x 64 views
@@ -107,7 +104,7 @@ def test_dense_clapp_glimpses_of_colour_images_are_flattened_blocks(tmp_path):
     patches, images = prepared.stimulus.patches, prepared.dataset.samples
     assert patches.shape == (40, 16, 8 * 8 * 3)
     np.testing.assert_array_equal(patches[3, 5], images[3, 8:16, 8:16].ravel())         # row 1, column 1 of 4 x 4
-    assert main(["run", str(CLAPP), "--out", str(tmp_path / "runs"), "--quiet", *_sets(sets)]) == 0
+    assert main(["run", str(CLAPP), "--out", str(tmp_path / "runs"), "--quiet", *set_args(sets)]) == 0
     with np.load(Run.path_for(tmp_path / "runs", protocol) / "checkpoints" / "epoch_0001.npz") as a:
         assert a["param/1/W"].shape == (8, 192)
 
@@ -148,7 +145,7 @@ def test_sources_without_colour_refuse_rgb_at_the_command_line(tmp_path, capsys,
     with pytest.raises(ProtocolError) as err:
         load(protocol, overrides)
     assert err.value.key == key and message in str(err.value)
-    assert main(["run", str(protocol), "--out", str(tmp_path / "runs"), *_sets(overrides)]) == 2
+    assert main(["run", str(protocol), "--out", str(tmp_path / "runs"), *set_args(overrides)]) == 2
     out = capsys.readouterr().err
     assert str(protocol) in out and message in out
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -173,7 +170,7 @@ def test_conv_clapp_and_brian_refuse_colour_before_writing(tmp_path, capsys, pro
     with pytest.raises(ProtocolError, match=message) as err:
         prepare(load(protocol, sets))
     assert err.value.key == key
-    assert main(["run", str(protocol), "--out", str(tmp_path / "runs"), *_sets(sets)]) == 2
+    assert main(["run", str(protocol), "--out", str(tmp_path / "runs"), *set_args(sets)]) == 2
     assert str(protocol) in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
