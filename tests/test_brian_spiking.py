@@ -6,7 +6,7 @@ import pytest
 
 import neuroplastic.engines.brian  # noqa: F401  (silences brian2's import warning)
 from neuroplastic.engines.brian.device import Simulator, check_compiler, seed_from_environment
-from neuroplastic.engines.brian.spiking import build
+from neuroplastic.engines.brian.spiking import build, constants, warn_if_saturated
 from neuroplastic.cli import main as cli
 from neuroplastic.engines.prepare import prepare
 from neuroplastic.models import load_model
@@ -57,8 +57,9 @@ def test_runtime_spiking_network_structure():
     (z,) = net.rates()
     assert z.shape == (T, 8)
     expected = np.maximum(x @ params["1/W"].T, 0)
-    # A counted window of 80 ms at ~2 kHz has ~160 spikes: Poisson noise ~8 %, plus what is left of the
-    # membrane transient after the settle window. Mean within 10 %, per-glimpse correlation > 0.9.
+    # z is the soma's mean over the counted window (the last two thirds of 100 ms): the input spikes' Poisson
+    # noise, plus what is left of the membrane transient after the settle window. Mean within 10 %, per-glimpse
+    # correlation > 0.9.
     assert abs(z.mean() / expected.mean() - 1) < 0.1, (z.mean(), expected.mean())
     assert corr(z, expected) > 0.9
     (u,) = net.scores()
@@ -174,6 +175,21 @@ def test_the_settle_window_counts_only_spikes_after_it():
     # z = count / (rate_out * the time of the steps that can count: first .. steps - 2)
     np.testing.assert_allclose(z * rate_out * (steps - first - 1) * dt * 1e-3, counts, atol=1e-9)
     assert np.sum(~counted) > 0, "spikes happen inside the settle window too; they are just not counted"
+
+
+def test_an_input_draw_that_saturates_is_named_with_its_file_line_and_a_step_that_fits(caplog):
+    """rate_in * dt > 1: a Bernoulli draw per step cannot code x near 1; the warning says which dt_ms would."""
+    neuron = load_model(MODELS_DIR / "two_compartment.toml")
+    consts = constants(neuron)
+    rate_in = float(consts["rate_in"])
+    with caplog.at_level("WARNING", logger="neuroplastic.engines.brian.spiking"):
+        assert warn_if_saturated(consts, 0.1 * b2.ms, neuron) == pytest.approx(rate_in * 1e-4)
+        assert not caplog.records                                        # the shipped step fits
+        assert warn_if_saturated(consts, 0.5 * b2.ms, neuron) == pytest.approx(rate_in * 5e-4)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "two_compartment.toml:" in message and "rate_in" in message and "dt_ms = 0.5" in message
+    assert f"dt_ms <= {1e3 / rate_in:g}" in message
 
 
 @pytest.mark.slow

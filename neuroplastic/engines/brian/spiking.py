@@ -44,6 +44,7 @@ spike and target, as in a plain network; the O(n_pre n_post) learning work happe
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -53,7 +54,10 @@ from ...errors import ModelError
 from ...models import ModelFile
 from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
 
-__all__ = ["BrianSpikingClapp", "REPLAY", "SETTLED", "build", "constants", "settle_steps", "steps_per_glimpse"]
+log = logging.getLogger(__name__)
+
+__all__ = ["BrianSpikingClapp", "REPLAY", "SETTLED", "build", "constants", "settle_steps", "steps_per_glimpse",
+           "warn_if_saturated"]
 
 #: The custom event at which a glimpse's settle window ends (the model file's ``on_settled`` runs).
 SETTLED = "settled"
@@ -183,6 +187,23 @@ def settle_steps(settle: float, k: int, neuron: ModelFile) -> int:
     return s
 
 
+def warn_if_saturated(consts: dict, dt, neuron: ModelFile) -> float:
+    """Warn when an input's spike draw per step, ``rate_in * x * dt``, can exceed 1; return ``rate_in * dt``.
+
+    A Bernoulli draw fires at most once a step, so above ``x = 1 / (rate_in dt)`` the input codes that
+    value instead of ``x``: the spiking network then sees other inputs than the rate network.
+    """
+    rate_in = consts.get("rate_in")
+    p = float(rate_in * dt) if rate_in is not None else 0.0
+    if p > 1:
+        log.warning("%s: [spiking.constants] rate_in = %s at [engine] dt_ms = %g: an input spikes with "
+                    "probability rate_in * x * dt = %.3g x per step, which saturates above x = %.3g; use "
+                    "dt_ms <= %g (or a lower rate_in) for inputs that code x faithfully",
+                    neuron.where("spiking.constants.rate_in"), rate_in, float(dt / 1e-3), p, 1 / p,
+                    float(1 / rate_in / 1e-3))
+    return p
+
+
 def steps_per_glimpse(glimpse_ms: float, dt_ms: float) -> int:
     k = int(round(glimpse_ms / dt_ms))
     if k < 2 or abs(k * dt_ms - glimpse_ms) > 1e-9 * max(glimpse_ms, 1.0):
@@ -211,6 +232,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     k = steps_per_glimpse(float(glimpse / b2.ms), float(dt / b2.ms))
     consts = constants(neuron)
     settle = settle_steps(float(consts.get("settle", 0.0)), k, neuron)
+    warn_if_saturated(consts, dt, neuron)
     # glimpse = k * dt was checked; Brian's "time grids not aligned" warning would be a float-rounding
     # false positive (its lookup rounds t / glimpse with a safety margin far below dt).
     b2.BrianLogger.suppress_hierarchy("brian2.input.timedarray")
