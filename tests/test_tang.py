@@ -316,6 +316,23 @@ def test_the_encoder_is_the_same_for_every_method():
     assert all(np.array_equal(a, b) for W in Ws[1:] for a, b in zip(W, Ws[0]))
 
 
+def test_torch_init_of_the_dense_encoder_keeps_he_init_unchanged():
+    """init = 'torch' draws every weight, head, feedback and inverse (and its bias) U(+-1/sqrt(fan_in)); the
+    default 'he' draws what it drew before (the inverse biases start at zero without a draw)."""
+    sizes = [400, 300, 200]
+    p = ViewEncoder.init(sizes, "tanh", "dtp", "", 6, np.random.default_rng(0), init="torch").params
+    for key, fan_in in (("1/W", 400), ("2/W", 300), ("2/H", 200), ("2/V", 200), ("2/c", 200)):
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(p[key]).max() <= bound and np.abs(p[key]).max() > 0.9 * bound, key
+    assert np.std(p["2/V"]) == pytest.approx(1 / np.sqrt(3 * 200), rel=0.05)
+    he = ViewEncoder.init(sizes, "tanh", "dtp", "", 6, np.random.default_rng(0)).params
+    rng = np.random.default_rng(0)
+    W1 = (rng.standard_normal((300, 400)) * np.sqrt(2 / 400)).astype(np.float32)
+    assert np.array_equal(he["1/W"], W1) and not np.any(he["2/c"])
+    fa = ViewEncoder.init(sizes, "relu", "e2e", "fa", 6, np.random.default_rng(0), init="torch").params
+    assert np.abs(fa["2/B"]).max() <= 1 / np.sqrt(300) and np.abs(fa["2/B_H"]).max() <= 1 / np.sqrt(200)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. augmentations
 

@@ -3,7 +3,8 @@
 * ``conv2d_input_grad`` (col2im) equals torch autograd of ``conv2d`` and finite differences, and refuses
   what it cannot know (the input size under a stride > 1);
 * ``ConvViewEncoder``: init conventions (one random encoder for every method, He-normal kernels, the
-  feedback each method needs, heads N(0, 1 / fan-in)), features = spatial means of the layers' outputs;
+  feedback each method needs, heads N(0, 1 / fan-in); or PyTorch's defaults, as the paper protocols start),
+  features = spatial means of the layers' outputs;
 * end-to-end BP equals torch autograd of the network (and finite differences); a layer-wise update equals
   autograd of the layer's head loss with its input detached (and finite differences); FA equals autograd of
   a network whose backward uses the fixed kernels B and is not BP; RF reaches the layer through B_H; URF's
@@ -384,6 +385,31 @@ def test_tang_heads_have_the_authors_sizes_and_fan_in():
                                size=(8, 8))
     with pytest.raises(ValueError, match="head of layer 2 has 16 inputs.*gives 36"):
         net.e2e_grads(np.zeros((2, 12, 12)), np.zeros((2, 12, 12)), HingeSettings())
+
+
+def test_torch_init_draws_every_weight_as_pytorch_defaults_do():
+    """init = 'torch': kernels, feedback kernels, heads and B_H ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the
+    authors' nn.Conv2d / nn.Linear layers and their kaiming_uniform_(a=sqrt(5)) feedback weights start."""
+    for process, feedback, keys in (("e2e", "fa", ("1/W", "2/W", "5/W", "2/B", "5/H", "5/B_H")),
+                                    ("gll", "bp", ("1/W", "1/H", "5/H"))):
+        p = ConvViewEncoder.init("tang_conv6", "hardtanh", process, feedback, 8, np.random.default_rng(0),
+                                 in_channels=3, head_input="flatten", size=(32, 32), init="torch").params
+        for key in keys:
+            bound = 1 / np.sqrt(np.prod(p[key].shape[1:]))          # kernels (C, 3, 3, C_in), heads (m, width)
+            assert np.abs(p[key]).max() <= bound, key
+            assert np.abs(p[key]).max() > 0.95 * bound, key                    # uniform: it reaches the edge
+            assert np.std(p[key]) == pytest.approx(bound / np.sqrt(3), rel=0.1), key
+        assert p["1/W"].shape[1:] == (3, 3, 3)                                  # RGB: fan_in 27
+    he = ConvViewEncoder.init("tang_conv6", "hardtanh", "gll", "bp", 8, np.random.default_rng(0), in_channels=3,
+                              head_input="flatten", size=(32, 32)).params
+    assert np.std(he["2/W"]) == pytest.approx(np.sqrt(2 / (9 * 32)), rel=0.05)   # the default: He-normal
+    with pytest.raises(ValueError, match="unknown init 'xavier'; allowed: 'he', 'torch'"):
+        ConvViewEncoder.init(ARCH, "relu", "e2e", "bp", 5, np.random.default_rng(0), init="xavier")
+
+
+def test_the_tang_paper_protocols_start_as_the_authors_layers():
+    for path in sorted((ROOT / "protocols").glob("tang_*_paper.toml")):
+        assert load(path).model.init == "torch", path.name
 
 
 EVERY = (("e2e", "bp"), ("e2e", "fa"), ("gll", "bp"), ("gll", "rf"), ("gll", "urf"))

@@ -80,11 +80,12 @@ SETTINGS: dict[str, dict] = {
                           "window at a random place, the probe reads the centre window (the authors' STL-10: 64)."),
     "model.pred_init_scale": dict(kind="float", default=0.1, low=0, doc="Prediction (and retrodiction) weights "
                                   "start as N(0, pred_init_scale^2 / n)."),
-    "model.init": dict(kind="str", default="he", choices=("he", "torch"), doc="Conv CLAPP: how the weights start. "
-                       "'he': He-normal kernels (init_scale) and N(0, pred_init_scale^2 / C) prediction weights; "
-                       "'torch': PyTorch's defaults, as the authors' layers start: kernels and biases "
-                       "U(-1/sqrt(9 C_in), 1/sqrt(9 C_in)), W_pred and W_retro U(-1/sqrt(C), 1/sqrt(C)) "
-                       "(init_scale and pred_init_scale keep their defaults)."),
+    "model.init": dict(kind="str", default="he", choices=("he", "torch"), doc="Conv CLAPP and the hinge rules: how "
+                       "the weights start. 'he': He-normal kernels and layers (init_scale); conv CLAPP's prediction "
+                       "weights N(0, pred_init_scale^2 / C), the hinge rules' heads N(0, 1 / fan_in). 'torch': "
+                       "PyTorch's defaults, as the authors' layers start: every kernel, weight, head, feedback "
+                       "weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (conv: fan_in = 9 C_in; conv CLAPP's "
+                       "W_pred and W_retro: C); init_scale and pred_init_scale keep their defaults."),
     "model.bias": dict(kind="bool", default=False, doc="Conv CLAPP: every conv layer has a bias per output channel "
                        "(as the authors' layers), learned by the layer's own loss; it starts at zero with "
                        "init = 'he', drawn as PyTorch does with init = 'torch'."),
@@ -132,7 +133,7 @@ SETTINGS: dict[str, dict] = {
 _CONV = ("rule.offsets", "rule.score", "rule.sampling", "stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std",
          "model.init", "model.bias")
 #: Keys of every hinge rule.
-_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "stimulus.crop",
+_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "model.init", "stimulus.crop",
           "stimulus.augment", "stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur", "model.activation")
 #: The keys of ``[stimulus] augment = "shift"`` alone (the other pipelines carry the authors' fixed parameters).
 SHIFT_KEYS = ("stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur")

@@ -72,7 +72,7 @@ from array_api_compat import device as array_device
 from .architectures import parse_architecture
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
 from .hinge import hinge_views
-from .hinge_layers import ACTIVATIONS, gaussian, head_params
+from .hinge_layers import ACTIVATIONS, head_params, initialiser
 
 __all__ = ["HEAD_INPUTS", "ConvViewEncoder", "head_width"]
 
@@ -152,12 +152,14 @@ class ConvViewEncoder:
     @classmethod
     def init(cls, arch, activation: str, process: str, feedback: str, head: int, rng: np.random.Generator, *,
              in_channels: int = 1, dtype="float32", init_scale: float = 1.0, head_input: str = "mean",
-             size: tuple[int, int] | None = None) -> "ConvViewEncoder":
+             size: tuple[int, int] | None = None, init: str = "he") -> "ConvViewEncoder":
         """Random weights for ``process`` (e2e, gll, rll) and ``feedback`` (bp, fa, rf, urf).
 
-        Kernels ``W ~ N(0, init_scale^2 * 2 / (9 C_in))`` (He-normal, fan-in of a 3x3 window),
-        feedback kernels alike; heads and ``B_H ~ N(0, 1 / D_l)``, ``D_l`` the head's inputs (its
+        ``init = "he"``: kernels ``W ~ N(0, init_scale^2 * 2 / (9 C_in))`` (He-normal, fan-in of a 3x3
+        window), feedback kernels alike; heads and ``B_H ~ N(0, 1 / D_l)``, ``D_l`` the head's inputs (its
         fan-in), which for ``head_input`` "flatten" and "pool2" depend on the input ``size = (h, w)``.
+        ``init = "torch"``: each of them ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's defaults for the
+        authors' ``nn.Conv2d`` and ``nn.Linear`` layers and their feedback weights.
         The kernels are drawn first, so one seed gives one random encoder for every method.
         """
         if process not in ("e2e", "gll", "rll"):
@@ -169,14 +171,14 @@ class ConvViewEncoder:
             raise ValueError(f"head_input {head_input!r}: the heads' sizes depend on the maps', so pass the "
                              "input size = (h, w)")
 
-        normal = gaussian(rng, dtype)
+        draw = initialiser(rng, dtype, init)
         specs = parse_architecture(arch)
         channels = [in_channels, *(s.channels for s in specs)]
         L = len(specs)
         params = {}
         for l in range(L):
             fan_in = KERNEL * KERNEL * channels[l]
-            params[f"{l + 1}/W"] = normal((channels[l + 1], KERNEL, KERNEL, channels[l]), init_scale ** 2 * 2.0 / fan_in)
+            params[f"{l + 1}/W"] = draw((channels[l + 1], KERNEL, KERNEL, channels[l]), fan_in, init_scale ** 2 * 2.0 / fan_in)
         side = tuple(size) if size is not None else None
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
@@ -187,9 +189,10 @@ class ConvViewEncoder:
                 side = (side[0] // 2, side[1] // 2)
             width = head_width(head_input, side, C)
             params |= head_params(l, width, last=l == L - 1, process=process, feedback=feedback, head=head,
-                                  normal=normal)
+                                  draw=draw)
             if feedback == "fa" and l >= 1:
-                params[f"{l + 1}/B"] = normal((C, KERNEL, KERNEL, C_in), init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
+                params[f"{l + 1}/B"] = draw((C, KERNEL, KERNEL, C_in), KERNEL * KERNEL * C_in,
+                                           init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
         return cls(arch, activation, params, in_channels, head_input)
 
     # -- forward -----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hinge_layers import ACTIVATIONS, forward, gaussian, head_params
+from .hinge_layers import ACTIVATIONS, forward, head_params, initialiser
 from .hinge_methods import e2e_grads, layer_grads
 
 __all__ = ["ACTIVATIONS", "ViewEncoder", "forward"]
@@ -63,26 +63,27 @@ class ViewEncoder:
 
     @classmethod
     def init(cls, sizes, activation: str, process: str, feedback: str, head: int, rng: np.random.Generator, *,
-             dtype="float32", init_scale: float = 1.0) -> "ViewEncoder":
+             dtype="float32", init_scale: float = 1.0, init: str = "he") -> "ViewEncoder":
         """Random weights for ``process`` (e2e, gll, rll, dtp) and ``feedback`` (bp, fa, rf, urf).
 
-        ``W ~ N(0, init_scale^2 * 2 / fan_in)`` (as the CLAPP stack); heads and inverses
-        ``~ N(0, 1 / fan_in)``; inverse biases 0.
+        ``init = "he"``: ``W ~ N(0, init_scale^2 * 2 / fan_in)`` (as the CLAPP stack); heads and inverses
+        ``~ N(0, 1 / fan_in)``; inverse biases 0. ``init = "torch"``: every weight and inverse bias
+        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's ``nn.Linear`` defaults (the authors' layers).
         """
-        normal = gaussian(rng, dtype)
+        draw = initialiser(rng, dtype, init)
         L = len(sizes) - 1
         params = {}
         for l in range(L):             # the encoder first: one seed, one random encoder for every method
-            params[f"{l + 1}/W"] = normal((sizes[l + 1], sizes[l]), init_scale ** 2 * 2.0 / sizes[l])
+            params[f"{l + 1}/W"] = draw((sizes[l + 1], sizes[l]), sizes[l], init_scale ** 2 * 2.0 / sizes[l])
         for l in range(L):
             n_in, n = sizes[l], sizes[l + 1]
-            params |= head_params(l, n, last=l == L - 1, process=process, feedback=feedback, head=head,
-                                  normal=normal)
+            params |= head_params(l, n, last=l == L - 1, process=process, feedback=feedback, head=head, draw=draw)
             if feedback == "fa" and l >= 1:
-                params[f"{l + 1}/B"] = normal((n, n_in), init_scale ** 2 * 2.0 / n_in)
+                params[f"{l + 1}/B"] = draw((n, n_in), n_in, init_scale ** 2 * 2.0 / n_in)
             if process == "dtp" and l >= 1:
-                params[f"{l + 1}/V"] = normal((n_in, n), 1.0 / n)
-                params[f"{l + 1}/c"] = np.zeros(n_in, dtype=dtype)
+                params[f"{l + 1}/V"] = draw((n_in, n), n, 1.0 / n)
+                params[f"{l + 1}/c"] = (draw((n_in,), n, 0.0) if init == "torch"
+                                        else np.zeros(n_in, dtype=dtype))
         return cls(sizes, activation, params)
 
     def features(self, x: np.ndarray) -> list[np.ndarray]:

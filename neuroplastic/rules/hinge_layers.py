@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["ACTIVATIONS", "forward", "gaussian", "head_params"]
+__all__ = ["ACTIVATIONS", "INITS", "forward", "head_params", "initialiser"]
 
 
 def _relu(a):
@@ -61,22 +61,41 @@ def forward(params: dict, x: np.ndarray, activation: str, n_layers: int | None =
     return a, h
 
 
-def gaussian(rng: np.random.Generator, dtype):
-    """``normal(shape, var)``: draws from ``N(0, var)`` in ``dtype`` (the dense and conv Tang encoders' initialiser)."""
-    def normal(shape, var):
+#: How the Tang encoders' weights start: ``"he"``, normal with the variance each caller names (He-normal
+#: kernels, heads N(0, 1 / fan_in)); ``"torch"``, PyTorch's defaults as the authors' layers start
+#: (``kaiming_uniform_(a=sqrt(5))`` for weights and feedback weights alike, biases the same range):
+#: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+INITS = ("he", "torch")
+
+
+def initialiser(rng: np.random.Generator, dtype, init: str = "he"):
+    """``draw(shape, fan_in, var)``: one weight array in ``dtype``, drawn as ``init`` says (:data:`INITS`).
+
+    ``var`` is the He-normal variance (``init = "he"``); ``init = "torch"`` ignores it and draws
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. One helper, so every weight of the dense and conv
+    encoders starts by the same choice.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {', '.join(map(repr, INITS))}")
+
+    def draw(shape, fan_in, var):
+        if init == "torch":
+            bound = 1.0 / np.sqrt(fan_in)
+            return rng.uniform(-bound, bound, shape).astype(dtype)
         return (rng.standard_normal(shape) * np.sqrt(var)).astype(dtype)
-    return normal
+    return draw
 
 
-def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, head: int, normal) -> dict:
-    """Layer ``l``'s head ``H_l ~ N(0, 1/width)`` and, with random feedback, its ``B_H_l`` alike.
+def head_params(l: int, width: int, *, last: bool, process: str, feedback: str, head: int, draw) -> dict:
+    """Layer ``l``'s head ``H_l`` (fan-in ``width``; ``"he"``: ``N(0, 1/width)``) and, with random feedback,
+    its ``B_H_l`` alike; ``draw`` from :func:`initialiser`.
 
     Layer-wise processes (GLL, RLL) put a head on every layer, end-to-end ones on the last only.
     Shared by the dense and the conv encoders (:mod:`neuroplastic.rules.hinge_conv`).
     """
     params = {}
     if process in ("gll", "rll") or last:
-        params[f"{l + 1}/H"] = normal((head, width), 1.0 / width)
+        params[f"{l + 1}/H"] = draw((head, width), width, 1.0 / width)
         if feedback in ("rf", "urf", "fa"):
-            params[f"{l + 1}/B_H"] = normal((head, width), 1.0 / width)
+            params[f"{l + 1}/B_H"] = draw((head, width), width, 1.0 / width)
     return params

@@ -43,6 +43,9 @@ class NumpyEngine(Engine):
                              "layer of the encoder (layers sizes the layers of arch = 'dense')")
         rule, kind = RULES[protocol.rule.name], protocol.stimulus.kind
         domain = DATASETS[protocol.data.source].domain
+        if protocol.model.init == "torch":
+            require_defaults(protocol, ["model.init_scale", "model.pred_init_scale"], "init = 'torch' draws "
+                             "PyTorch's default ranges (the scales are those of init = 'he')")
         if rule.family == "views":
             if kind != "views":
                 raise ProtocolError(protocol.source, "stimulus.kind",
@@ -82,9 +85,6 @@ class NumpyEngine(Engine):
             raise ProtocolError(protocol.source, "model.arch", f"= {protocol.model.arch!r}: its linear layers are "
                                 f"for the hinge rules, and rule {rule.name!r} trains rate neurons (relu) in every "
                                 f"layer; allowed here: {', '.join(map(repr, ['dense', *plain]))}")
-        if protocol.model.init == "torch":
-            require_defaults(protocol, ["model.init_scale", "model.pred_init_scale"], "init = 'torch' draws "
-                             "PyTorch's default ranges (the scales are those of init = 'he')")
 
     def init(self, protocol, prepared, rng) -> Model:
         retain_freed_memory()           # reuse each step's temporaries instead of page-faulting them in

@@ -171,7 +171,7 @@ class TwoViews:
                                                                arrays or backend(protocol))
         ds = prepared.dataset
         self.images = np.asarray(ds.samples, dtype=self.dtype) if isinstance(ds.samples, np.ndarray) else ds.samples
-        settings = dict(dtype=self.dtype, init_scale=m.init_scale)
+        settings = dict(dtype=self.dtype, init_scale=m.init_scale, init=m.init)
         self.window = st.crop                  # views (and the probe's images) are crop x crop windows, 0: whole
         shape = (st.crop, st.crop, *self.images.shape[3:]) if st.crop else tuple(self.images.shape[1:])
         if m.arch == "dense":
