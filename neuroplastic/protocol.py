@@ -355,7 +355,8 @@ class Section:
 _ADDED_KEYS = {"data.colour": "grey", "evaluate.validation": 0.0, "stimulus.mean": 0.0, "stimulus.std": 1.0,
                "rule.sampling": "rolled", "rule.head_input": "mean", "engine.array": "numpy",
                "engine.device": "cpu", "model.init": "he", "model.bias": False, "engine.chunk_glimpses": 0,
-               "evaluate.probe_augment": False, "stimulus.onoff": False, "stimulus.augment": "shift"}
+               "evaluate.probe_augment": False, "stimulus.onoff": False, "stimulus.augment": "shift",
+               "rule.negative_weight": 0.0}
 
 
 @dataclass(frozen=True)

@@ -68,32 +68,51 @@ def sample_embeddings(seed, N=7, m=5, k=None):
 # ---------------------------------------------------------------------------------------------
 # 1. the hinge loss
 
-def hinge_reference(e1, e2, tau, delta, k):
-    """The loss written directly from the paper's definition, for finite differences."""
+def hinge_reference(e1, e2, tau, delta, k, w=None):
+    """The loss written directly from the paper's definition, for finite differences (``w``: 1/k)."""
     N = len(e1)
     D = np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)
     a, b = pairs(N, k)
     return (np.maximum(np.diag(D) - (tau - delta), 0).sum()
-            + np.maximum(tau + delta - D[a, b], 0).sum() / k) / N
+            + np.maximum(tau + delta - D[a, b], 0).sum() * (1 / k if w is None else w)) / N
 
 
-@pytest.mark.parametrize("k", [None, 1, 3])
-def test_hinge_gradient_matches_finite_differences(k):
+@pytest.mark.parametrize("k, w", [(None, 0.0), (1, 0.0), (3, 0.0), (4, 0.2)])
+def test_hinge_gradient_matches_finite_differences(k, w):
+    """w = 0: each negative weighs 1/k; (4, 0.2): the authors' future = 5 (4 negatives, each weighing 1/5)."""
     e1, e2, tau, delta = sample_embeddings(0, k=k)
-    res = hinge_views(e1, e2, tau, delta, k)
+    res = hinge_views(e1, e2, tau, delta, k, w)
     kk = len(e1) - 1 if k is None else k
-    assert np.isclose(res.loss, hinge_reference(e1, e2, tau, delta, kk), rtol=1e-12)
+    assert np.isclose(res.loss, hinge_reference(e1, e2, tau, delta, kk, w or None), rtol=1e-12)
     assert 0 < res.active < 1
-    fd = fd_grad(lambda P: hinge_views(e1, P, tau, delta, k).loss, e2.copy())
+    fd = fd_grad(lambda P: hinge_views(e1, P, tau, delta, k, w).loss, e2.copy())
     assert rel_err(res.grad, fd) < 1e-6
+    if w:                                   # not the default weight: another loss and another gradient
+        default = hinge_views(e1, e2, tau, delta, k)
+        assert not np.isclose(default.loss, res.loss) and not np.allclose(default.grad, res.grad)
+
+
+def test_negative_weight_is_the_authors_fewer_negatives_loss():
+    """The authors' HingeNNFewerNegs (future = 5), written from their code in numpy on the distance matrix's
+    diagonals: sum of the positives plus 1/5 of the sum over the first 4 off-diagonals, here cyclic and
+    divided by N (their diagonals stop at the batch's edge; their loss is a sum over the batch)."""
+    e1, e2, tau, delta = sample_embeddings(3, N=12, k=4)
+    N = len(e1)
+    out = -np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)             # OUT[a, b] = -D(e1_a, e2_b)
+    out = (out + tau) * (2 * np.eye(N) - 1)
+    theirs = np.sum(np.maximum(delta - np.diag(out), 0))
+    for i in range(1, 5):
+        rolled = np.roll(out, -i, axis=1)                                 # diagonal i, wrapped around
+        theirs += np.sum(np.maximum(delta - np.diag(rolled), 0)) / 5
+    assert hinge_views(e1, e2, tau, delta, 4, 0.2).loss == pytest.approx(theirs / N, rel=1e-12)
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("k", [None, 2])
-def test_hinge_matches_torch_autograd_with_view_1_detached(k):
+@pytest.mark.parametrize("k, w", [(None, 0.0), (2, 0.0), (4, 0.2)])
+def test_hinge_matches_torch_autograd_with_view_1_detached(k, w):
     torch = pytest.importorskip("torch")
     e1, e2, tau, delta = sample_embeddings(1, N=9, m=4, k=k)
-    res = hinge_views(e1, e2, tau, delta, k)
+    res = hinge_views(e1, e2, tau, delta, k, w)
     N = len(e1)
     kk = N - 1 if k is None else k
     t1 = torch.tensor(e1, requires_grad=True)
@@ -102,7 +121,7 @@ def test_hinge_matches_torch_autograd_with_view_1_detached(k):
     mask = torch.zeros(N, N, dtype=torch.bool)
     a, b = pairs(N, kk)
     mask[a, b] = True
-    loss = (torch.relu(torch.diagonal(D) - (tau - delta)).sum() + torch.relu(tau + delta - D[mask]).sum() / kk) / N
+    loss = (torch.relu(torch.diagonal(D) - (tau - delta)).sum() + torch.relu(tau + delta - D[mask]).sum() * (w or 1 / kk)) / N
     loss.backward()
     assert np.isclose(res.loss, loss.item(), rtol=1e-12)
     assert np.allclose(res.grad, t2.grad.numpy(), rtol=1e-12, atol=1e-15)

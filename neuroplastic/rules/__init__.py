@@ -95,6 +95,9 @@ SETTINGS: dict[str, dict] = {
                        "tau - delta, negatives pushed above tau + delta."),
     "rule.head": dict(kind="int", default=64, low=1, doc="Hinge rules: size of the linear head(s) whose outputs "
                       "the loss compares."),
+    "rule.negative_weight": dict(kind="float", default=0.0, low=0, doc="Hinge rules: weight of each negative pair "
+                                 "against a positive; 0: 1/negatives, so that an image's negatives weigh as much as "
+                                 "its positive (the authors' future = 5 weighs each of its 4 negatives 0.2)."),
     "rule.head_input": dict(kind="str", default="mean", choices=("mean", "flatten", "pool2"), doc="Hinge rules on "
                             "conv encoders: what a head reads of its layer's maps: their spatial mean (C inputs), "
                             "the flattened map (the authors' CONV6) or the flattened 2 x 2 average pool of it "
@@ -133,8 +136,9 @@ SETTINGS: dict[str, dict] = {
 _CONV = ("rule.offsets", "rule.score", "rule.sampling", "stimulus.crop", "stimulus.flip", "stimulus.mean", "stimulus.std",
          "model.init", "model.bias")
 #: Keys of every hinge rule.
-_VIEWS = ("rule.negatives", "rule.tau", "rule.delta", "rule.head", "rule.head_input", "model.init", "stimulus.crop",
-          "stimulus.augment", "stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur", "model.activation")
+_VIEWS = ("rule.negatives", "rule.negative_weight", "rule.tau", "rule.delta", "rule.head", "rule.head_input",
+          "model.init", "model.activation", "stimulus.crop", "stimulus.augment", "stimulus.crop_pad", "stimulus.flip",
+          "stimulus.jitter", "stimulus.blur")
 #: The keys of ``[stimulus] augment = "shift"`` alone (the other pipelines carry the authors' fixed parameters).
 SHIFT_KEYS = ("stimulus.crop_pad", "stimulus.flip", "stimulus.jitter", "stimulus.blur")
 

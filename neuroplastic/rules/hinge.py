@@ -13,14 +13,15 @@ a negative pair (views of two images) pushed above ``tau + delta``:
 .. math::
 
     L = \frac{1}{N}\Big[\sum_a \max(0,\, D_{aa} - (\tau - \Delta))
-        + \frac{1}{k}\sum_{s=1}^{k}\sum_a \max(0,\, (\tau + \Delta) - D_{a,\,a+s \bmod N})\Big]
+        + w \sum_{s=1}^{k}\sum_a \max(0,\, (\tau + \Delta) - D_{a,\,a+s \bmod N})\Big]
 
 The negatives of image ``a`` are the images ``a + 1, ..., a + k`` of the batch
 (cyclically): the first ``k`` off-diagonals of the distance matrix, the
 authors' "fewer negatives"; ``k >= N - 1`` takes every other image. (Their code
 does not wrap around the batch, so its last rows have fewer negatives; the batch
-order is random either way.) The ``1/k`` makes an image's negatives weigh as
-much as its positive, whatever ``k``.
+order is random either way.) Each negative pair weighs ``w`` against a positive: by default
+``w = 1/k``, so that an image's negatives weigh as much as its positive, whatever ``k``; the
+authors' ``future = 5`` weighs each of its 4 negatives ``w = 1/5``.
 
 Only view 2 learns: the gradient through view 1 is blocked (the authors'
 ``detach``), so view 1 is a target, as a teacher signal would be. With
@@ -30,7 +31,7 @@ Only view 2 learns: the gradient through view 1 is blocked (the authors'
 
     \frac{\partial L}{\partial e2_{b}} = \sum_a C_{ab}\, \mathrm{sign}(e2_b - e1_a),\qquad
     C_{aa} = \tfrac{1}{N}\,\Theta(D_{aa} - \tau + \Delta),\quad
-    C_{a,a+s} = -\tfrac{1}{N k}\,\Theta(\tau + \Delta - D_{a,a+s})
+    C_{a,a+s} = -\tfrac{w}{N}\,\Theta(\tau + \Delta - D_{a,a+s})
 
 No division by a norm, no inner product: only distances, thresholds and signs.
 
@@ -59,7 +60,7 @@ class HingeResult(NamedTuple):
 
 
 def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
-                negatives: int | None = None) -> HingeResult:
+                negatives: int | None = None, negative_weight: float = 0.0) -> HingeResult:
     """Contrastive L1 hinge loss of two views and its gradient with respect to view 2.
 
     Parameters
@@ -73,6 +74,8 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     negatives : int, optional
         Number ``k`` of negatives per image (the first k cyclic off-diagonals);
         ``None`` or ``>= N - 1``: every other image of the batch.
+    negative_weight : float
+        Weight ``w`` of each negative pair against a positive; 0 (the default): ``1/k``.
     """
     xp = array_namespace(e1, e2)
     dev = array_device(e2)
@@ -80,6 +83,7 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     if N < 2:
         raise ValueError("the hinge loss needs at least 2 images: the negatives are the other images")
     k = N - 1 if negatives is None else min(int(negatives), N - 1)
+    w = negative_weight if negative_weight > 0 else 1.0 / k
     shifts = xp.arange(k + 1, device=dev)              # s = 0: the positive; s >= 1: off-diagonal s
     anchors = xp.arange(N, device=dev)[:, None]
     partner = (anchors + shifts) % N                   # (N, k + 1): image paired with anchor a in column s
@@ -87,9 +91,9 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     d = xp.sum(xp.abs(diff), axis=2)                   # D[a, a + s]
     lo, hi = tau - delta, tau + delta
     pos, neg = d[:, :1] - lo, hi - d[:, 1:]
-    terms = xp.concat([xp.maximum(pos, xp.zeros_like(pos)), xp.maximum(neg, xp.zeros_like(neg)) / k], axis=1)
+    terms = xp.concat([xp.maximum(pos, xp.zeros_like(pos)), xp.maximum(neg, xp.zeros_like(neg)) * w], axis=1)
     # the coefficients in float64 whatever the embeddings' dtype (a bool / int is float64 in numpy, not in torch)
-    coef = xp.concat([xp.astype(d[:, :1] > lo, xp.float64) / N, xp.astype(d[:, 1:] < hi, xp.float64) / (-N * k)],
+    coef = xp.concat([xp.astype(d[:, :1] > lo, xp.float64) / N, xp.astype(d[:, 1:] < hi, xp.float64) * (-w / N)],
                      axis=1)
     coef = xp.astype(coef, e2.dtype)
     g = coef[:, :, None] * xp.sign(diff)               # dL/de2 of the partner, in the anchor's row

@@ -63,15 +63,16 @@ __all__ = ["HingeSettings", "DTPResult", "e2e_grads", "layer_grads", "dtp_target
 
 
 class HingeSettings(NamedTuple):
-    """``tau``, ``delta`` and ``negatives`` of :func:`~neuroplastic.rules.hinge.hinge_views`."""
+    """``tau``, ``delta``, ``negatives`` and ``negative_weight`` of :func:`~neuroplastic.rules.hinge.hinge_views`."""
 
     tau: float = 2.0
     delta: float = 1.0
     negatives: int | None = None
+    negative_weight: float = 0.0
 
 
 def _hinge(e1, e2, hinge: HingeSettings) -> HingeResult:
-    return hinge_views(e1, e2, hinge.tau, hinge.delta, hinge.negatives)
+    return hinge_views(e1, e2, hinge.tau, hinge.delta, hinge.negatives, hinge.negative_weight)
 
 
 def e2e_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, feedback: str = "bp"):

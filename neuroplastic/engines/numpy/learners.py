@@ -186,7 +186,7 @@ class TwoViews:
         self.params, self.n_layers = self.net.params, self.net.n_layers
         self.optimizer = GroupedOptimizer(lambda g: make_optimizer(r.optimizer, r.inverse_lr if g == "inverse"
                                                                    else r.lr))
-        self.hinge = HingeSettings(r.tau, r.delta, r.negatives)
+        self.hinge = HingeSettings(r.tau, r.delta, r.negatives, r.negative_weight)
         self.views = dict(kind=st.augment, crop_pad=st.crop_pad, flip=st.flip, jitter_strength=st.jitter,
                           blur_sigma=st.blur, window=st.crop)
 
