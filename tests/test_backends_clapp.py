@@ -224,8 +224,14 @@ def test_conv_train_batch_equals_numpy(be, rule, sampling, score):
     # one layer's every output: gates and scores per offset (and CLAPP's retrodiction pathway)
     pairs, weights = ref.pair_sets(B, Gr, Gc, draws, negatives=2, saccade_prob=0.5)
     if sampling == "authors":
-        ref_pairs = dict(shifts=None, neg_index=pairs[0], weights=weights[0])
-        got_pairs = dict(shifts=None, neg_index=be.to(pairs[0]), weights=be.to(weights[0]))
+        if rule == "clapp":                          # the prediction's pairs and the mirror pathway's own
+            ref_pairs = dict(shifts=None, neg_index=pairs[0, 0], weights=weights[0, 0],
+                             retro_pairs=(pairs[0, 1], weights[0, 1]))
+            got_pairs = dict(shifts=None, neg_index=be.to(pairs[0, 0]), weights=be.to(weights[0, 0]),
+                             retro_pairs=(be.to(pairs[0, 1]), be.to(weights[0, 1])))
+        else:
+            ref_pairs = dict(shifts=None, neg_index=pairs[0], weights=weights[0])
+            got_pairs = dict(shifts=None, neg_index=be.to(pairs[0]), weights=be.to(weights[0]))
     else:
         ref_pairs = dict(shifts=pairs, weights=weights)
         got_pairs = dict(shifts=pairs, weights=be.to(weights))

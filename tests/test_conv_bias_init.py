@@ -92,8 +92,8 @@ def sample(seed, rule, sampling, pool, score):
         W_retro = 4 * p["1/W_retro"] if rule == "clapp" else None
         x = rng.standard_normal((B, G, G, P, P, C_IN))
         pairs, weights = net.pair_sets(B, G, G, rng, 2 if rule == "clapp_s" else 1, 0.5)
-        if sampling == "authors":
-            pairs, weights = pairs[0], weights[0]
+        if sampling == "authors":                # layer 1's prediction pairs (CLAPP's mirror scores them too)
+            pairs, weights = (pairs[0, 0], weights[0, 0]) if rule == "clapp" else (pairs[0], weights[0])
         pl = pair_list(sampling, pairs, weights)
         pre = conv2d(x.reshape(-1, P, P, C_IN), W) + b                           # the drive a
         if np.abs(pre).min() < KINK:

@@ -573,13 +573,15 @@ def test_conv_w_retro_learns_without_collapsing_onto_the_transpose():
 
 def authors_draws_ref(rule, L, offsets, B, Gr, Gc, n, saccade_prob, seed):
     """The authors' index draws, re-done entry by entry on ``default_rng(seed)`` in the documented order:
-    per layer (CLAPP: a coin per image first), per offset: CLAPP-s one flat draw per (row, column, image,
-    negative) over the R G_c B predicted entries in (row, column, image) order; CLAPP one image per image.
-    Returns {(l, kappa, j, b, r, c): (b', r', c')} and {(l, kappa, s, b, r, c): weight}."""
+    per layer (CLAPP: its prediction pathway, then its mirror pathway, each with a coin per image first), per
+    offset: CLAPP-s one flat draw per (row, column, image, negative) over the R G_c B predicted entries in
+    (row, column, image) order; CLAPP one image per image. Returns {(l, kappa, j, b, r, c): (b', r', c')} and
+    {(l, kappa, s, b, r, c): weight}; CLAPP's keys start (l, pathway, ...)."""
     rng = np.random.default_rng(seed)
     K = len(offsets)
     partners, weights = {}, {}
-    for l in range(L):
+    for l, path in [(l, path) for l in range(L) for path in range(2 if rule == "clapp" else 1)]:
+        key = (l, path) if rule == "clapp" else (l,)
         coin = rng.random(B) < saccade_prob if rule == "clapp" else None
         for kappa, k in enumerate(offsets):
             R = Gr - k
@@ -589,17 +591,17 @@ def authors_draws_ref(rule, L, offsets, B, Gr, Gc, n, saccade_prob, seed):
                 for r in range(R):
                     for c in range(Gc):
                         if rule == "clapp_s":
-                            weights[l, kappa, 0, b, r, c] = w
+                            weights[(*key, kappa, 0, b, r, c)] = w
                             for j in range(n):
                                 v = int(draws[r, c, b, j])
                                 row, rest = divmod(v, Gc * B)
                                 col, img = divmod(rest, B)
-                                partners[l, kappa, j, b, r, c] = (img, k + row, col)
-                                weights[l, kappa, 1 + j, b, r, c] = w / n
+                                partners[(*key, kappa, j, b, r, c)] = (img, k + row, col)
+                                weights[(*key, kappa, 1 + j, b, r, c)] = w / n
                         else:
-                            partners[l, kappa, 0, b, r, c] = (int(draws[b]), r + k, c)
-                            weights[l, kappa, 0, b, r, c] = 0.0 if coin[b] else w
-                            weights[l, kappa, 1, b, r, c] = w if coin[b] else 0.0
+                            partners[(*key, kappa, 0, b, r, c)] = (int(draws[b]), r + k, c)
+                            weights[(*key, kappa, 0, b, r, c)] = 0.0 if coin[b] else w
+                            weights[(*key, kappa, 1, b, r, c)] = w if coin[b] else 0.0
     return partners, weights
 
 
@@ -608,17 +610,20 @@ def test_authors_pair_draws_equal_a_reimplementation(rule, n):
     B, Gr, Gc, offsets = 4, 5, 3, (1, 3)
     net = ConvClappStack.init([3, "M", 4], 1, rule, np.random.default_rng(0), offsets=offsets, sampling="authors")
     index, weights = net.pair_sets(B, Gr, Gc, np.random.default_rng(7), negatives=n, saccade_prob=0.5)
-    assert index.shape == (2, 2, n, B, Gr, Gc) and weights.shape == (2, 2, 1 + n, B, Gr, Gc)
+    paths = (2,) if rule == "clapp" else ()               # CLAPP: the prediction's pairs, then the mirror's
+    assert index.shape == (2, *paths, 2, n, B, Gr, Gc) and weights.shape == (2, *paths, 2, 1 + n, B, Gr, Gc)
     partners, ref_w = authors_draws_ref(rule, 2, offsets, B, Gr, Gc, n, 0.5, 7)
     got = {key: tuple(int(i) for i in np.unravel_index(index[key], (B, Gr, Gc))) for key in partners}
     assert got == partners
     for key in np.ndindex(weights.shape):
         assert weights[key] == pytest.approx(ref_w.get(key, 0.0), abs=0, rel=1e-15), key
     if rule == "clapp":                                   # one coin per image: positives or negatives
-        assert ((weights[:, :, 0] > 0) != (weights[:, :, 1] > 0))[:, 0, :, 0, 0].any()
+        assert ((weights[:, :, :, 0] > 0) != (weights[:, :, :, 1] > 0))[:, :, 0, :, 0, 0].any()
         assert len({partners[key][0] for key in partners}) > 1
+        # the mirror pathway's coins and images are its own draws, not the prediction's
+        assert not np.array_equal(index[:, 0], index[:, 1]) and not np.array_equal(weights[:, 0], weights[:, 1])
     for l in range(2):                                   # positives weigh 1 in all, as the rolled sets
-        np.testing.assert_allclose(weights[l].sum(), 1.0 if rule == "clapp" else 2.0)
+        np.testing.assert_allclose(weights[l].sum(), 2.0)       # CLAPP: 1 per pathway; CLAPP-s: 1 + 1
     with pytest.raises(ValueError, match="sampling"):
         ConvClappStack.init([3], 1, rule, np.random.default_rng(0), sampling="random")
 
@@ -638,19 +643,23 @@ def sampled_pairs(offsets, neg_index, weights, Gr, Gc):
     return out
 
 
-def sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro=None, W_held=None):
+def sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro=None, W_held=None,
+                     retro_pairs=None):
     """The sampled loss pair by pair; CLAPP (``W_retro``): the prediction with the context maps, the
-    retrodiction with the current maps computed by the constant ``W_held``."""
+    retrodiction with the current maps computed by the constant ``W_held``, on its own pairs ``retro_pairs``
+    (default: the prediction's)."""
     B, Gr, Gc = x.shape[:3]
     _, _, q = layer_maps(W, x, 1, 1, pool, score)
     q = q.reshape(B * Gr * Gc, *q.shape[3:])
     q0 = q if W_retro is None else layer_maps(W_held, x, 1, 1, pool, score)[2].reshape(q.shape)
     n_l, total, us = q.shape[1], 0.0, []
+    mirror = sampled_pairs(offsets, *(retro_pairs or (neg_index, weights)), Gr, Gc)
     for kappa, (ctx, partner, w, y) in enumerate(sampled_pairs(offsets, neg_index, weights, Gr, Gc)):
         u = np.einsum("plj,ji,pli->pl", q[partner], W_pred[kappa], q0[ctx])
         total += np.sum(w[:, None] / n_l * np.maximum(0.0, 1 - y[:, None] * u))
         us.append(u)
         if W_retro is not None:
+            ctx, partner, w, y = mirror[kappa]
             u_r = np.einsum("pli,ij,plj->pl", q[ctx], W_retro[kappa], q0[partner])
             total += np.sum(w[:, None] / n_l * np.maximum(0.0, 1 - y[:, None] * u_r))
             us.append(u_r)
@@ -659,21 +668,27 @@ def sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_r
 
 def sample_sampled_layer(seed, pool, score, offsets, rule, n=3):
     """A layer (sample_layer's, ReLU and pool away from their kinks), the authors' draws, random weights
-    (CLAPP: a coin per image), an independent W_retro for CLAPP; every sampled margin keeps KINK."""
+    (CLAPP: a coin per image), an independent W_retro for CLAPP with its own pairs (the mirror pathway's
+    draws; ``None`` for CLAPP-s); every sampled margin keeps KINK."""
     for trial in range(200):
         W, W_pred, x, _, _ = sample_layer(seed + trial, 1, 1, pool, score, offsets, B=4, G=4)
         B, Gr, Gc = x.shape[:3]
         rng = np.random.default_rng(seed + trial)
         net = ConvClappStack.init([3], 2, rule, rng, offsets=offsets, sampling="authors")
         neg_index, weights = net.pair_sets(B, Gr, Gc, rng, negatives=n, saccade_prob=0.5)
-        neg_index, weights = neg_index[0], weights[0] * rng.uniform(0.5, 1.5, weights[0].shape)
+        weights = weights[0] * rng.uniform(0.5, 1.5, weights[0].shape)
+        if rule == "clapp":
+            retro_pairs, neg_index, weights = (neg_index[0, 1], weights[1]), neg_index[0, 0], weights[0]
+        else:
+            retro_pairs, neg_index = None, neg_index[0]
         W_retro = rng.standard_normal(W_pred.shape) * rng.choice([0.3, 1.0, 3.0]) if rule == "clapp" else None
-        _, us = sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro, W)
+        _, us = sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro, W, retro_pairs)
         pairs = sampled_pairs(offsets, neg_index, weights, Gr, Gc)
-        ys = [p[3] for p in pairs for _ in range(1 if W_retro is None else 2)]
+        mirror = sampled_pairs(offsets, *retro_pairs, Gr, Gc) if retro_pairs else []
+        ys = [y for kappa in range(len(offsets)) for y in ([pairs[kappa][3]] + ([mirror[kappa][3]] if mirror else []))]
         margins = np.concatenate([(1 - y[:, None] * u).ravel() for y, u in zip(ys, us)])
         if np.abs(margins).min() > KINK and (margins > 0).any() and (margins < 0).any():
-            return W, W_pred, W_retro, x, neg_index, weights
+            return W, W_pred, W_retro, x, neg_index, weights, retro_pairs
     raise RuntimeError("no sample far from the kinks")
 
 
@@ -684,16 +699,17 @@ SAMPLED_CONFIGS = [(pool, score, rule) for rule in ("clapp_s", "clapp") for pool
 @pytest.mark.parametrize("pool, score, rule", SAMPLED_CONFIGS)
 def test_sampled_gradients_match_finite_differences(pool, score, rule):
     offsets = (1, 2)
-    W, W_pred, W_retro, x, neg_index, weights = sample_sampled_layer(20, pool, score, offsets, rule)
+    W, W_pred, W_retro, x, neg_index, weights, retro_pairs = sample_sampled_layer(20, pool, score, offsets, rule)
     kw = dict(pool=pool, score=score, W_retro=W_retro)
-    g = conv_clapp_layer(W, W_pred, x, offsets, None, weights, neg_index=neg_index, **kw)
+    g = conv_clapp_layer(W, W_pred, x, offsets, None, weights, neg_index=neg_index, retro_pairs=retro_pairs, **kw)
     W_held = W.copy()
 
     def loss(P_W=W, P_pred=W_pred, P_retro=W_retro):
-        return sampled_loss_ref(P_W, P_pred, x, offsets, neg_index, weights, pool, score, P_retro, W_held)[0]
+        return sampled_loss_ref(P_W, P_pred, x, offsets, neg_index, weights, pool, score, P_retro, W_held,
+                                retro_pairs)[0]
 
     assert np.isclose(float(g.loss), loss(), rtol=1e-12)
-    _, us = sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro, W_held)
+    _, us = sampled_loss_ref(W, W_pred, x, offsets, neg_index, weights, pool, score, W_retro, W_held, retro_pairs)
     step = 1 if W_retro is None else 2
     for kappa in range(len(offsets)):           # u per (set, image, row, column, location), set 0 the positive
         np.testing.assert_allclose(g.u[kappa].reshape(-1, g.u[kappa].shape[-1]), us[step * kappa], rtol=1e-12)
@@ -706,6 +722,16 @@ def test_sampled_gradients_match_finite_differences(pool, score, rule):
         assert rel_err(g.W_retro, fd_grad(lambda P: loss(P_retro=P), W_retro.copy())) < 1e-6
     with pytest.raises(ValueError, match="either shifts"):
         conv_clapp_layer(W, W_pred, x, offsets, [0, 1], weights, neg_index=neg_index, **kw)
+    if W_retro is not None:                      # the mirror's own pairs are another loss than the shared ones
+        shared = conv_clapp_layer(W, W_pred, x, offsets, None, weights, neg_index=neg_index, **kw)
+        assert not np.isclose(float(shared.loss), float(g.loss)) and rel_err(shared.W_retro, g.W_retro) > 1e-3
+        np.testing.assert_allclose(shared.W_pred, g.W_pred, rtol=1e-12)   # the prediction's are the same
+        with pytest.raises(ValueError, match="pass neg_index too"):
+            conv_clapp_layer(W, W_pred, x, offsets, [0, 1], weights, retro_pairs=retro_pairs, **kw)
+    else:
+        with pytest.raises(ValueError, match="CLAPP \\(W_retro\\) only"):
+            conv_clapp_layer(W, W_pred, x, offsets, None, weights, neg_index=neg_index, pool=pool, score=score,
+                             retro_pairs=(neg_index, weights))
 
 
 @pytest.mark.torch
@@ -714,9 +740,9 @@ def test_sampled_gradients_match_torch_autograd(pool, score, rule):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     offsets = (1, 2)
-    W, W_pred, W_retro, x, neg_index, weights = sample_sampled_layer(40, pool, score, offsets, rule)
+    W, W_pred, W_retro, x, neg_index, weights, retro_pairs = sample_sampled_layer(40, pool, score, offsets, rule)
     g = conv_clapp_layer(W, W_pred, x, offsets, None, weights, neg_index=neg_index, pool=pool, score=score,
-                         W_retro=W_retro)
+                         W_retro=W_retro, retro_pairs=retro_pairs)
     B, Gr, Gc = x.shape[:3]
     tW, tWp = torch.tensor(W, requires_grad=True), torch.tensor(W_pred, requires_grad=True)
     tWr = None if W_retro is None else torch.tensor(W_retro, requires_grad=True)
@@ -728,12 +754,15 @@ def test_sampled_gradients_match_torch_autograd(pool, score, rule):
     q = z.permute(0, 2, 3, 1).reshape(B * Gr * Gc, -1, W.shape[0])
     qd = q.detach()
     loss = 0
+    mirror = sampled_pairs(offsets, *retro_pairs, Gr, Gc) if retro_pairs else None
     for kappa, (ctx, partner, w, y) in enumerate(sampled_pairs(offsets, neg_index, weights, Gr, Gc)):
         w, y = torch.tensor(w)[:, None] / q.shape[1], torch.tensor(y)[:, None]
         c = q[ctx] if tWr is None else qd[ctx]                       # CLAPP: the prediction holds c fixed
         u = (q[partner] * (c @ tWp[kappa].T)).sum(-1)
         loss = loss + (w * torch.relu(1 - y * u)).sum()
-        if tWr is not None:                                          # ... and the retrodiction z
+        if tWr is not None:                                          # ... and the retrodiction z, on its own pairs
+            ctx, partner, w, y = mirror[kappa]
+            w, y = torch.tensor(w)[:, None] / q.shape[1], torch.tensor(y)[:, None]
             u_r = (q[ctx] * (qd[partner] @ tWr[kappa].T)).sum(-1)
             loss = loss + (w * torch.relu(1 - y * u_r)).sum()
     loss.backward()

@@ -67,7 +67,7 @@ SETTINGS: dict[str, dict] = {
                           "all). 'authors': as the authors' code, per layer: CLAPP-s, each negative a uniformly "
                           "random patch of the predicted rows (any column, any image, its own included); CLAPP, "
                           "one random image per image and offset (its own included) at every position, and one "
-                          "positive-or-negative coin per image."),
+                          "positive-or-negative coin per image; its retrodiction (mirror) pathway draws its own."),
     "stimulus.onoff": dict(kind="bool", default=False, doc="Dense CLAPP glimpses: each value x becomes two inputs, "
                            "ON [x]+ and OFF [-x]+ (half-wave rectification, as retinal ON and OFF cells or "
                            "auditory-nerve fibres), so that signed glimpses (sound) reach a spiking network as spike "

@@ -249,7 +249,7 @@ def grid_scores(q, W_pred, offsets, shifts, weights, *, W_retro=None) -> ScoreGr
     return ScoreGrads(loss, gammas, us, grad_W_pred, grad_W_retro, delta, *retro)
 
 
-def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> ScoreGrads:
+def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None, retro_pairs=None) -> ScoreGrads:
     """Hinge losses of sampled (context, current) patch pairs at every location, and their gradients.
 
     The authors' sampling: every context patch has its positive (the patch ``k`` rows below
@@ -268,6 +268,9 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
         Weight of each pair, indexed by its context patch: set 0 the positive (y = +1), set
         ``1 + j`` negative ``j`` (y = -1); rows ``r >= G_r - k`` are ignored. A pair's locations
         share its weight (each counts ``1 / n_l``).
+    retro_pairs : (neg_index, weights), optional
+        CLAPP: the retrodiction (mirror) pathway's own pairs, shaped as above, as the authors' mirror loss
+        draws its own; ``None``: it scores the prediction's pairs.
 
     Returns
     -------
@@ -291,6 +294,15 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
     if tuple(weights.shape[:2]) != (len(offsets), 1 + n):
         raise ValueError(f"weights of shape {tuple(weights.shape)}: expected (K, 1 + n, B, G_r, G_c) = "
                          f"({len(offsets)}, {1 + n}, ...) for {n} negatives")
+    if retro_pairs is not None:
+        if W_retro is None:
+            raise ValueError("retro_pairs are the retrodiction pathway's pairs: CLAPP (W_retro) only")
+        r_index, r_weights = (xp.asarray(a, device=dev) for a in retro_pairs)
+        if tuple(r_weights.shape[:2]) != (len(offsets), 1 + r_index.shape[1]):
+            raise ValueError(f"retro weights of shape {tuple(r_weights.shape)}: expected (K, 1 + n, B, G_r, G_c) "
+                             f"= ({len(offsets)}, {1 + r_index.shape[1]}, ...)")
+    else:
+        r_index, r_weights = neg_index, weights
     n_p = B * Gr * Gc
     flat_q = xp.reshape(q, (n_p, n_l, C))
     delta = xp.zeros_like(q)
@@ -305,13 +317,15 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
             raise ValueError(f"row offset {k} leaves no pair on a grid of {Gr} rows")
         ctx, nxt = q[:, :R], q[:, k:]                                  # (B, R, G_c, n_l, C)
         ctx2 = xp.reshape(ctx, (-1, C))
-        wl = weights[kappa, :, :, :R, :, None] / n_l                    # (1 + n, B, R, G_c, 1)
-        index = xp.reshape(neg_index[kappa, :, :, :R, :], (n, -1))      # (n, B R G_c)
-        pathways = [(xp.reshape(ctx2 @ W_pred[kappa].T, ctx.shape), W_pred[kappa], True)]  # d = W_pred c
-        if W_retro is not None:                                        # e = W_retro^T c: u_r = c . W_retro z = z . e
-            pathways.append((xp.reshape(ctx2 @ W_retro[kappa], ctx.shape), W_retro[kappa].T, False))
-        for pred, M, to_z in pathways:
+        # d = W_pred c; CLAPP's e = W_retro^T c: u_r = c . W_retro z = z . e, on the mirror's own pairs
+        pathways = [(xp.reshape(ctx2 @ W_pred[kappa].T, ctx.shape), W_pred[kappa], True,
+                     *_pairs_of_offset(neg_index, weights, kappa, R, n_l))]
+        if W_retro is not None:
+            pathways.append((xp.reshape(ctx2 @ W_retro[kappa], ctx.shape), W_retro[kappa].T, False,
+                             *_pairs_of_offset(r_index, r_weights, kappa, R, n_l)))
+        for pred, M, to_z, index, wl in pathways:
             # set 0: the positive; set 1 + j: negative j, gathered; g = dL/du = -gamma w
+            n = index.shape[0]
             u = xp.empty((1 + n, B, R, Gc, n_l), dtype=q.dtype, device=dev)
             u[0] = xp.sum(nxt * pred, axis=-1)
             for j in range(n):
@@ -344,6 +358,14 @@ def sampled_scores(q, W_pred, offsets, neg_index, weights, *, W_retro=None) -> S
     return ScoreGrads(loss, gammas, us, grad_W_pred, grad_W_retro, delta, *retro)
 
 
+def _pairs_of_offset(neg_index, weights, kappa: int, R: int, n_l: int):
+    """Offset ``kappa``'s negatives as flat rows ``(n, B R G_c)`` and its weights per location
+    ``(1 + n, B, R, G_c, 1)``, for the ``R`` context rows that have a partner."""
+    xp = array_namespace(weights)
+    index = xp.reshape(neg_index[kappa, :, :, :R, :], (neg_index.shape[1], -1))
+    return index, weights[kappa, :, :, :R, :, None] / n_l
+
+
 def _contiguous(a):
     """A C-ordered copy of ``a`` (``asarray(copy=True)`` would keep a transposed view's memory order)."""
     out = array_namespace(a).empty(a.shape, dtype=a.dtype, device=array_device(a))
@@ -359,8 +381,9 @@ def _bias_grad(delta_a):
     return xp.reshape(xp.ones((1, d2.shape[0]), dtype=d2.dtype, device=array_device(d2)) @ d2, (-1,))
 
 
-def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, neg_index=None, b=None,
-                     stride: int = 1, padding: int = 1, pool: bool = False, score: str = "location") -> ConvClappGrads:
+def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, neg_index=None, retro_pairs=None,
+                     b=None, stride: int = 1, padding: int = 1, pool: bool = False,
+                     score: str = "location") -> ConvClappGrads:
     """Explicit CLAPP(-s) gradients of one conv layer for a batch of patch grids.
 
     Parameters
@@ -373,9 +396,9 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, ne
         Layer input: the map of every patch of every image (the previous layer's output).
     offsets, shifts, weights, W_retro
         As in :func:`grid_scores` (rolled pair sets).
-    neg_index
-        Sampled negatives instead (``shifts`` is then ``None``; ``neg_index`` and ``weights`` as in
-        :func:`sampled_scores`).
+    neg_index, retro_pairs
+        Sampled negatives instead (``shifts`` is then ``None``; ``neg_index``, ``weights`` and CLAPP's
+        mirror pathway's own ``retro_pairs`` as in :func:`sampled_scores`).
     b : array (C,), optional
         Bias of each output channel; ``None``: the layer has none (and no bias gradient is returned).
     stride, padding : int
@@ -398,11 +421,13 @@ def conv_clapp_layer(W, W_pred, x, offsets, shifts, weights, *, W_retro=None, ne
     else:
         q = xp.reshape(xp.mean(z, axis=(1, 2)), (B, Gr, Gc, 1, C))
     if neg_index is None:
+        if retro_pairs is not None:
+            raise ValueError("retro_pairs are sampled pairs: pass neg_index too (rolled sets serve both pathways)")
         sg = grid_scores(q, W_pred, offsets, shifts, weights, W_retro=W_retro)
     elif shifts is not None:
         raise ValueError("pass either shifts (rolled pair sets) or neg_index (sampled negatives), not both")
     else:
-        sg = sampled_scores(q, W_pred, offsets, neg_index, weights, W_retro=W_retro)
+        sg = sampled_scores(q, W_pred, offsets, neg_index, weights, W_retro=W_retro, retro_pairs=retro_pairs)
     # dL/dz: every location of the scored map, or the patch mean spread over the map
     if score == "location":
         delta_z = xp.reshape(sg.delta, (N, h, w, C))        # a fresh array: safe to modify in place

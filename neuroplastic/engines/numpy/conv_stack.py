@@ -165,7 +165,9 @@ class ConvClappStack:
 
         ``sampling = "authors"``: ``pairs`` is ``neg_index`` (L, K, n, B, G_r, G_c) and ``weights``
         (L, K, 1 + n, B, G_r, G_c) (:func:`~neuroplastic.rules.conv_clapp.sampled_scores`), drawn
-        per layer as each of the authors' layers draws its own (:meth:`_authors_pairs`).
+        per layer as each of the authors' layers draws its own (:meth:`_authors_pairs`). CLAPP's
+        retrodiction (the authors' mirror loss) draws its own pairs too: a pathway axis follows the
+        layer's, (L, 2, K, ...), the prediction's pairs first.
         """
         if B < 2:
             raise ValueError("[train] batch_size must be >= 2: a saccade goes to another image of the batch")
@@ -201,32 +203,36 @@ class ConvClappStack:
         coin per image, ``rng.random(B) < saccade_prob`` (a negative update; the authors' p = 1/2), the
         same for every offset and location; then per offset one image ``rng.integers(B, size=B)`` per
         image (its own included), the negative at every position being that image's patch there. An
-        image's pairs are its positives (weight 1/n each) or its negatives, as its coin says.
+        image's pairs are its positives (weight 1/n each) or its negatives, as its coin says. CLAPP's mirror
+        pathway then draws its own coins and images the same way (their ``loss_mirror``, called after
+        ``loss``).
         """
         K, L = len(self.offsets), self.n_layers
         contrastive = self.rule.pairing == "contrastive"
         n = negatives if contrastive else 1
-        index = np.zeros((L, K, n, B, Gr, Gc), dtype=np.int64)
-        weights = np.zeros((L, K, 1 + n, B, Gr, Gc))
+        paths = 2 if self.rule.retro else 1
+        index = np.zeros((L, paths, K, n, B, Gr, Gc), dtype=np.int64)
+        weights = np.zeros((L, paths, K, 1 + n, B, Gr, Gc))
         rows, cols = np.arange(Gr)[:, None], np.arange(Gc)[None, :]
-        for l in range(L):
+        for l, path in np.ndindex(L, paths):
+            w, i = weights[l, path], index[l, path]
             if contrastive:
-                weights[l, :, 0] = valid[:, 0]
-                weights[l, :, 1:] = valid / n
+                w[:, 0] = valid[:, 0]
+                w[:, 1:] = valid / n
             else:
                 saccade = rng.random(B) < saccade_prob
-                weights[l, :, 0] = valid[:, 0] * ~saccade[None, :, None, None]
-                weights[l, :, 1] = valid[:, 0] * saccade[None, :, None, None]
+                w[:, 0] = valid[:, 0] * ~saccade[None, :, None, None]
+                w[:, 1] = valid[:, 0] * saccade[None, :, None, None]
             for kappa, k in enumerate(self.offsets):
                 R = Gr - k
                 if contrastive:
                     v = rng.integers(R * Gc * B, size=(R, Gc, B, n))
                     row, col, img = k + v // (Gc * B), (v // B) % Gc, v % B
-                    index[l, kappa, :, :, :R] = np.transpose((img * Gr + row) * Gc + col, (3, 2, 0, 1))
+                    i[kappa, :, :, :R] = np.transpose((img * Gr + row) * Gc + col, (3, 2, 0, 1))
                 else:
                     img = rng.integers(B, size=B)
-                    index[l, kappa, 0, :, :R] = (img[:, None, None] * Gr + k + rows[:R]) * Gc + cols
-        return index, weights
+                    i[kappa, 0, :, :R] = (img[:, None, None] * Gr + k + rows[:R]) * Gc + cols
+        return (index, weights) if self.rule.retro else (index[:, 0], weights[:, 0])
 
     def train_batch(self, x, optimizer, shifts, weights) -> BatchStats:
         """One update of every layer from patch grids ``x (B, G_r, G_c, P, P[, C])``.
@@ -247,8 +253,13 @@ class ConvClappStack:
             shifts = xp.asarray(shifts, device=dev)
         for l in range(self.n_layers):
             p = f"{l + 1}/"
-            pairs = dict(shifts=None, weights=weights[l], neg_index=shifts[l]) if sampled else \
-                dict(shifts=shifts, weights=weights)
+            if not sampled:
+                pairs = dict(shifts=shifts, weights=weights)
+            elif self.rule.retro:                     # CLAPP: the prediction's pairs, then the mirror's own
+                pairs = dict(shifts=None, weights=weights[l, 0], neg_index=shifts[l, 0],
+                             retro_pairs=(shifts[l, 1], weights[l, 1]))
+            else:
+                pairs = dict(shifts=None, weights=weights[l], neg_index=shifts[l])
             g = conv_clapp_layer(self.params[p + "W"], self.params[p + "W_pred"], x, self.offsets,
                                  W_retro=self.params.get(p + "W_retro"), b=self.params.get(p + "b"), score=self.score,
                                  **pairs, **self._layer_kwargs(l))
