@@ -70,9 +70,9 @@ def same(be, got, want, what):
             same(be, g, w, f"{what}[{i}]")
     elif want is None:
         assert got is None, what
-    elif isinstance(want, float):
-        assert type(got) is float, f"{what}: a {type(got).__name__}, not a float"
-        assert abs(got - want) <= TOL * max(abs(want), 1e-300), (what, got, want)
+    elif np.ndim(want) == 0:                   # a loss: a 0-d array of the back end, read once per batch
+        assert be.native(got) and tuple(got.shape) == (), f"{what}: a {type(got).__name__}, not a 0-d {be.name} array"
+        assert abs(float(got) - float(want)) <= TOL * max(abs(float(want)), 1e-300), (what, got, want)
     else:
         assert be.native(got), f"{what}: a {type(got).__name__}, not an array of {be.name}"
         g = be.back(got)
@@ -83,10 +83,11 @@ def same(be, got, want, what):
 
 
 def same_hinge(be, got, want, what):
-    """A HingeResult: the fraction exactly (a count), the loss and gradient to TOL; some terms on, some off."""
+    """A HingeResult: the fraction exactly (a count), the loss and gradient to TOL; some terms on, some off.
+    Loss and fraction are 0-d arrays of the back end (read from the device once per batch, not per value)."""
     assert 0 < want.active < 1, f"{what}: every hinge term {'on' if want.active else 'off'}, a weak comparison"
-    assert type(got.active) is float and got.active == want.active, (what, got.active, want.active)
-    same(be, got.loss, want.loss, what + ".loss")
+    assert be.native(got.active) and float(got.active) == float(want.active), (what, got.active, want.active)
+    same(be, got.loss, np.asarray(want.loss), what + ".loss")
     same(be, got.grad, want.grad, what + ".grad")
 
 

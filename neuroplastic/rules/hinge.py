@@ -52,11 +52,15 @@ __all__ = ["HingeResult", "hinge_views"]
 
 class HingeResult(NamedTuple):
     """``loss`` (scalar), ``grad`` = dL/de2 (N, m), and ``active``: fraction of hinge terms with a
-    non-zero gradient (positives and negatives together), the analogue of CLAPP's modulated pairs."""
+    non-zero gradient (positives and negatives together), the analogue of CLAPP's modulated pairs.
 
-    loss: float
+    ``loss`` and ``active`` are 0-d float64 arrays of the embeddings' namespace and device: on a GPU,
+    reading them (``float()``) waits for the device, so a learner reads a batch's metrics at once
+    (:func:`~neuroplastic.engines.numpy.backend.host_floats`)."""
+
+    loss: Any
     grad: Any           # an array of the embeddings' namespace and device
-    active: float
+    active: Any
 
 
 def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
@@ -67,7 +71,7 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     ----------
     e1, e2 : arrays (N, m)
         Embeddings of view 1 (held constant) and view 2 of the same N images, of one namespace and
-        device (numpy, torch, CuPy); the gradient comes back in it, the loss and fraction as floats.
+        device (numpy, torch, CuPy); the gradient, the loss and the fraction come back in it.
     tau, delta : float
         Threshold and margin: positives are penalised above ``tau - delta``,
         negatives below ``tau + delta``.
@@ -99,5 +103,5 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     g = coef[:, :, None] * xp.sign(diff)               # dL/de2 of the partner, in the anchor's row
     source = (anchors - shifts) % N                    # anchor whose column s holds image b as partner
     grad = xp.sum(g[source, shifts], axis=1)           # back to the partner's own row
-    active = int(xp.count_nonzero(coef))
-    return HingeResult(float(xp.sum(terms, dtype=xp.float64)) / N, grad, float(active) / (N * (k + 1)))
+    active = xp.astype(xp.count_nonzero(coef), xp.float64) / (N * (k + 1))
+    return HingeResult(xp.sum(terms, dtype=xp.float64) / N, grad, active)

@@ -47,7 +47,8 @@ learns to undo layer ``l`` on noisy inputs,
 Targets are constants for the layer losses, so no error crosses a layer.
 
 Parameters, views and gradients are arrays of one namespace and device (numpy, torch, CuPy); losses
-and fractions come back as floats.
+and fractions come back as 0-d float64 arrays of it (read once per batch: see
+:class:`~neuroplastic.rules.hinge.HingeResult`).
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def inverse_grads(params: dict, activation: str, l: int, h_in, noise):
     r = rec - noisy
     M = h_in.shape[0]
     delta = (2.0 / M) * r * phi_prime(u)
-    loss = float(xp.sum(xp.astype(r, xp.float64) ** 2)) / M
+    loss = xp.sum(xp.astype(r, xp.float64) ** 2) / M
     return loss, {f"{l + 1}/V": delta.T @ y, f"{l + 1}/c": xp.sum(delta, axis=0)}
 
 
@@ -188,7 +189,7 @@ def dtp_grads(params: dict, activation: str, x1, x2, hinge: HingeSettings, alpha
     layer_losses = []
     for l in range(L):
         diff = h2[l + 1] - targets[l]
-        layer_losses.append(float(xp.sum(xp.astype(diff, xp.float64) ** 2)) / N)
+        layer_losses.append(xp.sum(xp.astype(diff, xp.float64) ** 2) / N)
         grads[f"{l + 1}/W"] = ((2.0 / N) * diff * phi_prime(a2[l])).T @ h2[l]
     inverse_losses = []
     for l in range(1, L):

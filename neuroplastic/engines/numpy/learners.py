@@ -28,7 +28,7 @@ from ...rules.hinge_dense import ViewEncoder
 from ...rules.hinge_methods import HingeSettings, dtp_grads
 from .clapp_stack import ClappStack
 from .conv_stack import ConvClappStack
-from .backend import Backend, backend
+from .backend import Backend, backend, host_floats
 from .optim import GroupedOptimizer, make_optimizer
 
 __all__ = ["ConvClapp", "DenseClapp", "TwoViews", "learner"]
@@ -64,6 +64,16 @@ def _in_chunks(arrays: Backend, features, samples, to_input=lambda chunk: chunk)
 
 def _layer_stats(stats) -> dict:
     return {l + 1: {"loss": loss, "modulated": mod} for l, (loss, mod) in enumerate(zip(stats.loss, stats.modulated))}
+
+
+def _on_host(metrics: dict) -> dict:
+    """A step's per-layer metrics ``{layer: {name: 0-d array}}`` as floats, read from the device at once."""
+    keys = [(l, name) for l, named in metrics.items() for name in named]
+    values = host_floats([metrics[l][name] for l, name in keys])
+    out: dict = {l: {} for l in metrics}
+    for (l, name), v in zip(keys, values):
+        out[l][name] = v
+    return out
 
 
 def retro_distances(params: dict, n_layers: int) -> dict:
@@ -202,14 +212,14 @@ class TwoViews:
         if rule.process == "e2e":
             res, grads = net.e2e_grads(x1, x2, self.hinge, rule.feedback)
             opt.step("all", params, grads)
-            return {L: {"loss": res.loss, "modulated": res.active}}
+            return _on_host({L: {"loss": res.loss, "modulated": res.active}})
         if rule.process in ("gll", "rll"):
             l = step * L // total if rule.process == "gll" else int(rng.integers(L))
             h1 = net.layer_input(x1, l)                    # the frozen layers below give this layer its input
             h2 = net.layer_input(x2, l)
             res, grads = net.layer_grads(l, h1, h2, self.hinge, rule.feedback)
             opt.step(f"layer{l + 1}", params, grads)
-            return {l + 1: {"loss": res.loss, "modulated": res.active}}
+            return _on_host({l + 1: {"loss": res.loss, "modulated": res.active}})
         if rule.process != "dtp":
             raise ValueError(f"rule {rule.name!r}: unknown process {rule.process!r}; known: 'e2e', 'gll', 'rll', 'dtp'")
         r = self.protocol.rule
@@ -224,7 +234,7 @@ class TwoViews:
         for l in range(1, L):
             out[l + 1]["inverse_loss"] = res.inverse_losses[l - 1]
         out[L].update(loss=res.hinge.loss, modulated=res.hinge.active)
-        return out
+        return _on_host(out)
 
     def weight_metrics(self) -> dict:
         return {}
