@@ -130,7 +130,7 @@ from neuroplastic.protocol import PROTOCOLS_DIR, load
 from neuroplastic.runner import run_protocol
 
 tiny = ["data.max_samples=40", "train.epochs=1", "model.layers=[8, 8]", "stimulus.glimpse_ms=20.0",
-        "engine.dt_ms=0.5", 'engine.device="runtime"', "evaluate.folds=0"]
+        "engine.dt_ms=0.25", 'engine.device="runtime"', "evaluate.folds=0"]
 protocol = load(PROTOCOLS_DIR / "clapp_digits_spiking.toml", tiny + [f'model.file="{model_file}"'])
 outcome = run_protocol(protocol, workdir / "runs", progress=False)
 print(f"run directory: {outcome.directory.name}")
