@@ -121,7 +121,8 @@ def test_hinge_matches_torch_autograd_with_view_1_detached(k, w):
     mask = torch.zeros(N, N, dtype=torch.bool)
     a, b = pairs(N, kk)
     mask[a, b] = True
-    loss = (torch.relu(torch.diagonal(D) - (tau - delta)).sum() + torch.relu(tau + delta - D[mask]).sum() * (w or 1 / kk)) / N
+    loss = (torch.relu(torch.diagonal(D) - (tau - delta)).sum()
+            + torch.relu(tau + delta - D[mask]).sum() * (w or 1 / kk)) / N
     loss.backward()
     assert np.isclose(res.loss, loss.item(), rtol=1e-12)
     assert np.allclose(res.grad, t2.grad.numpy(), rtol=1e-12, atol=1e-15)

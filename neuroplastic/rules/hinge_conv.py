@@ -178,7 +178,8 @@ class ConvViewEncoder:
         params = {}
         for l in range(L):
             fan_in = KERNEL * KERNEL * channels[l]
-            params[f"{l + 1}/W"] = draw((channels[l + 1], KERNEL, KERNEL, channels[l]), fan_in, init_scale ** 2 * 2.0 / fan_in)
+            params[f"{l + 1}/W"] = draw((channels[l + 1], KERNEL, KERNEL, channels[l]), fan_in,
+                                        init_scale ** 2 * 2.0 / fan_in)
         side = tuple(size) if size is not None else None
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
