@@ -5,18 +5,38 @@ Not part of the package: tests import it as ``from helpers import ...`` (pytest 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["assert_cli_resume_is_bit_identical", "fd_grad", "random_problem", "rel_err", "set_args"]
+__all__ = ["assert_cli_resume_is_bit_identical", "benchmark_module", "fd_grad", "random_problem", "rel_err",
+           "set_args"]
 
 
 def set_args(overrides) -> list[str]:
     """``["a.b=1", ...]`` as the command line's ``["--set", "a.b=1", ...]``."""
     return [a for o in overrides for a in ("--set", o)]
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """The script ``benchmarks/<name>.py`` imported as a module (its folder on ``sys.path`` while it loads, for
+    the scripts that import their neighbours)."""
+    path = BENCHMARKS / f"{name}.py"
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 def fd_grad(f, P: np.ndarray, h: float = 1e-6) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 The benchmark itself needs the authors' code and minutes of CPU; it is run by hand (its docstring).
 """
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_vs_authors.py"
@@ -29,13 +30,7 @@ def test_refuses_a_folder_without_their_code(tmp_path):
 
 
 def test_flop_count_of_the_first_layer():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_vs_authors", SCRIPT)
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    bench = benchmark_module("bench_vs_authors")
     B = 32
     flops = bench.step_flops(1, B, "clapp_s", 16)
     # 3x3 conv 1 -> 128 channels on 7 x 7 patches of 16 x 16 per image, forward and kernel gradient

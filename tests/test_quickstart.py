@@ -1,18 +1,12 @@
 """The built-in protocols learn: over 3 seeds their trained layers beat the random-weight encoder."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _probe_seeds():
-    spec = importlib.util.spec_from_file_location("probe_seeds", ROOT / "benchmarks" / "probe_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.probe_over_seeds
 
 
 #: Protocols tested here at a smaller scale than shipped (the shipped scale is figure (d)'s, 5 seeds).
@@ -25,8 +19,9 @@ SMALLER = {"clapp_digits_spiking": ["data.max_samples=500", "evaluate.presentati
                                       "clapp_conv_quick"])
 def test_trained_encoder_beats_random_encoder_over_three_seeds(tmp_path, monkeypatch, protocol):
     monkeypatch.setenv("NEUROPLASTIC_BUILD_DIR", str(tmp_path / "builds"))     # Brian2 builds stay in tmp
-    table = _probe_seeds()(ROOT / "protocols" / f"{protocol}.toml", [1, 2, 3], tmp_path, SMALLER.get(protocol, []),
-                           force=False)
+    probe_over_seeds = benchmark_module("probe_seeds").probe_over_seeds
+    table = probe_over_seeds(ROOT / "protocols" / f"{protocol}.toml", [1, 2, 3], tmp_path, SMALLER.get(protocol, []),
+                             force=False)
     assert sorted(table) == ["1", "2"]
     for layer, (trained, rand) in table.items():
         assert len(trained) == len(rand) == 3

@@ -408,6 +408,18 @@ def test_rule_family_and_stimulus_kind_must_agree():
         engine.check(p)
 
 
+@pytest.mark.parametrize("sets, message", [
+    (["rule.negative_weight=-0.5"], r"tang_e2e_bp_quick.toml: \[rule\] negative_weight = -0.5: must be a number >= 0"),
+    (['model.init="xavier"'], r"\[model\] init = \"xavier\": must be one of 'he', 'torch'"),
+    (['model.init="torch"', "model.init_scale=2.0"], r"\[model\] init_scale = 2.0: init = 'torch' draws .*allowed: 1.0"),
+])
+def test_bad_negative_weight_and_init_are_named_with_their_file_and_allowed_values(sets, message):
+    with pytest.raises(ProtocolError, match=message):
+        engine.check(load(ROOT / "protocols" / "tang_e2e_bp_quick.toml", sets))
+    with pytest.raises(ProtocolError, match=r"\[rule\] negative_weight = 0.2: not read by rule 'clapp_s'"):
+        load(ROOT / "protocols" / "clapp_digits.toml", ["rule.negative_weight=0.2"])
+
+
 TINY = ["data.max_samples=200", "train.epochs=3", "model.layers=[12,10]", "train.batch_size=32", "rule.head=8"]
 
 

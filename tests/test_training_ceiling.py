@@ -1,22 +1,12 @@
 """benchmarks/training_ceiling.py: two rate runs apart only by their input's jitter, on a small protocol."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ceiling():
-    spec = importlib.util.spec_from_file_location("training_ceiling", ROOT / "benchmarks" / "training_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ceiling
+from helpers import benchmark_module
 
 
 def test_jitter_is_the_only_difference_between_the_two_runs():
     """Without jitter the two runs are one run (r = 1 at every layer); with it they drift apart (r < 1)."""
-    ceiling = _ceiling()
+    ceiling = benchmark_module("training_ceiling").ceiling
     small = dict(data__max_samples=60, train__epochs=2, model__layers=[8, 8], evaluate__folds=0)
     same = ceiling("clapp_digits_spiking", 2, jitter=0.0, **small)
     assert len(same) == 2 and np.allclose(same, 1.0, rtol=0, atol=1e-12)
