@@ -58,8 +58,9 @@ BENCHMARKS = {
                        ("--points", "4")),
     "vs_authors": Benchmark("bench_vs_authors.py", "VGG-6 CLAPP-s step: the authors' code vs numpy and torch",
                             ("--layers", "2", "--batch", "8", "--repeats", "1", "--steps", "1"), needs="authors"),
-    "cuda_vs_cpp": Benchmark("bench_cuda_vs_cpp.py", "one protocol on cuda vs cpp (needs a GPU)",
-                             ("protocols/clapp_digits_brian.toml",), needs="gpu"),
+    "cuda_vs_cpp": Benchmark("bench_cuda_vs_cpp.py", "one network and stream on cuda vs cpp (needs a GPU)",
+                             ("--protocol", "protocols/clapp_digits_spiking.toml", "--glimpses", "200",
+                              "--chunk", "100"), needs="gpu"),
 }
 
 

@@ -103,5 +103,8 @@ def hinge_views(e1, e2, tau: float = 2.0, delta: float = 1.0,
     g = coef[:, :, None] * xp.sign(diff)               # dL/de2 of the partner, in the anchor's row
     source = (anchors - shifts) % N                    # anchor whose column s holds image b as partner
     grad = xp.sum(g[source, shifts], axis=1)           # back to the partner's own row
-    active = xp.astype(xp.count_nonzero(coef), xp.float64) / (N * (k + 1))
+    # divided by a 0-d array of the same device: torch divides by a Python number as a product with its
+    # reciprocal on CUDA, which rounds 7 / 12 one ulp off the exact quotient that numpy and CuPy give
+    terms_n = xp.asarray(float(N * (k + 1)), dtype=xp.float64, device=array_device(coef))
+    active = xp.astype(xp.count_nonzero(coef), xp.float64) / terms_n
     return HingeResult(xp.sum(terms, dtype=xp.float64) / N, grad, active)

@@ -90,13 +90,15 @@ def _curand_dirs() -> tuple[Path, Path]:
     """cuRAND's include directory and a library directory with an unversioned ``libcurand.so``.
 
     The ``nvidia-curand`` wheel ships only ``libcurand.so.<N>``, so ``-lcurand`` cannot link against
-    it; a symlink in the build cache fixes that (the binary then finds it through its rpath).
+    it; a symlink in the build cache fixes that (the binary then finds it through its rpath). Without
+    the wheel, the CUDA toolkit's own cuRAND (beside ``nvcc``) serves.
     """
     try:
         import nvidia
+        roots = list(map(Path, nvidia.__path__))
     except ImportError:
-        raise DeviceError("cuRAND not found: install the CUDA extra, pip install -e \".[cuda]\"") from None
-    for root in map(Path, nvidia.__path__):
+        roots = []
+    for root in roots:
         for inc in sorted(root.glob("cu*/include")):
             libs = sorted(inc.parent.glob("lib/libcurand.so*"))
             if (inc / "curand.h").is_file() and libs:
@@ -108,7 +110,14 @@ def _curand_dirs() -> tuple[Path, Path]:
                     tmp.symlink_to(libs[0])
                     os.replace(tmp, link)
                 return inc, link_dir
-    raise DeviceError("cuRAND headers/library not found in the nvidia-curand wheel: pip install -e \".[cuda]\"")
+    nvcc = shutil.which("nvcc")
+    if nvcc is not None:
+        toolkit = Path(nvcc).resolve().parent.parent
+        for lib in ("lib64", "lib", "targets/x86_64-linux/lib"):
+            if (toolkit / "include" / "curand.h").is_file() and (toolkit / lib / "libcurand.so").exists():
+                return toolkit / "include", toolkit / lib
+    raise DeviceError("cuRAND headers/library not found (neither the nvidia-curand wheel nor the CUDA toolkit "
+                      "beside nvcc has them): pip install -e \".[cuda]\"")
 
 
 def _configure_cuda(arch: float) -> None:
