@@ -224,3 +224,25 @@ def test_conv_methods(be, process, feedback, arch, side, channels, head_input, a
     f1, f2 = net.head_inputs(x1), net.head_inputs(x2)
     same(be, tnet.head_inputs(t2, batch=4), f2, "head inputs")
     same_updates(be, net, tnet, x1, x2, f1, f2, process, feedback)
+
+
+@pytest.mark.parametrize("arch, side, channels, head_input, activation", CONV[:2] + CONV[3:4],
+                         ids=["small-mean-relu", "small-flatten-tanh", "conv6-flatten-hardtanh"])
+def test_conv_dtp(be, arch, side, channels, head_input, activation):
+    """Targets through the transposed-conv inverses, the layer and inverse losses, every update."""
+    rng = np.random.default_rng(5)
+    net = ConvViewEncoder.init(arch, activation, "dtp", "", 4, rng, in_channels=channels, dtype="float64",
+                               head_input=head_input, size=(side, side), init="torch")
+    shape = (6, side, side) if channels == 1 else (6, side, side, channels)
+    x1 = rng.random(shape)
+    x2 = x1 + 0.1 * rng.standard_normal(shape)
+    noise = {l: 0.5 * rng.standard_normal((12, *net.inverse_input_shape(l, (side, side))))
+             for l in range(1, net.n_layers)}
+    h = settings(*(net.head_inputs(x)[-1] @ net.params[f"{net.n_layers}/H"].T for x in (x1, x2)))
+    res, grads = net.dtp_grads(x1, x2, h, 0.3, noise)
+    tnet = ConvViewEncoder(arch, activation, on(be, net.params), channels, head_input)
+    tres, tgrads = tnet.dtp_grads(be.to(x1), be.to(x2), h, 0.3, on(be, noise))
+    same_hinge(be, tres.hinge, res.hinge, "dtp")
+    same(be, tres.layer_losses, res.layer_losses, "layer losses")
+    same(be, tres.inverse_losses, res.inverse_losses, "inverse losses")
+    same(be, tgrads, grads, "grads")

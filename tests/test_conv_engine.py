@@ -155,6 +155,28 @@ def test_tang_paper_protocol_trains_on_cifar100_and_probes_cifar10(tmp_path):
                  *(a for o in sets for a in ("--set", o))]) == 0
 
 
+@pytest.mark.parametrize("data", ["cifar", "stl10"])
+def test_tang_dtp_paper_protocols_train_their_conv_encoder_and_its_inverses(tmp_path, data):
+    """As shipped (the authors' DTP encoder, transposed-conv inverses), on small files in the real formats."""
+    if data == "cifar":
+        write_cifar100(tmp_path, fine=list(range(12)), coarse=[0] * 12)
+        write_cifar10(tmp_path, per_batch=4)
+    else:
+        write_stl10(tmp_path, train_labels=[1, 2] * 4, n_test=4, n_unlabeled=8, test_labels=[1, 2] * 2)
+    sets = [f'data.path="{tmp_path}"', "train.epochs=1", "train.batch_size=4"]
+    path = ROOT / "protocols" / f"tang_dtp_{data}_paper.toml"
+    protocol = load(path, sets)
+    assert protocol.model.arch == "tang_dtp" and protocol.rule.name == "hinge_dtp"
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet",
+                 *(a for o in sets for a in ("--set", o))]) == 0
+    run = Run.path_for(tmp_path / "runs", protocol)
+    with np.load(run / "checkpoints" / "epoch_0001.npz") as a:
+        assert a["param/2/V"].shape == (64, 3, 3, 32) and a["param/4/c"].shape == (128,)
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert {int(r[2]) for r in rows if r[3] == "inverse_loss"} == {2, 3, 4}       # every layer above the first
+    assert all(np.isfinite(float(r[4])) for r in rows)
+
+
 def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
     assert main(["run", str(ROOT / "protocols" / "clapp_stl10_paper.toml"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -174,8 +196,9 @@ def test_paper_protocols_without_data_say_where_to_put_it(tmp_path, capsys):
     ('[model]\narch = "small"\n[data]\nsource = "vowels"', "model.arch",
      r"\[model\] arch = 'small': the convolutional encoders cut patch grids from grey images, and 'vowels' holds "
      r"sound; allowed here: 'dense'"),
-    ('[model]\narch = "small"\n[rule]\nname = "hinge_dtp"\n[stimulus]\nkind = "views"', "model.arch",
-     r"\[model\] arch = 'small': rule 'hinge_dtp' propagates targets through learned inverses of dense layers"),
+    ('[model]\narch = "small"\n[rule]\nname = "hinge_dtp"\n[stimulus]\nkind = "views"\ncrop = 6', "stimulus.crop",
+     r"\[stimulus\] crop = 6: DTP's inverse of layer 2 \(a transposed convolution of stride 2\) undoes its max-pool "
+     r"only on maps of even side, and views of 6 x 6 give it 3 x 3"),
     ('[rule]\nname = "hinge_gll_bp"\nhead_input = "pool2"\n[model]\narch = "small"\n[stimulus]\nkind = "views"\n'
      'crop = 4', "rule.head_input", r"\[rule\] head_input = 'pool2': each head averages 2 x 2 windows of its layer's "
      r"map, and layer 2's map is 1 x 1 \(views of 4 x 4\)"),

@@ -125,8 +125,24 @@ def test_init_conventions():
     assert np.var(big["2/W"]) == pytest.approx(0.25 * 2 / (9 * 64), rel=0.05)
     assert np.var(big["2/H"]) == pytest.approx(1 / 48, rel=0.1)
     assert np.var(big["2/B_H"]) == pytest.approx(1 / 48, rel=0.1)
-    with pytest.raises(ValueError, match="'dtp' is not implemented for conv encoders"):
+    with pytest.raises(ValueError, match="process 'dtp': the inverses' shapes depend on the maps'"):
         ConvViewEncoder.init(ARCH, "relu", "dtp", "", 5, np.random.default_rng(0))
+
+
+def test_dtp_init_gives_each_layer_above_the_first_a_transposed_conv_inverse():
+    dtp = ConvViewEncoder.init(ARCH, "tanh", "dtp", "", 5, np.random.default_rng(3), size=(8, 8)).params
+    assert sorted(dtp) == ["1/W", "2/H", "2/V", "2/W", "2/c"]
+    assert dtp["2/V"].shape == dtp["2/W"].shape == (4, 3, 3, 3) and dtp["2/c"].shape == (3,)
+    assert np.array_equal(dtp["1/W"], ConvViewEncoder.init(ARCH, "tanh", "e2e", "bp", 5, np.random.default_rng(3),
+                                                           size=(8, 8)).params["1/W"])     # the same encoder
+    assert not dtp["2/c"].any()                                                # He: zero biases, as dense DTP
+    torch_like = ConvViewEncoder.init([8, "M", 16, "M"], "tanh", "dtp", "", 5, np.random.default_rng(3),
+                                      size=(8, 8), init="torch").params
+    bound = 1 / np.sqrt(9 * 8)                   # ConvTranspose2d(16, 8)'s fan-in: its weight's dimension 1, x 9
+    for key in ("2/V", "2/c"):
+        assert bound * 0.9 < np.abs(torch_like[key]).max() <= bound, key
+    with pytest.raises(ValueError, match="layer 2's inverse.*even side.*inputs of 6 x 6 give it maps of 3 x 3"):
+        ConvViewEncoder.init(ARCH, "tanh", "dtp", "", 5, np.random.default_rng(3), size=(6, 6))
 
 
 def test_features_are_the_spatial_means_of_the_layer_outputs():
@@ -332,12 +348,148 @@ def test_urf_feedback_gets_the_heads_update(head_input):
     assert np.array_equal(grads["1/W"], rf["1/W"]), "the error reaches W through B_H, as in RF"
 
 
+def test_conv_methods_weigh_negatives_as_the_settings_say():
+    """[rule] negative_weight reaches the conv encoders' hinge (the Tang paper protocols' 1/5 per negative)."""
+    net, x1, x2 = encoder("gll", "bp", "relu")
+    H = net.params["1/H"]
+    e1, e2 = (net.head_inputs(x)[0] @ H.T for x in (x1, x2))
+    for weight in (0.0, 0.2):
+        h = thresholds(net, 0, x1, x2)._replace(negative_weight=weight)
+        want = hinge_views(e1, e2, h.tau, h.delta, h.negatives, weight)
+        got = net.layer_grads(0, x1, x2, h)[0]
+        assert float(got.loss) == pytest.approx(float(want.loss), rel=1e-12)
+    e2e, y1, y2 = encoder("e2e", "bp", "relu")
+    h = thresholds(e2e, e2e.n_layers - 1, y1, y2)
+    losses = {w: float(e2e.e2e_grads(y1, y2, h._replace(negative_weight=w))[0].loss) for w in (0.0, 0.2)}
+    assert losses[0.0] != pytest.approx(losses[0.2])           # 1/3 per negative against 0.2
+
+
 def test_feedback_a_method_does_not_have_is_refused():
     net, x1, x2 = encoder("gll", "bp")
     with pytest.raises(ValueError, match="allowed: 'bp', 'fa'"):
         net.e2e_grads(x1, x2, HingeSettings(), "rf")
     with pytest.raises(ValueError, match="allowed: 'bp', 'rf', 'urf'"):
         net.layer_grads(0, x1, x2, HingeSettings(), "fa")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3b. difference target propagation: targets through transposed-conv inverses, the inverses' own loss
+
+DTP_ARCHS = [([3, "M", 4, "M", 5, "M"], "tanh", "flatten"),     # the authors' layout: every layer pooled
+             ([3, "L", "M", 4, 5, "M"], "relu", "mean")]        # a linear layer, a layer without a pool
+
+
+def dtp_case(arch, activation, head_input, dtype="float64"):
+    rng = np.random.default_rng(4)
+    net = ConvViewEncoder.init(arch, activation, "dtp", "", 5, rng, dtype=dtype, head_input=head_input,
+                               size=(8, 8), init="torch")
+    x1 = rng.random((6, 8, 8))
+    x2 = x1 + 0.1 * rng.standard_normal(x1.shape)
+    noise = {l: 0.5 * rng.standard_normal((12, *net.inverse_input_shape(l, (8, 8)))) for l in range(1, net.n_layers)}
+    e1, e2 = (net.head_inputs(x)[-1] @ net.params[f"{net.n_layers}/H"].T for x in (x1, x2))
+    D = np.abs(e1[:, None, :] - e2[None, :, :]).sum(-1)
+    lo, hi = np.median(np.diag(D)), np.median(D[~np.eye(len(D), dtype=bool)])
+    return net, x1, x2, noise, HingeSettings((lo + hi) / 2, abs(hi - lo) / 2 + 1e-3, 3)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("arch, activation, head_input", DTP_ARCHS)
+def test_conv_dtp_equals_autograd_of_the_authors_transposed_conv_inverses(arch, activation, head_input):
+    """Every update of a DTP step against torch: the authors' ops (NetDTP: conv, max-pool, an inverse
+    ConvTranspose2d(kernel_size=3, stride=2, padding=1, output_padding=1) with a bias; stride 1 where a layer has no
+    pool), the top target from autograd of the hinge, targets as constants for the layer losses."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net, x1, x2, noise, hinge = dtp_case(arch, activation, head_input)
+    alpha = 0.3
+    res, grads = net.dtp_grads(x1, x2, hinge, alpha, noise)
+    P = torch_params(torch, net.params)
+    phi, L, N = torch_act(torch, activation), net.n_layers, len(x1)
+
+    def up(h, l):
+        a = F.conv2d(h, P[f"{l + 1}/W"].permute(0, 3, 1, 2), padding=1)
+        a = a if net.specs[l].linear else phi(a)
+        return F.max_pool2d(a, 2) if net.specs[l].pool else a
+
+    def inverse(l, h):
+        s = 2 if net.specs[l].pool else 1
+        u = F.conv_transpose2d(h, P[f"{l + 1}/V"].permute(0, 3, 1, 2), P[f"{l + 1}/c"], stride=s, padding=1,
+                               output_padding=s - 1)
+        return u if net.specs[l].linear else phi(u)
+
+    h1, h2 = [torch.tensor(x1[:, None])], [torch.tensor(x2[:, None])]
+    for l in range(L):
+        h1.append(up(h1[-1], l))
+        h2.append(up(h2[-1], l))
+    top = h2[L].detach().requires_grad_()
+    H = P[f"{L}/H"]
+    loss = torch_hinge(torch, torch_read(torch, h1[L], head_input) @ H.T, torch_read(torch, top, head_input) @ H.T,
+                       hinge)
+    loss.backward()
+    assert abs(loss.item() - float(res.hinge.loss)) < 1e-12
+    np.testing.assert_allclose(grads[f"{L}/H"], H.grad.numpy(), rtol=1e-9, atol=1e-12)
+    targets = {L: (h2[L] - alpha * N * top.grad).detach()}
+    for l in range(L - 1, 0, -1):
+        targets[l] = (h2[l] - inverse(l, h2[l + 1]) + inverse(l, targets[l + 1])).detach()
+    for l in range(L):
+        P[f"{l + 1}/W"].grad = None
+        layer_loss = ((h2[l + 1] - targets[l + 1]) ** 2).sum() / N
+        layer_loss.backward(retain_graph=True)
+        assert abs(layer_loss.item() - float(res.layer_losses[l])) < 1e-12 * max(1.0, layer_loss.item())
+        assert rel_err(grads[f"{l + 1}/W"], P[f"{l + 1}/W"].grad.numpy()) < TOL, l
+    for l in range(1, L):
+        noisy = torch.cat([h2[l], h1[l]]).detach() + torch.tensor(noise[l]).permute(0, 3, 1, 2)
+        inv_loss = ((inverse(l, up(noisy, l).detach()) - noisy) ** 2).sum() / (2 * N)
+        inv_loss.backward()
+        assert abs(inv_loss.item() - float(res.inverse_losses[l - 1])) < 1e-12 * inv_loss.item()
+        for key in (f"{l + 1}/V", f"{l + 1}/c"):
+            assert rel_err(grads[key], P[key].grad.numpy()) < TOL, key
+    assert sorted(grads) == sorted(k for k in net.params)          # every weight learns, from one step
+
+
+@pytest.mark.parametrize("arch, activation, head_input", DTP_ARCHS)
+def test_conv_dtp_matches_finite_differences(arch, activation, head_input):
+    """The layer losses (the step's targets held constant) and the inverses' reconstruction losses, numerically."""
+    net, x1, x2, noise, hinge = dtp_case(arch, activation, head_input)
+    res, grads = net.dtp_grads(x1, x2, hinge, 0.3, noise)
+    targets = net.dtp_targets(x1, x2, hinge, 0.3)
+    p, N = net.params, len(x1)
+    for l in range(net.n_layers):
+        h_in, W0 = net.layer_input(x2, l), p[f"{l + 1}/W"].copy()
+
+        def layer_loss(W, l=l, h_in=h_in, W0=W0):
+            p[f"{l + 1}/W"] = W
+            out = net._up(l, h_in)[2]
+            p[f"{l + 1}/W"] = W0
+            return float(np.sum((out - targets[l]) ** 2) / N)
+
+        assert layer_loss(W0) == pytest.approx(float(res.layer_losses[l]), rel=1e-12)
+        assert rel_err(grads[f"{l + 1}/W"], fd_grad(layer_loss, W0.copy())) < 1e-6, l
+    for l in range(1, net.n_layers):
+        h_in = np.concatenate([net.layer_input(x2, l), net.layer_input(x1, l)])
+        for key in (f"{l + 1}/V", f"{l + 1}/c"):
+            P0 = p[key].copy()
+
+            def inverse_loss(P, key=key, l=l, h_in=h_in, P0=P0):
+                p[key] = P
+                loss = float(net.inverse_grads(l, h_in, noise[l])[0])
+                p[key] = P0
+                return loss
+
+            assert rel_err(grads[key], fd_grad(inverse_loss, P0.copy())) < 1e-6, key
+
+
+def test_conv_dtp_targets_are_the_rates_when_the_top_does_not_move():
+    """The difference correction: with alpha = 0 every target is its layer's output (to rounding: h - g + g),
+    however far the inverses are from inverting, so no layer learns; with alpha > 0 the targets move."""
+    net, x1, x2, noise, hinge = dtp_case(*DTP_ARCHS[0])
+    rates = [net.layer_input(x2, l) for l in range(1, net.n_layers + 1)]
+    for target, h in zip(net.dtp_targets(x1, x2, hinge, 0.0), rates):
+        np.testing.assert_allclose(target, h, rtol=0, atol=1e-15)
+    res, grads = net.dtp_grads(x1, x2, hinge, 0.0, noise)
+    assert all(np.abs(grads[f"{l + 1}/W"]).max() < 1e-14 for l in range(net.n_layers))
+    moved = net.dtp_targets(x1, x2, hinge, 0.3)
+    assert all(np.abs(t - h).max() > 1e-3 for t, h in zip(moved, rates))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,12 +601,10 @@ def quick(method, *sets):
     return load(ROOT / "protocols" / f"tang_{method}_quick.toml", ['model.arch="small"', *sets])
 
 
-def test_conv_encoders_for_every_hinge_method_but_dtp():
+def test_conv_encoders_for_every_hinge_method():
     for name, rule in RULES.items():
-        if rule.family == "views" and rule.process != "dtp":
+        if rule.family == "views":
             engine.check(quick(name[len("hinge_"):]))
-    with pytest.raises(ProtocolError, match=r"\[model\] arch = 'small': rule 'hinge_dtp'.*allowed: 'dense'"):
-        engine.check(quick("dtp"))
     with pytest.raises(ProtocolError, match=r"\[rule\] offsets = \[2\]: not read by rule"):
         engine.check(quick("gll_bp", "rule.offsets=[2]"))
 

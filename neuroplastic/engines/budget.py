@@ -386,7 +386,7 @@ def _views(protocol, prepared, rule) -> Estimate:
                           ("data.max_samples",)))
     B = min(protocol.train.batch_size, max(_n_train(prepared), 2))
     k = min(r.negatives, B - 1)
-    layerwise = rule.process in ("gll", "rll", "dtp")
+    layerwise = rule.process in ("gll", "rll")                # a head on every layer (DTP: on the top only)
     random_feedback = rule.feedback in ("fa", "rf", "urf")
     head = ["H", "B_H"] if random_feedback else ["H"]
     if protocol.model.arch == "dense":
@@ -408,12 +408,14 @@ def _views(protocol, prepared, rule) -> Estimate:
             out = side // 2 if pool else side              # what a head reads: the mean, the map or its 2 x 2 average
             fan_in = head_width(r.head_input, (out, out), C)
             shapes[l + 1] = [("W", (C, 3, 3, c_in))] + ([("B", (C, 3, 3, c_in))] if rule.feedback == "fa" and l else []) \
+                + ([("V", (C, 3, 3, c_in)), ("c", (c_in,))] if rule.process == "dtp" and l else []) \
                 + ([(name, (m, fan_in)) for name in head] if layerwise or l == len(layers) - 1 else [])
         widths = [C for *_, C, _ in layers]
         # Both views through every layer, each layer's input, drive, rate, pooled map and error kept
         # (end-to-end methods send the error back through all of them).
         maps = sum(side ** 2 * C for _, _, side, C, _ in layers)
-        act = 2 * B * (4 * n_in + 5 * maps) * it + _IM2COL_BYTES
+        # DTP also keeps each layer's target, and its inverses' noisy inputs, drives and reconstructions.
+        act = 2 * B * (4 * n_in + (9 if rule.process == "dtp" else 5) * maps) * it + _IM2COL_BYTES
         act_keys = ("model.arch", "train.batch_size")
         act_detail = f"2 views x {B} images of {' x '.join(map(str, shape))}"
     encoder = "model.layers" if protocol.model.arch == "dense" else "model.arch"

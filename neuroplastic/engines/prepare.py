@@ -17,6 +17,7 @@ from ..evaluate import check_folds, check_split, stratified_split
 from ..evaluate.probe import validation_split
 from ..data.augment import check_views
 from ..models import load_model
+from ..rules import RULES
 from ..progress import phase
 from ..rules import SETTINGS, SHIFT_KEYS
 from ..rules.architectures import parse_architecture, smallest_input
@@ -193,6 +194,16 @@ def _check_input(protocol, dataset) -> None:
                                         f"windows of its layer's map, and layer {l}'s map is {side} x {side} "
                                         f"(views of {view_side} x {view_side}); use larger views, or another "
                                         "head_input: 'mean' or 'flatten'")
+        if st.kind == "views" and RULES[protocol.rule.name].process == "dtp":
+            side = view_side
+            for l, spec in enumerate(parse_architecture(arch), start=1):
+                if spec.pool and side % 2 and l > 1:
+                    key, value = ("stimulus.crop", st.crop) if st.crop else ("model.arch", arch)
+                    raise ProtocolError(protocol.source, key, f"= {value!r}: DTP's inverse of layer {l} (a "
+                                        f"transposed convolution of stride 2) undoes its max-pool only on maps of "
+                                        f"even side, and views of {view_side} x {view_side} give it {side} x {side}; "
+                                        "use views whose side each max-pool halves evenly")
+                side = side // 2 if spec.pool else side
 
 
 def _check_labelled(protocol, ds, key: str, split: str) -> None:

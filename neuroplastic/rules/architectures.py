@@ -25,8 +25,13 @@ TANG_CONV6 = [32, 32, "L", "M", 64, 64, "L", "M", 512, "L", "M"]
 #: "vgg6" (every layer with its non-linearity, their hardtanh). It differs from "vgg6" only outside this
 #: list: RGB input and heads on the 2 x 2 average-pooled, flattened map ([rule] head_input = "pool2").
 TANG_VGG6 = list(VGG6)
+#: Tang, Yang & Amit (2022), CIFAR: the encoder their DTP code trains (SSL-DTP's ``NetDTP``), four conv layers
+#: each with its non-linearity (their tanh) and a max-pool: maps 16, 8, 4, 2. Its top reads the flattened
+#: 2 x 2 x 256 map (head_input = "flatten"); each layer from the second has a transposed-conv inverse.
+TANG_DTP = [32, "M", 64, "M", 128, "M", 256, "M"]
 #: Named architectures a protocol may choose.
-ARCHITECTURES = {"vgg6": VGG6, "small": SMALL, "tang_conv6": TANG_CONV6, "tang_vgg6": TANG_VGG6}
+ARCHITECTURES = {"vgg6": VGG6, "small": SMALL, "tang_conv6": TANG_CONV6, "tang_vgg6": TANG_VGG6,
+                 "tang_dtp": TANG_DTP}
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,37 @@ key            shape                   what
 ``l/H``        (m, D_l)                head of layer l; ``D_l`` its inputs (C_l for "mean")
 ``l/B_H``      (m, D_l)                feedback in place of ``H`` (RF, URF; FA at the top)
 ``l/B``        (C_l, 3, 3, C_{l-1})    feedback kernel in place of ``W`` (FA, layers >= 2)
+``l/V``        (C_l, 3, 3, C_{l-1})    DTP: kernel of the learned inverse ``g_l`` (layers >= 2)
+``l/c``        (C_{l-1},)              DTP: its bias
 =============  ======================  =====================================================
 
-Difference target propagation would need learned inverses of conv layers; it is
-not implemented here.
+Difference target propagation (:meth:`ConvViewEncoder.dtp_grads`) is
+:func:`~neuroplastic.rules.hinge_methods.dtp_grads` on maps: the top target
+``hat h_L = h_L - alpha R^T(dl_i/df_L)``, the targets
+``hat h_{l-1} = h_{l-1} - g_l(h_l) + g_l(hat h_l)`` and each layer's loss
+``||h_l - hat h_l||^2 / N``, with a learned inverse per layer ``l >= 2`` that is a
+transposed convolution, as the authors' ``ConvTranspose2d(kernel_size=3, stride=2,
+padding=1, output_padding=1)`` (Tang, Yang & Amit's SSL-DTP code):
+
+.. math::
+
+    g_l(h) = \phi\big(V_l \star_s h + c_l\big),\qquad
+    (V \star_s h)_{n,u,v,\iota} = \sum_{r,c,o,i,j\,:\; rs+i-1=u,\ cs+j-1=v} h_{n,r,c,o}\, V_{o,i,j,\iota}
+
+the input gradient of a 3 x 3 convolution with stride ``s`` (2 across a max-pool,
+1 otherwise) and padding 1, so that ``g_l`` maps layer ``l``'s output maps back to
+the size of its input (a pooled layer needs inputs of even side). A linear layer's
+inverse is linear. Each inverse learns to undo its layer on noisy inputs,
+``L^inv_l = ||g_l(f_l(h~)) - h~||^2 / M`` with ``h~ = h_{l-1} + sigma eps``:
+
+.. math::
+
+    \frac{\partial L^{inv}}{\partial V_{o,i,j,\iota}} = \sum_{n,r,c} y_{n,r,c,o}\,
+        \varepsilon_{n,\,rs+i-1,\,cs+j-1,\,\iota},\qquad
+    \varepsilon = \frac{2}{M}\,(g_l(y) - \tilde h) \odot \phi'(u),\quad y = f_l(\tilde h)
+
+the weight gradient of that convolution read with ``epsilon`` as its input and
+``y`` as its error.
 
 The random weights are drawn with numpy's generator (one seed, one encoder on every back end); the
 forward and backward passes take parameters and images of any array-API namespace and device (numpy,
@@ -71,8 +98,8 @@ from array_api_compat import device as array_device
 
 from .architectures import parse_architecture
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
-from .hinge import hinge_views
 from .hinge_layers import ACTIVATIONS, head_params, initialiser
+from .hinge_methods import DTPResult, _hinge          # the hinge with every setting, the negatives' weight too
 
 __all__ = ["HEAD_INPUTS", "ConvViewEncoder", "head_width"]
 
@@ -160,11 +187,15 @@ class ConvViewEncoder:
         fan-in), which for ``head_input`` "flatten" and "pool2" depend on the input ``size = (h, w)``.
         ``init = "torch"``: each of them ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's defaults for the
         authors' ``nn.Conv2d`` and ``nn.Linear`` layers and their feedback weights.
+        DTP's inverse kernels (layers >= 2) are drawn as PyTorch's ``ConvTranspose2d`` draws them, fan-in
+        ``9 C_{l-1}``, or with ``init = "he"`` ``N(0, 1 / (9 C_l))`` (the fan-in of a window of their input)
+        with zero biases; they need the input ``size``.
         The kernels are drawn first, so one seed gives one random encoder for every method.
         """
-        if process not in ("e2e", "gll", "rll"):
-            raise ValueError(f"process {process!r} is not implemented for conv encoders; allowed: 'e2e', 'gll', "
-                             "'rll' (DTP needs dense layers)")
+        if process not in ("e2e", "gll", "rll", "dtp"):
+            raise ValueError(f"unknown process {process!r}; allowed: 'e2e', 'gll', 'rll', 'dtp'")
+        if process == "dtp" and size is None:
+            raise ValueError("process 'dtp': the inverses' shapes depend on the maps', so pass the input size = (h, w)")
         if head_input not in HEAD_INPUTS:
             raise ValueError(f"unknown head_input {head_input!r}; allowed: {', '.join(map(repr, HEAD_INPUTS))}")
         if head_input != "mean" and size is None:
@@ -180,7 +211,7 @@ class ConvViewEncoder:
             fan_in = KERNEL * KERNEL * channels[l]
             params[f"{l + 1}/W"] = draw((channels[l + 1], KERNEL, KERNEL, channels[l]), fan_in,
                                         init_scale ** 2 * 2.0 / fan_in)
-        side = tuple(size) if size is not None else None
+        side = before = tuple(size) if size is not None else None
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
             if side is not None and specs[l].pool:
@@ -194,6 +225,16 @@ class ConvViewEncoder:
             if feedback == "fa" and l >= 1:
                 params[f"{l + 1}/B"] = draw((C, KERNEL, KERNEL, C_in), KERNEL * KERNEL * C_in,
                                            init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
+            if process == "dtp" and l >= 1:
+                if specs[l].pool and (side[0] * 2 != before[0] or side[1] * 2 != before[1]):
+                    raise ValueError(f"process 'dtp': layer {l + 1}'s inverse, a transposed convolution of stride 2, "
+                                     f"undoes its max-pool only on maps of even side, and inputs of {size[0]} x "
+                                     f"{size[1]} give it maps of {before[0]} x {before[1]}")
+                # as torch's ConvTranspose2d(C, C_in) draws them: fan-in C_in * 9 (its weight's dimension 1)
+                fan = KERNEL * KERNEL * C_in
+                params[f"{l + 1}/V"] = draw((C, KERNEL, KERNEL, C_in), fan, 1.0 / (KERNEL * KERNEL * C))
+                params[f"{l + 1}/c"] = (draw((C_in,), fan, 0.0) if init == "torch" else np.zeros(C_in, dtype=dtype))
+            before = side
         return cls(arch, activation, params, in_channels, head_input)
 
     # -- forward -----------------------------------------------------------------------------------
@@ -261,16 +302,18 @@ class ConvViewEncoder:
         reshapes, the average pool gives a window's locations a quarter each; the max-pool then
         routes it to the window's maximum.
         """
+        return self._down_maps(l, x, a, z, h, self._read_backward(h, df), feedback_kernel)
+
+    def _read_backward(self, h, df):
+        """``dL/dh_l`` (maps shaped as ``h``) from ``df = dL/df_l``: the head's read sent back, ``R^T df``."""
         xp = array_namespace(df)
         if self.head_input == "mean":
             S = h.shape[1] * h.shape[2]
-            dh = xp.broadcast_to((df / S)[:, None, None, :], tuple(h.shape))
-        elif self.head_input == "flatten":
-            dh = xp.reshape(df, tuple(h.shape))
-        else:
-            N, r, c, C = h.shape
-            dh = _avgpool2_backward(h.shape, xp.reshape(df, (N, r // 2, c // 2, C)))
-        return self._down_maps(l, x, a, z, h, dh, feedback_kernel)
+            return xp.broadcast_to((df / S)[:, None, None, :], tuple(h.shape))
+        if self.head_input == "flatten":
+            return xp.reshape(df, tuple(h.shape))
+        N, r, c, C = h.shape
+        return _avgpool2_backward(h.shape, xp.reshape(df, (N, r // 2, c // 2, C)))
 
     def _down_maps(self, l: int, x, a, z, h, dh, feedback_kernel=None):
         """From ``dh = dL/dh_l`` (maps): ``delta_l = pool^T(dh) * phi'(a_l)``, ``dL/dW_l``, ``delta * F_l``."""
@@ -299,7 +342,7 @@ class ConvViewEncoder:
             caches.append(self._up(l, xs[-1]))
             xs.append(caches[-1][2])
         f2 = self._read(L - 1, xs[L])
-        res = hinge_views(e1, f2 @ H.T, hinge.tau, hinge.delta, hinge.negatives)
+        res = _hinge(e1, f2 @ H.T, hinge)
         G = res.grad
         grads = {top + "H": G.T @ f2}
         df = G @ (H if feedback == "bp" else p[top + "B_H"])
@@ -328,7 +371,7 @@ class ConvViewEncoder:
         e1 = self._read(l, self._up(l, _maps(x1))[2]) @ H.T
         a, z, h = self._up(l, x2)
         f2 = self._read(l, h)
-        res = hinge_views(e1, f2 @ H.T, hinge.tau, hinge.delta, hinge.negatives)
+        res = _hinge(e1, f2 @ H.T, hinge)
         G = res.grad
         grads = {pre + "H": G.T @ f2}
         df = G @ (H if feedback == "bp" else self.params[pre + "B_H"])
@@ -336,3 +379,89 @@ class ConvViewEncoder:
         if feedback == "urf":
             grads[pre + "B_H"] = array_namespace(G).asarray(grads[pre + "H"], copy=True)
         return res, grads
+
+    # -- difference target propagation ---------------------------------------------------------------
+
+    def _inverse(self, l: int, h, size):
+        """``g_l(h)`` of layer ``l`` (0-based, ``l >= 1``): drive ``u`` and output, maps of ``size = (h, w)``."""
+        stride = 2 if self.specs[l].pool else 1
+        u = conv2d_input_grad(h, self.params[f"{l + 1}/V"], stride, PADDING, size=size) + self.params[f"{l + 1}/c"]
+        return u, (u if self.specs[l].linear else ACTIVATIONS[self.activation][0](u))
+
+    def inverse_input_shape(self, l: int, size) -> tuple[int, int, int]:
+        """``(h, w, C)`` of layer ``l``'s (0-based) input maps for images of ``size = (h, w)``: what its inverse
+        reconstructs, and the shape of the noise it learns from (per image)."""
+        side = tuple(size)
+        for spec in self.specs[:l]:
+            side = (side[0] // 2, side[1] // 2) if spec.pool else side
+        return (*side, self.specs[l - 1].channels if l else self.in_channels)
+
+    def inverse_grads(self, l: int, h_in, noise):
+        """Reconstruction loss of layer ``l``'s (0-based, ``l >= 1``) inverse on noisy inputs, and its gradients.
+
+        ``h_in``: the layer's input maps (M, h, w, C_{l-1}); ``noise``: ``sigma eps`` of that shape, any namespace
+        (moved to ``h_in``'s). Returns ``(loss, {"l/V": ..., "l/c": ...})`` (module docstring).
+        """
+        xp = array_namespace(h_in)
+        noisy = h_in + xp.asarray(noise, device=array_device(h_in))
+        y = self._up(l, noisy)[2]                           # f_l(h~), held constant: only g_l learns here
+        u, rec = self._inverse(l, y, tuple(noisy.shape[1:3]))
+        r = rec - noisy
+        M = h_in.shape[0]
+        eps = (2.0 / M) * r
+        if not self.specs[l].linear:
+            eps = eps * ACTIVATIONS[self.activation][1](u)
+        stride = 2 if self.specs[l].pool else 1
+        loss = xp.sum(xp.astype(r, xp.float64) ** 2) / M
+        return loss, {f"{l + 1}/V": conv2d_weight_grad(eps, y, KERNEL, stride, PADDING),
+                      f"{l + 1}/c": xp.sum(eps, axis=(0, 1, 2))}
+
+    def _dtp_pass(self, x1, x2, hinge, alpha: float):
+        """Both views up the stack, the hinge at the top head, the targets down: what a DTP step starts from."""
+        L, p = self.n_layers, self.params
+        H = p[f"{L}/H"]
+        h1 = [_maps(x1)]
+        for l in range(L):
+            h1.append(self._up(l, h1[-1])[2])
+        h2, caches = [_maps(x2)], []
+        for l in range(L):
+            caches.append(self._up(l, h2[-1]))
+            h2.append(caches[-1][2])
+        f2 = self._read(L - 1, h2[L])
+        res = _hinge(self._read(L - 1, h1[L]) @ H.T, f2 @ H.T, hinge)
+        N = x2.shape[0]
+        targets = [None] * (L + 1)              # targets[l]: of h_l, the output of 0-based layer l - 1
+        targets[L] = h2[L] - (alpha * N) * self._read_backward(h2[L], res.grad @ H)
+        for l in range(L - 1, 0, -1):           # layer l's inverse maps h_{l+1} back to h_l
+            size = tuple(h2[l].shape[1:3])
+            targets[l] = h2[l] - self._inverse(l, h2[l + 1], size)[1] + self._inverse(l, targets[l + 1], size)[1]
+        return res, f2, h1, h2, caches, targets
+
+    def dtp_targets(self, x1, x2, hinge, alpha: float) -> list:
+        """The targets ``[hat h_1, ..., hat h_L]`` (maps) of a DTP step on views ``x1, x2`` (see :meth:`dtp_grads`)."""
+        return self._dtp_pass(x1, x2, hinge, alpha)[-1][1:]
+
+    def dtp_grads(self, x1, x2, hinge, alpha: float, noise: dict):
+        """One DTP step on maps: the top head from the hinge, every layer from its target, the inverses.
+
+        ``x1, x2``: two views; ``hinge``: a :class:`~neuroplastic.rules.hinge_methods.HingeSettings`; ``alpha``:
+        the top target's step; ``noise[l]`` (layers ``l = 1 .. L-1``, 0-based, those with an inverse): ``sigma
+        eps`` of shape ``(2N, *inverse_input_shape(l, size))``, added to that layer's inputs from view 2 then
+        view 1. Returns ``(DTPResult, grads)`` as :func:`~neuroplastic.rules.hinge_methods.dtp_grads`.
+        """
+        xp = array_namespace(x1, x2)
+        L = self.n_layers
+        res, f2, h1, h2, caches, targets = self._dtp_pass(x1, x2, hinge, alpha)
+        N = x2.shape[0]
+        grads = {f"{L}/H": res.grad.T @ f2}
+        layer_losses = []
+        for l in range(L):
+            diff = h2[l + 1] - targets[l + 1]
+            layer_losses.append(xp.sum(xp.astype(diff, xp.float64) ** 2) / N)
+            grads[f"{l + 1}/W"] = self._down_maps(l, h2[l], *caches[l], (2.0 / N) * diff)[0]
+        inverse_losses = []
+        for l in range(1, L):
+            loss, g = self.inverse_grads(l, xp.concat([h2[l], h1[l]]), noise[l])
+            inverse_losses.append(loss)
+            grads.update(g)
+        return DTPResult(res, layer_losses, inverse_losses), grads

@@ -59,9 +59,6 @@ class NumpyEngine(Engine):
                 require_defaults(protocol, ["rule.head_input"], "a dense encoder's heads read its layers' units "
                                  "(head_input is what a convolutional encoder's heads read of its maps, [model] "
                                  "arch)")
-            if rule.process == "dtp":
-                require_defaults(protocol, ["model.arch"], f"rule {rule.name!r} propagates targets through learned "
-                                 "inverses of dense layers (not implemented for conv encoders)")
             return
         if kind == "views":
             views = ", ".join(repr(n) for n, r in RULES.items() if r.family == "views")

@@ -169,8 +169,8 @@ class TwoViews:
 
     ``[model] arch = "dense"`` trains a :class:`~neuroplastic.rules.hinge_dense.ViewEncoder` on
     flattened images; a named convolutional architecture a
-    :class:`~neuroplastic.rules.hinge_conv.ConvViewEncoder` on the images as maps (end-to-end and
-    layer-wise methods; DTP is dense only). An in-memory data set is converted once; a lazily read
+    :class:`~neuroplastic.rules.hinge_conv.ConvViewEncoder` on the images as maps (every method; DTP's
+    inverses are then transposed convolutions). An in-memory data set is converted once; a lazily read
     one (STL-10 unlabeled) reads each batch. Colour images ``(n, h, w, C)`` are flattened to ``h w C``
     inputs, or read by the conv encoder as maps of ``C`` input channels.
     """
@@ -223,9 +223,14 @@ class TwoViews:
         if rule.process != "dtp":
             raise ValueError(f"rule {rule.name!r}: unknown process {rule.process!r}; known: 'e2e', 'gll', 'rll', 'dtp'")
         r = self.protocol.rule
-        noise = {l: self.arrays.asarray((r.inverse_noise * rng.standard_normal((2 * len(x1), net.sizes[l])))
-                                        .astype(self.dtype)) for l in range(1, L)}
-        res, grads = dtp_grads(params, net.activation, x1, x2, self.hinge, r.target_step, noise)
+        conv = isinstance(net, ConvViewEncoder)
+        shapes = {l: net.inverse_input_shape(l, x1.shape[1:3]) if conv else (net.sizes[l],) for l in range(1, L)}
+        noise = {l: self.arrays.asarray((r.inverse_noise * rng.standard_normal((2 * len(x1), *shape)))
+                                        .astype(self.dtype)) for l, shape in shapes.items()}
+        if conv:
+            res, grads = net.dtp_grads(x1, x2, self.hinge, r.target_step, noise)
+        else:
+            res, grads = dtp_grads(params, net.activation, x1, x2, self.hinge, r.target_step, noise)
         inverse = {k: v for k, v in grads.items() if k.endswith(("/V", "/c"))}
         opt.step("forward", params, {k: v for k, v in grads.items() if k not in inverse})
         if inverse:
