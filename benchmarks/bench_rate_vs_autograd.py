@@ -1,6 +1,6 @@
 """Training throughput of the numpy engine (explicit CLAPP-s rule) vs torch autograd of the same losses.
 
-    python benchmarks/bench_rate_vs_autograd.py [--threads N] [--layers 512 512] [--batch 64] ...
+    python benchmarks/bench_rate_vs_autograd.py [--threads N] [--layers 512 512] [--batch 64] ... [--breakdown]
 
 A third worker, ``explicit_torch``, runs the explicit rule itself on torch tensors (the rate engine's
 ``[engine] array = "torch"``): the same code as the numpy worker, torch's kernels.
@@ -160,6 +160,58 @@ def worker_time(args) -> dict:
                   "glimpses_per_s_mean": glimpses * len(out["step_s_all"]) / sum(out["step_s_all"])}
 
 
+def breakdown(args) -> dict:
+    """Where the numpy step's time goes (median ms over ``--steps``): the whole step, the rule's gradients
+    of every layer (``clapp_sequences``), Adam, and the matrix products alone (the five per layer that the
+    rule, and autograd of its losses, must make: somatic drive, prediction, two weight gradients, the error
+    sent to the context), on arrays of the same shapes."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from neuroplastic.rules import clapp_sequences
+    set_threads(args)
+    engine = NumpyEngine(args, init_params(args))
+    batches = make_batches(args, 4)
+    pairs = [(s, np.asarray(w, dtype=np.float32)) for s, w in make_pair_sets(args, args.warmup + args.steps)]
+    p, (B, T, n_in) = engine.params(), batches[0].shape
+    grads = {k: np.full_like(v, 1e-3) for k, v in p.items()}
+    sizes = [n_in, *args.layers]
+    ones = [(np.ones((B * T, n), np.float32), np.ones((B * (T - 1), n), np.float32)) for n in sizes]
+
+    def step(k):
+        engine.step(batches[k % 4], *pairs[k])
+
+    def rule(k):
+        x = batches[k % 4]
+        for l in range(len(args.layers)):
+            x = clapp_sequences(p[f"{l + 1}/W"], p[f"{l + 1}/W_pred"], x, *pairs[k]).z
+
+    def adam(k):
+        engine.opt.step(p, grads)
+
+    def products(k):
+        for l in range(len(args.layers)):
+            W, Wp = p[f"{l + 1}/W"], p[f"{l + 1}/W_pred"]
+            x, _ = ones[l]
+            z, c = ones[l + 1]
+            c @ Wp.T, c.T @ c, c @ Wp                     # prediction, its weight gradient, error to the context
+            x @ W.T, z.T @ x                              # somatic drive, W's gradient
+
+    out = {}
+    for name, f in (("step", step), ("rule", rule), ("adam", adam), ("products", products)):
+        for k in range(args.warmup):
+            f(k)
+        times = []
+        for k in range(args.warmup, args.warmup + args.steps):
+            t0 = time.perf_counter()
+            f(k)
+            times.append(time.perf_counter() - t0)
+        out[name] = 1e3 * statistics.median(times)
+    return out
+
+
 def worker_check(args) -> dict:
     """One step of each engine from the same weights on the first batch, in float32 and in float64."""
     import numpy as np
@@ -215,6 +267,8 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--breakdown", action="store_true",
+                   help="only split the numpy step's time: the rule, Adam, and its matrix products alone")
     p.add_argument("--worker", choices=["numpy", "torch", "explicit_torch", "check"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.passthrough = worker_options(sys.argv[1:] if argv is None else argv, args.threads)
@@ -231,6 +285,14 @@ def main(argv=None) -> int:
         return 0
 
     n_in = args.patch * args.patch
+    if args.breakdown:
+        ms = breakdown(args)
+        print(f"numpy CLAPP-s step, {n_in} -> {' -> '.join(map(str, args.layers))}, batch {args.batch} x T {args.T}, "
+              f"float32, {args.threads} threads (median of {args.steps} steps):")
+        print(f"  whole step {ms['step']:.1f} ms = the rule's gradients {ms['rule']:.1f} ms (of which matrix products "
+              f"{ms['products']:.1f} ms, the rest {ms['rule'] - ms['products']:.1f} ms) + Adam {ms['adam']:.1f} ms "
+              f"+ other {ms['step'] - ms['rule'] - ms['adam']:.1f} ms")
+        return 0
     print("CLAPP-s training throughput: numpy engine (ClappStack.train_batch) vs torch autograd")
     print(f"network {n_in} -> {' -> '.join(map(str, args.layers))}, batch {args.batch}, T = {args.T} glimpses, "
           f"{args.negatives} negative set(s), data = {args.data}, float32, CPU, Adam lr {args.lr}")
