@@ -12,7 +12,7 @@ the cpp / cuda ratio of the simulation times (> 1: cuda is faster; the target is
 protocol), and how far the two devices' weights after the stream are apart, relative to how far the
 stream moved them:
 
-    d(a, b) = ||W_a - W_b|| / ||W_cpp - W_0||      and      r(a, b) = corr(W_a - W_0, W_b - W_0)
+    d(a, b) = ||W_a - W_b|| / ||W_a - W_0||      and      r(a, b) = corr(W_a - W_0, W_b - W_0)
 
 per plastic matrix. The rate variant is deterministic, so cuda must equal cpp to float precision. The
 spiking variant's noise comes from each device's own generator, so a third process runs cpp again with
@@ -77,7 +77,7 @@ def compare(a: dict, b: dict, w0: dict) -> tuple[float, float]:
 
     d, r = 0.0, 1.0
     for k in w0:
-        moved = np.linalg.norm(a[k] - w0[k])
+        moved = np.linalg.norm(a[k] - w0[k])              # how far run a's stream moved the weights
         d = max(d, np.linalg.norm(a[k] - b[k]) / max(moved, 1e-300))
         da, db = (a[k] - w0[k]).ravel(), (b[k] - w0[k]).ravel()
         r = min(r, float(np.corrcoef(da, db)[0, 1]) if da.std() > 0 and db.std() > 0 else float("nan"))
@@ -144,12 +144,12 @@ def main(argv=None) -> int:
     print(f"simulation time cpp / cuda: {ratio:.1f}x (> 1: cuda is faster; target >= 10)")
     w0 = weights[0][1]
     d, r = compare(weights[1][0], weights[0][0], w0)
-    print(f"cuda vs cpp, same stream: d = {d:.2e}, r = {r:.4f}  (d: ||W_cuda - W_cpp|| / ||W_cpp - W_0||, "
+    print(f"cuda vs cpp, same stream: d = {d:.2e}, r = {r:.4f}  (d: ||W_cuda - W_cpp|| / ||W_cuda - W_0||, "
           f"largest over the matrices; r: smallest correlation of their updates)")
     ratios = {"cpp / cuda simulation time": {"value": ratio, "target": ">= 10",
                                              "what": f"{args.glimpses} glimpses, compile excluded"},
               "weight difference cuda vs cpp": {"value": d, "target": "",
-                                                "what": "||W_cuda - W_cpp|| / ||W_cpp - W_0||"}}
+                                                "what": "final weights apart, over how far cuda moved them"}}
     if len(rows) > 2:
         d2, r2 = compare(weights[2][0], weights[0][0], w0)
         print(f"cpp vs cpp, other spike noise: d = {d2:.2e}, r = {r2:.4f}  (the spike noise's own spread)")

@@ -67,6 +67,11 @@ BENCHMARKS = {
 }
 
 
+def _cell(text: str) -> str:
+    """``text`` as one cell of a markdown table: its pipes (``max |W|``) escaped, so they do not split the row."""
+    return str(text).replace("|", "\\|")
+
+
 def record(name: str, ratios: dict[str, dict[str, Any]], **details: Any) -> None:
     """Called by a benchmark script at its end: write its ratios where ``neuroplastic bench`` asked.
 
@@ -178,12 +183,12 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
              "| benchmark | ratio | value | target | met | what |", "|---|---|---|---|---|---|"]
     for name, res in results.items():
         if "skipped" in res or "failed" in res:
-            lines.append(f"| {name} | — | — | — | — | {res.get('skipped') or 'FAILED ' + res['failed']} |")
+            lines.append(f"| {name} | — | — | — | — | {_cell(res.get('skipped') or 'FAILED ' + res['failed'])} |")
             continue
         for label, r in res["ratios"].items():
             met = _meets(r["value"], r.get("target", ""))
             lines.append(f"| {name} | {label} | {r['value']:.3g} | {r.get('target') or '—'} | "
-                         f"{'—' if met is None else ('yes' if met else '**no**')} | {r.get('what', '')} |")
+                         f"{'—' if met is None else ('yes' if met else '**no**')} | {_cell(r.get('what', ''))} |")
     quick = any(r.get("quick") for r in results.values())
     lines += ["", f"Each script ran once{' at its quick size (`--quick`)' if quick else ''}; its log is "
               "`<name>.log` next to this report. Ratios are measured side by side within one run."]

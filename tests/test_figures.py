@@ -128,13 +128,14 @@ def test_a_failing_benchmark_is_reported_and_the_others_still_run(tmp_path, monk
     (tmp_path / "bench_broken.py").write_text("raise SystemExit('no luck')\n")
     (tmp_path / "bench_ok.py").write_text(
         "from neuroplastic.bench import record\n"
-        "record('ok', {'speed-up': {'value': 2.0, 'target': '>= 1.6', 'what': 'x'}})\n")
+        "record('ok', {'speed-up': {'value': 2.0, 'target': '>= 1.6', 'what': 'max |W| over |W0|'}})\n")
     monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
     monkeypatch.setitem(bench.BENCHMARKS, "broken", bench.Benchmark("bench_broken.py", "fails"))
     monkeypatch.setitem(bench.BENCHMARKS, "ok", bench.Benchmark("bench_ok.py", "works"))
     assert cli(["bench", "broken", "ok", "--out", str(tmp_path / "out")]) == 1
     report = (tmp_path / "out" / "report.md").read_text()
     assert "FAILED exit 1: no luck" in report and "| ok | speed-up | 2 | >= 1.6 | yes |" in report
+    assert "| max \\|W\\| over \\|W0\\| |" in report              # a pipe in a cell does not split its row
 
 
 def test_the_benchmark_against_the_authors_code_reads_their_folder_from_the_environment(tmp_path, monkeypatch):

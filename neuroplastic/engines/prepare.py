@@ -17,9 +17,8 @@ from ..evaluate import check_folds, check_split, stratified_split
 from ..evaluate.probe import validation_split
 from ..data.augment import check_views
 from ..models import load_model
-from ..rules import RULES
 from ..progress import phase
-from ..rules import SETTINGS, SHIFT_KEYS
+from ..rules import RULES, SETTINGS, SHIFT_KEYS
 from ..rules.architectures import parse_architecture, smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
