@@ -19,7 +19,7 @@ from ..data.augment import check_views
 from ..models import load_model
 from ..progress import phase
 from ..rules import RULES, SETTINGS, SHIFT_KEYS
-from ..rules.architectures import parse_architecture, smallest_input
+from ..rules.architectures import odd_pooled_map, parse_architecture, smallest_input
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
 from .registry import get_engine
@@ -193,16 +193,14 @@ def _check_input(protocol, dataset) -> None:
                                         f"windows of its layer's map, and layer {l}'s map is {side} x {side} "
                                         f"(views of {view_side} x {view_side}); use larger views, or another "
                                         "head_input: 'mean' or 'flatten'")
-        if st.kind == "views" and RULES[protocol.rule.name].process == "dtp":
-            side = view_side
-            for l, spec in enumerate(parse_architecture(arch), start=1):
-                if spec.pool and side % 2 and l > 1:
-                    key, value = ("stimulus.crop", st.crop) if st.crop else ("model.arch", arch)
-                    raise ProtocolError(protocol.source, key, f"= {value!r}: DTP's inverse of layer {l} (a "
-                                        f"transposed convolution of stride 2) undoes its max-pool only on maps of "
-                                        f"even side, and views of {view_side} x {view_side} give it {side} x {side}; "
-                                        "use views whose side each max-pool halves evenly")
-                side = side // 2 if spec.pool else side
+        if (st.kind == "views" and RULES[protocol.rule.name].process == "dtp"
+                and (odd := odd_pooled_map(arch, (view_side, view_side), first=2)) is not None):
+            l, (side, _) = odd
+            key, value = ("stimulus.crop", st.crop) if st.crop else ("model.arch", arch)
+            raise ProtocolError(protocol.source, key, f"= {value!r}: DTP's inverse of layer {l} (a transposed "
+                                f"convolution of stride 2) undoes its max-pool only on maps of even side, and views "
+                                f"of {view_side} x {view_side} give it {side} x {side}; use views whose side each "
+                                "max-pool halves evenly")
 
 
 def _check_labelled(protocol, ds, key: str, split: str) -> None:

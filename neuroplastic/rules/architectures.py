@@ -80,3 +80,15 @@ def parse_architecture(arch) -> list[ConvLayerSpec]:
 def smallest_input(arch) -> int:
     """Smallest input side the encoder can take: every 2x2 max-pool halves the maps, down to 1 x 1."""
     return 2 ** sum(spec.pool for spec in parse_architecture(arch))
+
+
+def odd_pooled_map(arch, size, first: int = 1) -> tuple[int, tuple[int, int]] | None:
+    """The first layer (1-based, from ``first`` on) whose max-pool gets maps of an odd side from inputs of
+    ``size = (h, w)``, with that map's side; ``None`` if every pool halves its maps evenly. DTP's inverses,
+    transposed convolutions of stride 2, undo only an even pool."""
+    side = (int(size[0]), int(size[1]))
+    for l, spec in enumerate(parse_architecture(arch), start=1):
+        if spec.pool and l >= first and (side[0] % 2 or side[1] % 2):
+            return l, side
+        side = (side[0] // 2, side[1] // 2) if spec.pool else side
+    return None

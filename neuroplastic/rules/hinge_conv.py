@@ -96,7 +96,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from .architectures import parse_architecture
+from .architectures import odd_pooled_map, parse_architecture
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward
 from .hinge_layers import ACTIVATIONS, head_params, initialiser
 from .hinge_methods import DTPResult, _hinge          # the hinge with every setting, the negatives' weight too
@@ -211,7 +211,8 @@ class ConvViewEncoder:
             fan_in = KERNEL * KERNEL * channels[l]
             params[f"{l + 1}/W"] = draw((channels[l + 1], KERNEL, KERNEL, channels[l]), fan_in,
                                         init_scale ** 2 * 2.0 / fan_in)
-        side = before = tuple(size) if size is not None else None
+        side = tuple(size) if size is not None else None
+        odd = odd_pooled_map(arch, size, first=2) if process == "dtp" else None
         for l in range(L):
             C_in, C = channels[l], channels[l + 1]
             if side is not None and specs[l].pool:
@@ -226,15 +227,14 @@ class ConvViewEncoder:
                 params[f"{l + 1}/B"] = draw((C, KERNEL, KERNEL, C_in), KERNEL * KERNEL * C_in,
                                            init_scale ** 2 * 2.0 / (KERNEL * KERNEL * C_in))
             if process == "dtp" and l >= 1:
-                if specs[l].pool and (side[0] * 2 != before[0] or side[1] * 2 != before[1]):
+                if odd is not None and odd[0] == l + 1:
                     raise ValueError(f"process 'dtp': layer {l + 1}'s inverse, a transposed convolution of stride 2, "
                                      f"undoes its max-pool only on maps of even side, and inputs of {size[0]} x "
-                                     f"{size[1]} give it maps of {before[0]} x {before[1]}")
+                                     f"{size[1]} give it maps of {odd[1][0]} x {odd[1][1]}")
                 # as torch's ConvTranspose2d(C, C_in) draws them: fan-in C_in * 9 (its weight's dimension 1)
                 fan = KERNEL * KERNEL * C_in
                 params[f"{l + 1}/V"] = draw((C, KERNEL, KERNEL, C_in), fan, 1.0 / (KERNEL * KERNEL * C))
                 params[f"{l + 1}/c"] = (draw((C_in,), fan, 0.0) if init == "torch" else np.zeros(C_in, dtype=dtype))
-            before = side
         return cls(arch, activation, params, in_channels, head_input)
 
     # -- forward -----------------------------------------------------------------------------------
