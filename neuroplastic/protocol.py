@@ -201,8 +201,18 @@ COMMON: dict[str, dict[str, Key]] = {
         "arch": Key("str", "dense", "Encoder: 'dense' layers of `layers` two-compartment units on flattened "
                     "glimpses, or a named convolutional CLAPP encoder on patch grids ('vgg6': the paper's; "
                     "'small': for built-in data), see neuroplastic.engines.numpy.conv_stack.", choices=_architectures),
-        "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first (arch = 'dense').",
-                      low=1),
+        "layers": Key("int_list", [64, 64], "Number of neurons of each layer, input side first (arch = 'dense'; "
+                      "with connectivity = 'retinotopic', the neurons at each location).", low=1),
+        "connectivity": Key("str", "dense", "How a layer (arch = 'dense') is wired to the one below: 'dense' (all to "
+                            "all) or 'retinotopic' (locally connected, no weight sharing: a grid of locations of "
+                            "`layers` neurons each, every neuron seeing a `kernel` x `kernel` block of locations "
+                            "below, with one score and modulation factor per location; image patches only), see "
+                            "neuroplastic.rules.retinotopic.", choices=("dense", "retinotopic")),
+        "kernel": Key("int_list", [3], "Retinotopic layers: side of a neuron's receptive field, in locations of the "
+                      "layer below (the input's locations are its pixels); one value for every layer, or one per "
+                      "layer.", low=1),
+        "stride": Key("int_list", [1], "Retinotopic layers: step between the receptive fields of neighbouring "
+                      "locations; one value for every layer, or one per layer.", low=1),
         "init_scale": Key("float", 1.0, "Feed-forward weights start as N(0, init_scale^2 * 2 / fan_in).",
                           low=0, low_open=True),
     },
@@ -584,11 +594,42 @@ def _check_layers(resolved: dict[str, dict[str, Any]], source: str) -> None:
         from .rules.architectures import parse_architecture
 
         n, given = len(parse_architecture(model["arch"])), f"[model] arch = {_show(model['arch'])}"
+    _check_connectivity(resolved, source)
     chosen = resolved["evaluate"]["layers"]
     if chosen != "all" and (too_big := [l for l in chosen if l > n]):
         raise ProtocolError(source, "evaluate.layers", f"= {_show(chosen)}: layer {too_big[0]} does not exist; "
                             f"the model has {n} layer{'s' if n != 1 else ''} ({given}), so layers are "
                             f"numbered 1 to {n}")
+
+
+def _check_connectivity(resolved: dict[str, dict[str, Any]], source: str) -> None:
+    """Retinotopic layers: dense CLAPP layers on glimpse patches whose kernels fit; kernel and stride only with them."""
+    from .rules import RULES
+    from .rules.retinotopic import stack_sizes
+
+    model, rule = resolved["model"], resolved["rule"]["name"]
+    if model["connectivity"] == "dense":
+        for key in ("kernel", "stride"):
+            if model[key] != SCHEMA["model"][key].default:
+                raise ProtocolError(source, f"model.{key}", f"= {_show(model[key])}: read only by retinotopic layers; "
+                                    "set [model] connectivity = 'retinotopic', or leave it out")
+        return
+    where = "[model] connectivity = 'retinotopic'"
+    if model["arch"] != "dense":
+        raise ProtocolError(source, "model.arch", f"= {_show(model['arch'])}: {where} wires dense-style layers of "
+                            "neurons; allowed with it: 'dense' (a conv encoder shares its weights already)")
+    if RULES[rule].family != "clapp" or resolved["stimulus"]["kind"] != "glimpses":
+        raise ProtocolError(source, "model.connectivity", f"= 'retinotopic': read by the CLAPP rules on glimpse "
+                            f"patches (rule {rule!r}, [stimulus] kind = {_show(resolved['stimulus']['kind'])}); "
+                            "allowed here: 'dense'")
+    patch = resolved["stimulus"]["patch"]
+    try:
+        stack_sizes(patch * patch, model["layers"], "retinotopic", patch=patch, kernel=model["kernel"],
+                    stride=model["stride"])
+    except ValueError as err:
+        key = "model.stride" if "stride" in str(err) else "model.kernel"
+        raise ProtocolError(source, key, f"= {_show(model[key.split('.')[1]])}: {err} ([stimulus] patch = "
+                            f"{patch}: the input is a {patch} x {patch} sheet)") from None
 
 
 def resolve_model(name: str, base_dir: Path, source: str, key: str = "model.file") -> Path:

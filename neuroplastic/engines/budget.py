@@ -190,7 +190,16 @@ def _glimpse_shape(ds, stimulus) -> tuple[int, int]:
 
 
 def _dense_sizes(protocol, n_in: int) -> list[int]:
-    return [int(n_in), *(int(n) for n in protocol.model.layers)]
+    """Input and neurons of each layer; a retinotopic layer has ``layers[l]`` neurons at each of its locations
+    (its matrices are stored dense, so the estimate is that of a dense layer of that many neurons)."""
+    from ..rules.retinotopic import stack_sizes
+
+    m = protocol.model
+    try:
+        return stack_sizes(n_in, m.layers, m.connectivity, patch=protocol.stimulus.patch, kernel=m.kernel,
+                           stride=m.stride)
+    except ValueError:          # glimpses that are no patch: refused with its message when the layers are built
+        return [int(n_in), *(int(n) for n in m.layers)]
 
 
 def _show(value) -> str:

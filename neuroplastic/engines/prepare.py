@@ -20,11 +20,12 @@ from ..models import load_model
 from ..progress import phase
 from ..rules import RULES, SETTINGS, SHIFT_KEYS
 from ..rules.architectures import odd_pooled_map, parse_architecture, smallest_input
+from ..rules.retinotopic import Layout, stack_layouts
 from ..stimuli import PatchGrids, glimpse_sequences
 from .budget import check_budget
 from .registry import get_engine
 
-__all__ = ["Prepared", "check", "make_stimulus", "prepare", "seed_sequence"]
+__all__ = ["Prepared", "check", "layer_layouts", "make_stimulus", "prepare", "seed_sequence"]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,23 @@ def make_stimulus(protocol, dataset):
         raise ProtocolError(protocol.source, "rule.offsets", f"= {offsets}: the patch grid has {rows} rows, so a "
                             f"patch can predict at most {rows - 1} rows below it")
     return grids
+
+
+def layer_layouts(protocol, stimulus) -> list[Layout]:
+    """Each layer's connections under ``[model] connectivity`` for the glimpses of ``stimulus`` (a GlimpseGrid).
+
+    Retinotopic layers read a glimpse as a ``patch x patch`` sheet of pixels (of 1 or 3 channels), so
+    they need image patches, without ON/OFF splitting (which puts the OFF copies after the ON ones).
+    """
+    m, st = protocol.model, protocol.stimulus
+    n_in = stimulus.patches.shape[-1]
+    if m.connectivity == "dense":
+        return stack_layouts(n_in, m.layers)
+    if np.shape(stimulus.positions)[1] != 2 or getattr(st, "onoff", False):
+        what = "ON/OFF copies of each pixel" if getattr(st, "onoff", False) else "windows of a sound or a clip"
+        raise ProtocolError(protocol.source, "model.connectivity", f"= 'retinotopic': its neurons see blocks of a "
+                            f"patch's pixels, and these glimpses are {what}; allowed here: 'dense'")
+    return stack_layouts(n_in, m.layers, "retinotopic", patch=st.patch, kernel=m.kernel, stride=m.stride)
 
 
 def _check_input(protocol, dataset) -> None:

@@ -1,6 +1,8 @@
 """All learning math, as plain functions on arrays: the single source of truth every engine uses.
 
 - :mod:`~neuroplastic.rules.clapp`: dense CLAPP and CLAPP-s (one layer's loss and its Hebbian gradient), initial weights;
+- :mod:`~neuroplastic.rules.retinotopic`: locally connected layers without weight sharing (their wiring; the rule of
+  :mod:`~neuroplastic.rules.clapp` with one score per location);
 - :mod:`~neuroplastic.rules.conv`, :mod:`~neuroplastic.rules.conv_clapp`, :mod:`~neuroplastic.rules.architectures`: conv/pool primitives (im2col), conv CLAPP
   per location or per patch, the named conv encoders;
 - :mod:`~neuroplastic.rules.hinge`: the contrastive L1 hinge loss of two views (Tang, Yang & Amit 2022);

@@ -50,6 +50,8 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
+from .retinotopic import Layout, dense_layouts, init_layout_params
+
 __all__ = ["LayerForward", "ClappGrads", "relu", "relu_prime", "forward", "clapp_pairs", "clapp_sequences",
            "init_dense_params", "retro_distance", "stack_rates"]
 
@@ -112,7 +114,7 @@ def stack_rates(params: dict, x) -> list:
 
 
 def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
-                prev: LayerForward | None = None, W_retro=None, weights=None) -> ClappGrads:
+                prev: LayerForward | None = None, W_retro=None, weights=None, layout: Layout | None = None) -> ClappGrads:
     """Explicit CLAPP(-s) gradients for rows of (current, previous) glimpse pairs.
 
     Parameters
@@ -131,36 +133,71 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
     weights : array (n_rows,), optional
         Weight of each row in the mean (default ``1 / n_rows``); lets a caller
         sum a positive and several negative sets into one loss.
+    layout : Layout, optional
+        A retinotopic layer (:mod:`~neuroplastic.rules.retinotopic`): one score and gate per
+        location (``u``, ``gamma`` of shape (n_rows, locations)), the loss summed over locations,
+        the gradients zero off the connections. ``None``: a dense layer.
     """
     xp = array_namespace(W, x)
     cur = forward(W, x) if cur is None else cur
     prev = forward(W, x_prev) if prev is None else prev
     c = prev.z
     d = c @ W_pred.T                          # dendritic prediction from the context
-    u = xp.sum(cur.z * d, axis=-1)            # score of each pair
-    margin = 1 - y * u
-    active = xp.astype(margin > 0, W.dtype)
-    gamma = y * active                        # global modulation factor per pair
     n = x.shape[0]
     w = xp.full((n,), 1.0 / n, dtype=W.dtype, device=array_device(W)) if weights is None else weights
-    g = -(gamma * w)[:, None]                 # d loss / d u, per row, with the mean folded in
+    local = layout is not None and not layout.is_dense
+    if local:                                 # per location: y and the row weights broadcast over locations
+        y, w = y[:, None], w[:, None]
+    u = _scores(cur.z * d, layout)            # score of each pair (and location)
+    margin = 1 - y * u
+    active = xp.astype(margin > 0, W.dtype)
+    gamma = y * active                        # global modulation factor per pair (and location)
+    g = _to_neurons(-(gamma * w), layout)     # d loss / d u, per row, with the mean folded in
     loss = xp.sum(w * xp.maximum(margin, xp.zeros_like(margin)))
     grad_W_pred = (g * cur.z).T @ c
     if W_retro is None:                       # CLAPP-s: r = W_pred^T z, gated by the one score
         r, g_r, grad_W_retro, gamma_r, u_r = cur.z @ W_pred, g, None, None, None
     else:                                     # CLAPP: r = W_retro z, with its own score and gate
         r = cur.z @ W_retro.T
-        u_r = xp.sum(c * r, axis=-1)
+        u_r = _scores(c * r, layout)
         margin_r = 1 - y * u_r
         gamma_r = y * xp.astype(margin_r > 0, W.dtype)
-        g_r = -(gamma_r * w)[:, None]
+        g_r = _to_neurons(-(gamma_r * w), layout)
         loss = loss + xp.sum(w * xp.maximum(margin_r, xp.zeros_like(margin_r)))
         grad_W_retro = (g_r * c).T @ cur.z
     grad_W = (g * d * relu_prime(cur.a)).T @ x + (g_r * r * relu_prime(prev.a)).T @ x_prev
+    grad_W, grad_W_pred, grad_W_retro = _masked(layout, W, grad_W, grad_W_pred, grad_W_retro)
     return ClappGrads(loss, gamma, u, grad_W, grad_W_pred, grad_W_retro, cur.z, gamma_r, u_r)
 
 
-def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrads:
+def _scores(zd, layout):
+    """``sum_i z_i d_i`` over a layer's neurons (..., n) -> (...), or per location -> (..., locations)."""
+    xp = array_namespace(zd)
+    if layout is None or layout.is_dense:
+        return xp.sum(zd, axis=-1)
+    return xp.sum(xp.reshape(zd, (*zd.shape[:-1], layout.locations, -1)), axis=-1)
+
+
+def _to_neurons(g, layout):
+    """A per-row (...) or per-location (..., locations) factor as one value per neuron (..., 1 or n)."""
+    xp = array_namespace(g)
+    if layout is None or layout.is_dense:
+        return g[..., None]
+    m = layout.n // layout.locations
+    return xp.reshape(xp.broadcast_to(g[..., None], (*g.shape, m)), (*g.shape[:-1], layout.n))
+
+
+def _masked(layout, W, *grads):
+    """The gradients of a retinotopic layer zero off its connections (a dense layer's unchanged)."""
+    if layout is None or layout.is_dense:
+        return grads
+    xp = array_namespace(W)
+    masks = [layout.ff_mask, layout.pred_mask, layout.pred_mask]
+    return tuple(None if g is None else g * xp.asarray(m, dtype=W.dtype, device=array_device(W))
+                 for g, m in zip(grads, masks))
+
+
+def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None, layout: Layout | None = None) -> ClappGrads:
     """Explicit CLAPP(-s) gradients for a batch of glimpse sequences, every pair at once.
 
     The same rule as :func:`clapp_pairs`, organised for speed: the soma of every
@@ -184,12 +221,15 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
         per row, only the set that the coin flip chose.
     W_retro : array (n_out, n_out), optional
         CLAPP's retrodiction matrix; ``None`` selects CLAPP-s (``W_pred^T``).
+    layout : Layout, optional
+        A retinotopic layer: scores and gates per location, as :func:`clapp_pairs`.
 
     Returns
     -------
     ClappGrads
-        ``loss = sum_s sum_bt weights * max(0, 1 - y_s u)``; ``gamma`` and ``u``
-        have shape (S, B, T - 1); the gradients are those of ``loss``.
+        ``loss = sum_s sum_bt weights * max(0, 1 - y_s u)`` (summed over locations); ``gamma`` and
+        ``u`` have shape (S, B, T - 1) (retinotopic: (S, B, T - 1, locations)); the gradients are
+        those of ``loss``.
     """
     xp = array_namespace(W, x)
     B, T, n_in = x.shape
@@ -215,15 +255,16 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
     weights = xp.asarray(weights, device=dev)     # drawn on the host: once to the device (numpy: the same array)
     dr = None                                     # sum over sets of g_r * z_cur
     loss = xp.zeros((), dtype=W.dtype, device=dev)
+    local = layout is not None and not layout.is_dense
     gammas, us, gammas_r, us_r = [], [], [], []
     for s, shift in enumerate(shifts):
         y = 1.0 if shift % B == 0 else -1.0
         z_cur = z_next if shift % B == 0 else xp.roll(z_next, shift, axis=0)
-        u = xp.vecdot(z_cur, d)                   # (B, T-1) score of each pair
+        u = _scores(z_cur * d, layout) if local else xp.vecdot(z_cur, d)   # (B, T-1) score of each pair
         margin = 1 - y * u
         gamma = y * xp.astype(margin > 0, W.dtype)
-        w = weights[s]
-        g = -(gamma * w)[..., None]               # d loss / d u per pair
+        w = weights[s][..., None] if local else weights[s]
+        g = _to_neurons(-(gamma * w), layout)     # d loss / d u per pair
         loss = loss + xp.sum(w * xp.maximum(margin, 0.0))
         gd = g * d                                # back to the sequence the glimpse came from:
         delta_cur += gd if shift % B == 0 else xp.roll(gd, -shift, axis=0)
@@ -232,11 +273,11 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
         gammas.append(gamma)
         us.append(u)
         if e is not None:
-            u_r = xp.vecdot(z_cur, e)
+            u_r = _scores(z_cur * e, layout) if local else xp.vecdot(z_cur, e)
             margin_r = 1 - y * u_r
             gamma_r = y * xp.astype(margin_r > 0, W.dtype)
             loss = loss + xp.sum(w * xp.maximum(margin_r, 0.0))
-            gz_r = -(gamma_r * w)[..., None] * z_cur
+            gz_r = _to_neurons(-(gamma_r * w), layout) * z_cur
             dr = gz_r if dr is None else dr + gz_r
             gammas_r.append(gamma_r)
             us_r.append(u_r)
@@ -253,6 +294,7 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None) -> ClappGrad
     delta_a[:, :-1, :] += xp.reshape(back, (B, T - 1, n))   # retrodiction r = W_pred^T z (or W_retro z)
     delta_a *= relu_prime(a)
     grad_W = _rows(delta_a).T @ x2
+    grad_W, grad_W_pred, grad_W_retro = _masked(layout, W, grad_W, grad_W_pred, grad_W_retro)
     retro = (None, None) if W_retro is None else (xp.stack(gammas_r), xp.stack(us_r))
     return ClappGrads(loss, xp.stack(gammas), xp.stack(us), grad_W, grad_W_pred, grad_W_retro, z, *retro)
 
@@ -272,15 +314,11 @@ def init_dense_params(sizes, retro: bool, rng: np.random.Generator, *, dtype="fl
     authors initialise it: a transposed copy would stay the transpose under CLAPP's updates. Keys
     ``"{l}/W"``, ``"{l}/W_pred"``, ``"{l}/W_retro"``
     with layers ``l`` counted from 1, as in metrics and saved arrays. The draws come in this
-    order from ``rng``, so one seed gives one network on every engine.
+    order from ``rng``, so one seed gives one network on every engine
+    (:func:`~neuroplastic.rules.retinotopic.init_layout_params` of dense layouts).
     """
-    params = {}
-    for l, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-        params[f"{l + 1}/W"] = (rng.standard_normal((n, n_in)) * init_scale * np.sqrt(2.0 / n_in)).astype(dtype)
-        params[f"{l + 1}/W_pred"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
-        if retro:
-            params[f"{l + 1}/W_retro"] = (rng.standard_normal((n, n)) * pred_init_scale / np.sqrt(n)).astype(dtype)
-    return params
+    return init_layout_params(dense_layouts(sizes), retro, rng, dtype=dtype, init_scale=init_scale,
+                              pred_init_scale=pred_init_scale)
 
 
 def retro_distance(W_pred, W_retro) -> float:

@@ -40,12 +40,13 @@ import numpy as np
 from ...errors import DeviceError, ModelError, ProtocolError
 from ...models import load_model
 from ...progress import phase
-from ...rules import RULES, init_dense_params, stack_rates
+from ...rules import RULES, stack_rates
+from ...rules.retinotopic import init_layout_params
 from ...stimuli import saccade_stream
 from ..base import Engine, EpochResult, Model, require, require_defaults
-from ..prepare import seed_sequence
+from ..prepare import layer_layouts, seed_sequence
 from .device import Simulator, gpu_available, seed_from_environment
-from .fidelity import FROZEN_ETA, compare_updates, jitter_ceiling, rate_updates
+from .fidelity import FROZEN_ETA, compare_updates, gates, jitter_ceiling, rate_updates
 from .network import build, describe_build_error
 from .spiking import build as build_spiking, steps_per_glimpse
 
@@ -65,13 +66,16 @@ def loss_and_modulation(u: np.ndarray, y: np.ndarray, u_retro: np.ndarray | None
     """Mean hinge loss and fraction of modulated glimpses (gamma != 0) over the glimpses that learn (y != 0).
 
     With CLAPP's retrodiction score ``u_retro`` the loss is the sum of both pathways' (as the numpy
-    engine reports it); the fraction counts the prediction pathway's gate.
+    engine reports it); the fraction counts the prediction pathway's gate. Scores per location
+    ``(n_glimpses, locations)`` (a retinotopic layer): the loss sums the locations' (as the rule
+    does), the fraction counts locations.
     """
     learn = y != 0
-    margin = 1 - y[learn] * u[learn]
-    loss = float(np.mean(np.maximum(margin, 0)))
+    yl = np.reshape(y[learn], (-1,) + (1,) * (np.ndim(u) - 1))
+    margin = 1 - yl * u[learn]
+    loss = float(np.sum(np.maximum(margin, 0))) / max(int(learn.sum()), 1)
     if u_retro is not None:
-        loss += float(np.mean(np.maximum(1 - y[learn] * u_retro[learn], 0)))
+        loss += float(np.sum(np.maximum(1 - yl * u_retro[learn], 0))) / max(int(learn.sum()), 1)
     return loss, float(np.mean(margin > 0))
 
 
@@ -84,11 +88,12 @@ class _Session:
         self.train_idx = prepared.train_idx
         self.patches = prepared.stimulus.patches.astype("float64")
         self.n_positions = self.patches.shape[1]
-        self.sizes = [self.patches.shape[-1], *protocol.model.layers]
         self.rule = RULES[protocol.rule.name]
-        self.params = init_dense_params(self.sizes, self.rule.retro, rng, dtype="float64",
-                                        init_scale=protocol.model.init_scale,
-                                        pred_init_scale=protocol.model.pred_init_scale)
+        self.layouts = layer_layouts(protocol, prepared.stimulus)
+        self.sizes = [self.patches.shape[-1], *(lay.n for lay in self.layouts)]
+        self.params = init_layout_params(self.layouts, self.rule.retro, rng, dtype="float64",
+                                         init_scale=protocol.model.init_scale,
+                                         pred_init_scale=protocol.model.pred_init_scale)
         self.neuron = load_model(protocol.model_path, kind="neuron")
         self.synapses = load_model(protocol.synapses_path, kind="synapses")
         self.spiking = protocol.engine.variant == "spiking"
@@ -107,6 +112,9 @@ class _Session:
                "sizes": self.sizes, "retro": self.rule.retro, "length": self.chunk,
                "glimpse_ms": protocol.stimulus.glimpse_ms, "record": RECORDED_NEURONS,
                "variant": protocol.engine.variant}
+        if protocol.model.connectivity != "dense":
+            key.update(connectivity=protocol.model.connectivity, kernel=protocol.model.kernel,
+                       stride=protocol.model.stride, patch=protocol.stimulus.patch)
         if self.spiking:
             key.update(dt_ms=protocol.engine.dt_ms, spike_neurons=SAVED_SPIKE_NEURONS)
         self.sim = Simulator(protocol.engine.device, key, cuda_arch=protocol.engine.cuda_arch, name=protocol.name)
@@ -121,9 +129,9 @@ class _Session:
             seed_from_environment()
             return build_spiking(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta,
                                  self.glimpse, dt=p.engine.dt_ms * b2.ms, record_spikes=SAVED_SPIKE_NEURONS,
-                                 spike_glimpses=SAVED_SPIKE_GLIMPSES)
+                                 spike_glimpses=SAVED_SPIKE_GLIMPSES, layouts=self.layouts)
         return build(self.neuron, self.synapses, self.sizes, self.rule.retro, x, y, params, eta, self.glimpse,
-                     record=RECORDED_NEURONS)
+                     record=RECORDED_NEURONS, layouts=self.layouts)
 
     def _translate(self, call, *args):
         try:
@@ -420,11 +428,12 @@ def _fidelity(s: _Session, params) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence([s.protocol.seed, 4]))
     stream = saccade_stream(s.train_idx, s.n_positions, s.train_length, s.protocol.stimulus.saccade_prob, rng)
     x, y = stream.glimpses(s.patches), stream.y
-    rate = rate_updates(params, x, y)
+    rate = rate_updates(params, x, y, s.layouts)
     scores = _Scores()
     after = s.simulate(x, y, params, FROZEN_ETA, noise=(FIDELITY, 0), read=lambda bnet, start, n: scores.read(bnet, n))
     spiking = ({k: (after[k] - params[k]) / FROZEN_ETA for k in rate[0]}, *scores.joined())
-    return {"frozen": compare_updates(rate, spiking, y), "ceiling": jitter_ceiling(params, x, y, rng, rate),
+    return {"frozen": compare_updates(rate, spiking, y, s.layouts),
+            "ceiling": jitter_ceiling(params, x, y, rng, rate, s.layouts),
             "glimpses": int(np.count_nonzero(y))}
 
 
@@ -451,9 +460,13 @@ def _run_scores(bnet) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per layer the score u (and CLAPP's u_retro, else None) at every glimpse of one run, either variant."""
     if "counts" in bnet.monitors:                    # spiking
         return bnet.scores(), bnet.retro_scores()
+    def per_glimpse(values):         # (locations, n_glimpses) -> (n_glimpses,), or (n_glimpses, locations)
+        values = np.asarray(values)
+        return values[0] if len(values) == 1 else values.T
+
     mons = bnet.monitors["modulation"]
-    retro = [np.asarray(m.u_retro[0]) for m in mons] if "u_retro" in mons[0].record_variables else None
-    return [np.asarray(m.u[0]) for m in mons], retro
+    retro = [per_glimpse(m.u_retro[:]) for m in mons] if "u_retro" in mons[0].record_variables else None
+    return [per_glimpse(m.u[:]) for m in mons], retro
 
 
 class _Scores:
@@ -478,9 +491,9 @@ def _gates(u, u_retro, y) -> dict[str, np.ndarray]:
     """The scores and gates M = y Theta(1 - y u) of every layer (CLAPP: also the retrodiction pathway's)."""
     out = {}
     for l, v in enumerate(u):
-        out[f"layer{l + 1}/u"], out[f"layer{l + 1}/M"] = v, y * (1 - y * v > 0)
+        out[f"layer{l + 1}/u"], out[f"layer{l + 1}/M"] = v, gates(v, y)
     for l, v in enumerate(u_retro or []):
-        out[f"layer{l + 1}/u_retro"], out[f"layer{l + 1}/M_retro"] = v, y * (1 - y * v > 0)
+        out[f"layer{l + 1}/u_retro"], out[f"layer{l + 1}/M_retro"] = v, gates(v, y)
     return out
 
 

@@ -29,12 +29,14 @@ FROZEN_ETA = 1e-7
 JITTER = 0.01
 
 
-def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list[np.ndarray], list | None]:
+def rate_updates(params: dict, x: np.ndarray, y: np.ndarray, layouts=None) -> tuple[dict, list[np.ndarray], list | None]:
     """The rate rule's updates summed over the stream ``(x, y)`` at frozen weights (``dW / eta``), u per layer,
     and (CLAPP, else None) the retrodiction score u_retro per layer.
 
     ``x`` is (length, n_in), ``y`` (length,) with 0 where nothing learns (the first glimpse, blank padding).
-    The context of glimpse ``k`` is the layer's rate at glimpse ``k - 1``.
+    The context of glimpse ``k`` is the layer's rate at glimpse ``k - 1``. ``layouts``: each layer's
+    :class:`~neuroplastic.rules.retinotopic.Layout` (default dense); a retinotopic layer's scores are
+    (length, locations).
     """
     updates, scores, retro = {}, [], []
     inp = np.asarray(x, dtype=np.float64)
@@ -43,7 +45,8 @@ def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list
     for l in range(1, sum(1 for k in params if k.endswith("/W")) + 1):
         p = {k[len(f"{l}/"):]: np.asarray(v, dtype=np.float64) for k, v in params.items() if k.startswith(f"{l}/")}
         prev = np.concatenate([np.zeros_like(inp[:1]), inp[:-1]])
-        g = clapp_pairs(p["W"], p["W_pred"], inp, prev, y, W_retro=p.get("W_retro"), weights=ones)
+        g = clapp_pairs(p["W"], p["W_pred"], inp, prev, y, W_retro=p.get("W_retro"), weights=ones,
+                        layout=None if layouts is None else layouts[l - 1])
         updates[f"{l}/W"], updates[f"{l}/W_pred"] = -g.W, -g.W_pred
         if g.W_retro is not None:
             updates[f"{l}/W_retro"] = -g.W_retro
@@ -55,22 +58,28 @@ def rate_updates(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[dict, list
 
 
 def gates(u: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The modulation factor ``M = y Theta(1 - y u)`` of every glimpse."""
+    """The modulation factor ``M = y Theta(1 - y u)`` of every glimpse (and location, for u (length, locations))."""
+    y = np.reshape(y, (-1,) + (1,) * (np.ndim(u) - 1))
     return y * (1 - y * u > 0)
 
 
-def compare_updates(ref: tuple, other: tuple, y: np.ndarray) -> dict:
+def compare_updates(ref: tuple, other: tuple, y: np.ndarray, layouts=None) -> dict:
     """Per layer (``"1"``, ...): ``dw_correlation`` and ``norm_ratio`` (other / ref) of ``W``, ``gate_agreement``.
 
     ``ref`` and ``other`` are ``(updates, u)`` or ``(updates, u, u_retro)``; where both carry CLAPP's
-    retrodiction scores, ``gate_agreement_retro`` compares the gates ``M_retro`` too.
+    retrodiction scores, ``gate_agreement_retro`` compares the gates ``M_retro`` too. With retinotopic
+    ``layouts``, ``W`` is compared on its connections only (the zeros off them would agree trivially)
+    and the gates location by location.
     """
     (dw_ref, u_ref, *rest_ref), (dw, u, *rest) = ref, other
     retro_ref, retro = (rest_ref or [None])[0], (rest or [None])[0]
     learn = np.asarray(y) != 0
     out = {"dw_correlation": {}, "norm_ratio": {}, "gate_agreement": {}}
     for l, (ur, uo) in enumerate(zip(u_ref, u), start=1):
-        a, b = np.ravel(dw_ref[f"{l}/W"]), np.ravel(dw[f"{l}/W"])
+        a, b = np.asarray(dw_ref[f"{l}/W"]), np.asarray(dw[f"{l}/W"])
+        if layouts is not None and not layouts[l - 1].is_dense:
+            a, b = a[layouts[l - 1].ff_mask], b[layouts[l - 1].ff_mask]
+        a, b = np.ravel(a), np.ravel(b)
         out["dw_correlation"][str(l)] = float(np.corrcoef(a, b)[0, 1])
         out["norm_ratio"][str(l)] = float(np.linalg.norm(b) / np.linalg.norm(a))
         out["gate_agreement"][str(l)] = float(np.mean(gates(ur, y)[learn] == gates(uo, y)[learn]))
@@ -81,8 +90,8 @@ def compare_updates(ref: tuple, other: tuple, y: np.ndarray) -> dict:
 
 
 def jitter_ceiling(params: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-                   reference: tuple[dict, list] | None = None) -> dict:
+                   reference: tuple[dict, list] | None = None, layouts=None) -> dict:
     """:func:`compare_updates` of the rate rule against itself on the input jittered by :data:`JITTER` (relative)."""
-    ref = reference if reference is not None else rate_updates(params, x, y)
+    ref = reference if reference is not None else rate_updates(params, x, y, layouts)
     jittered = np.asarray(x) * (1 + JITTER * rng.standard_normal(np.shape(x)))
-    return compare_updates(ref, rate_updates(params, jittered, y), y)
+    return compare_updates(ref, rate_updates(params, jittered, y, layouts), y, layouts)

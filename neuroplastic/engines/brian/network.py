@@ -6,12 +6,18 @@ Layout, per layer ``l = 1, 2, ...`` (all names lower case, so they are safe as `
     layer{l}      the neuron of models/<file>.toml [rate]  + the rule's [modulation] layer lines
                   + the retrodiction's gate ([retrodiction_modulation] layer lines for CLAPP,
                   [retrodiction_transpose] layer = M for CLAPP-s)
-    modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+    modulator{l}  one neuron per location: u = sum_j z_j d_j, M = y Theta(1 - y u)
                   (CLAPP also u_retro = sum_i zprev_i r_i, M_retro = y Theta(1 - y u_retro))
     ff{l}         W       previous group -> layer{l}
     pred{l}       W_pred  layer{l} -> layer{l}   (context zprev -> dendrite d)
     retro{l}      W_retro layer{l} -> layer{l}   (CLAPP only; CLAPP-s sums W_pred^T z through pred{l})
     score{l}      layer{l} -> modulator{l}       (u, and CLAPP's u_retro: summed variables)
+    broadcast{l}  modulator{l} -> layer{l}       (retinotopic layers: each location's u, u_retro to its neurons)
+
+A dense layer has one location, every pathway connects all to all and ``u`` is linked to the one
+modulator; a retinotopic layer (:mod:`neuroplastic.rules.retinotopic`) connects ff{l} by the
+receptive fields, pred{l}, retro{l} and score{l} within each location, and its neurons get their
+location's score through broadcast{l} (:func:`connect_scores`).
 
 **The saccade event.** Every group emits the custom event ``saccade`` on the last
 time step of each glimpse (a condition on the time step, so it is the same in
@@ -28,9 +34,10 @@ gate ``M_retro_post``, broadcast the same way from its own score ``u_retro``.
    soma ``a`` (order -300 + 30 l), then dendrite ``d`` and retrodiction ``r``
    (+10), then the scores ``u`` and ``u_retro`` (+20). Brian would otherwise break
    ties by name.
-2. ``synapses`` slot: at the saccade event every plastic synapse applies its
-   update; all of them read only the values stored in step 1, so no update sees
-   another's result.
+2. ``synapses`` slot: at the saccade event (retinotopic layers: first, at order
+   -1, broadcast{l} copies each location's scores to its neurons) every plastic
+   synapse applies its update; all of them read only the values stored in step 1,
+   so no update sees another's result.
 3. ``resets`` slot: the glimpse-end latches (``zprev = z``, ...) store the
    context for the next glimpse.
 
@@ -38,12 +45,15 @@ No ``network_operation`` is used (it is skipped in standalone mode).
 """
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ModelError
 from ...models import ModelFile
+from ...rules.retinotopic import Layout, dense_layouts
 
 __all__ = ["INPUT_EQUATIONS", "BrianClapp", "build"]
 
@@ -54,6 +64,8 @@ xprev : 1                   # the previous glimpse (latched at the end of each g
 """
 INPUT_ON_GLIMPSE_END = "xprev = x"
 SACCADE = "saccade"
+#: The first line of a retinotopic layer's broadcast code (Brian2's order-dependence warning names it).
+BROADCAST = "u_post = u_pre"
 
 
 @dataclass
@@ -69,7 +81,7 @@ class BrianClapp:
     synapses: dict          # "1/W" -> Synapses (plastic ones), like the numpy engine's parameter keys
     eta_group: list
     monitors: dict
-    shapes: dict            # "1/W" -> (n_post, n_pre)
+    wiring: dict            # "1/W" -> ((n_post, n_pre), post, pre): the matrix's shape and the synapses' indices
     duration: object
 
     @property
@@ -100,7 +112,7 @@ class BrianClapp:
         """Read every plastic matrix back as ``matrix[post, pre]`` (works after a standalone run)."""
         out = {}
         for key, syn in self.synapses.items():
-            m = np.zeros(self.shapes[key])
+            m = np.zeros(self.wiring[key][0])
             m[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.w[:])
             out[key] = m
         return out
@@ -116,7 +128,7 @@ class BrianClapp:
             obj, var = name.split(".")
             values[name] = (getattr(self.network[obj], var), value)
         for key, syn in self.synapses.items():
-            post, pre = _all_to_all(*self.shapes[key])
+            _, post, pre = self.wiring[key]
             values[f"{syn.name}.w"] = (syn.w, np.asarray(params[key], dtype=float)[post, pre])
         for group in self.eta_group:
             values[f"{group.name}.eta"] = (group.eta, float(eta))
@@ -160,14 +172,86 @@ def check_synapse_equations(synapses: ModelFile, variant: str, retro: bool) -> t
     return layer_eqs, mod_eqs
 
 
+def connect_plastic(syn, key: str, layout: Layout, params: dict) -> tuple:
+    """Create the synapses of matrix ``key`` (``"1/W"``, ``"1/W_pred"``, ...) as ``layout`` wires it, with the
+    weights of ``params``; return its :attr:`BrianClapp.wiring` entry. Pre-major order, as ``run_args`` sets them."""
+    post, pre = layout.connections(key.split("/")[1])
+    syn.connect(i=pre, j=post)
+    syn.w = np.asarray(params[key], dtype=float)[post, pre]
+    return (layout.n, syn.source.N), post, pre
+
+
+def link_modulator(layer, mod, layout: Layout, retro: bool) -> None:
+    """A dense layer reads its modulator's score: ``u`` (``u_retro``) linked (the model file's ``(linked)``).
+
+    Called before any synapse of the layer is created (a synapse resolves the layer's variables when
+    it is made). A retinotopic layer's neurons get their location's score from :func:`connect_scores`.
+    """
+    import brian2 as b2
+
+    if layout.locations == 1:
+        layer.u = b2.linked_var(mod, "u")      # no index: a size-1 source stays visible to the synapses
+        if retro:
+            layer.u_retro = b2.linked_var(mod, "u_retro")
+
+
+def connect_scores(score, layer, mod, layout: Layout, retro: bool, *, order: int, clock, namespace: dict):
+    """Connect each neuron to its location's modulator (``score``); with several locations, return the broadcast back.
+
+    Brian2 cannot read a subexpression of an index-linked variable (the layer's ``M``) through a
+    synapse, so with several locations :func:`by_location` makes ``u`` a plain variable, and the
+    returned ``broadcast{l}`` synapses (modulator -> its location's neurons) copy the complete score
+    into it at the saccade event, at ``order`` in the synapses slot (after the score, before learning).
+    One location: ``None`` (``u`` is linked, :func:`link_modulator`).
+    """
+    import brian2 as b2
+
+    if layout.locations == 1:
+        score.connect()
+        return None
+    score.connect(i=np.arange(layout.n), j=layout.location)
+    _quiet_broadcast_warning()
+    copy = BROADCAST + ("\nu_retro_post = u_retro_pre" if retro else "")
+    broadcast = b2.Synapses(mod, layer, on_pre={"broadcast": copy}, on_event={"broadcast": SACCADE}, clock=clock,
+                            name=f"broadcast{layer.name[len('layer'):]}", namespace=namespace)
+    broadcast.connect(i=layout.location, j=np.arange(layout.n))
+    broadcast.broadcast.order = order
+    return broadcast
+
+
+def _quiet_broadcast_warning() -> None:
+    """Drop Brian2's warning that the broadcast's ``u_post = u_pre`` may depend on the order of execution.
+
+    Brian2 warns for any write to a postsynaptic variable it cannot prove unique; the broadcast has exactly
+    one synapse per neuron, so no order exists. Only messages that name this line are dropped.
+    """
+    logger = logging.getLogger("brian2.codegen.generators.base")
+    if not any(isinstance(f, _BroadcastFilter) for f in logger.filters):
+        logger.addFilter(_BroadcastFilter())
+
+
+class _BroadcastFilter(logging.Filter):
+    def filter(self, record) -> bool:
+        return f"'{BROADCAST}'" not in record.getMessage()
+
+
+def by_location(equations: str, layout: Layout) -> str:
+    """A layer's equations for ``layout``: with several locations, the scores ``u`` and ``u_retro`` become plain
+    variables (set by :func:`connect_scores`' broadcast) instead of ``(linked)`` ones."""
+    if layout.locations == 1:
+        return equations
+    return re.sub(r"^(\s*u(?:_retro)?\s*:\s*1\s*)\(linked\)", r"\1", equations, flags=re.M)
+
+
 def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
-          y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0):
+          y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0, layouts: list[Layout] | None = None):
     """Create the Brian2 network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     ``retro`` selects CLAPP's W_retro pathway; ``params`` uses the numpy engine's keys
     (``"1/W"``, ``"1/W_pred"``, ``"1/W_retro"`` for layer 1); ``record`` neurons of each layer get
     a StateMonitor of ``a``, ``z``, ``d`` once per glimpse (0: none). The modulators' monitors record
-    ``u``, ``y`` (and CLAPP's ``u_retro``) at every glimpse.
+    ``u``, ``y`` (and CLAPP's ``u_retro``) at every glimpse, for every location. ``layouts``: each
+    layer's wiring (:mod:`neuroplastic.rules.retinotopic`; default dense).
     """
     import brian2 as b2
 
@@ -191,15 +275,15 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             g.run_on_event(SACCADE, latch, when="resets")
         return g
 
+    layouts = layouts or dense_layouts(sizes)
     inp = group(sizes[0], INPUT_EQUATIONS, "input", INPUT_ON_GLIMPSE_END)
-    objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
+    objects, layers, modulators, plastic, wiring = [inp], [], [], {}, {}
     pre_group = inp
-    for l, n in enumerate(sizes[1:]):
-        layer = group(n, neuron_eqs + "\n" + layer_eqs, f"layer{l + 1}", rate.get("on_glimpse_end", ""))
-        mod = group(1, mod_eqs, f"modulator{l + 1}")
-        layer.u = b2.linked_var(mod, "u")        # no index: a size-1 source stays visible to the synapses
-        if retro:
-            layer.u_retro = b2.linked_var(mod, "u_retro")
+    for l, (n, layout) in enumerate(zip(sizes[1:], layouts)):
+        layer = group(n, by_location(neuron_eqs + "\n" + layer_eqs, layout), f"layer{l + 1}",
+                      rate.get("on_glimpse_end", ""))
+        mod = group(layout.locations, mod_eqs, f"modulator{l + 1}")
+        link_modulator(layer, mod, layout, retro)
         layer.eta = eta
         base = -300 + 30 * l
 
@@ -207,10 +291,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             check_summed_units(model, source, target, synapses)
             s = b2.Synapses(source, target, model, on_pre={"learn": code}, on_event={"learn": SACCADE},
                             clock=clock, name=name, namespace=ns)
-            post, pre = _all_to_all(target.N, source.N)
-            s.connect(i=pre, j=post)
-            s.w = np.asarray(params[key], dtype=float)[post, pre]
-            plastic[key], shapes[key] = s, (target.N, source.N)
+            plastic[key], wiring[key] = s, connect_plastic(s, key, layout, params)
             return s
 
         ff = synapse(f"{l + 1}/W", pre_group, layer, syn["feedforward"]["model"],
@@ -224,10 +305,10 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             score_model += "\n" + syn["retrodiction_modulation"]["score"]
         check_summed_units(score_model, layer, mod, synapses)
         score = b2.Synapses(layer, mod, score_model, clock=clock, name=f"score{l + 1}", namespace=ns)
-        score.connect()
+        broadcast = connect_scores(score, layer, mod, layout, retro, order=-1, clock=clock, namespace=ns)
         ff.summed_updaters["a_post"].order = base
         pred.summed_updaters["d_post"].order = base + 10
-        new = [layer, mod, ff, pred, score]
+        new = [layer, mod, ff, pred, score] + ([broadcast] if broadcast is not None else [])
         if retro:
             back = synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                            syn["retrodiction"]["on_glimpse_end"], f"retro{l + 1}")
@@ -243,7 +324,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         pre_group = layer
 
     scores = ["u", "y"] + (["u_retro"] if retro else [])
-    monitors = {"modulation": [b2.StateMonitor(m, scores, record=0, when="before_synapses", name=f"modulation{l + 1}")
+    monitors = {"modulation": [b2.StateMonitor(m, scores, record=True, when="before_synapses", name=f"modulation{l + 1}")
                                for l, m in enumerate(modulators)]}
     if record:
         monitors["traces"] = [b2.StateMonitor(g, ["a", "z", "d"], record=np.arange(min(record, g.N)),
@@ -252,7 +333,7 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     for mons in monitors.values():
         objects += mons
     network = b2.Network(*objects)
-    return BrianClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers, monitors, shapes,
+    return BrianClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers, monitors, wiring,
                       len(x) * glimpse)
 
 

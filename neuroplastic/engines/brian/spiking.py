@@ -4,7 +4,7 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
 
     input         Bernoulli spikes at rate_in * x, x = stimulus(t, i) (one TimedArray row per glimpse)
     layer{l}      (l = 1, 2, ...) the stochastic-hazard soma + dendrite of models/<file>.toml [spiking.layer]
-    modulator{l}  one neuron: u = sum_j z_j d_j, M = y Theta(1 - y u)
+    modulator{l}  one neuron per location: u = sum_j z_j d_j, M = y Theta(1 - y u)
                   (CLAPP also u_retro = sum_i zprev_i r_i, M_retro = y Theta(1 - y u_retro))
     ff{l}         W       previous group's spikes -> layer{l}   (current + eligibility per spike)
     pred{l}       W_pred  layer{l} -> layer{l}   (context spikes -> dendrite, delayed by one glimpse; learning)
@@ -13,7 +13,8 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
     recorded{l}   the layer's spikes during the first glimpses (the raster) and the run's last glimpse (the
                   context the next run replays, ``carry``): an EventMonitor of the event ``recorded``
 
-Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
+A retinotopic layer is wired as in the rate builder (:func:`network.connect_plastic`,
+:func:`network.connect_scores`). Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
 A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
 ``saccade`` on the last step of each glimpse (the layers never spike on that step, so the spike
 count read there is final), and the layers the event ``settled`` when the glimpse's settle window
@@ -34,6 +35,7 @@ order -20             score{l}: u += z dbar                ([spiking.modulation]
 order -10             pred{l}/retro{l} score: r = W_pred^T z or W_retro z
 order  -5             score{l} (CLAPP): u_retro += zprev r   ([spiking.retrodiction_modulation] score)
 order   0             ff{l}, pred{l} on_spike: current, eligibility and dendrite of this step's spikes
+order   5             broadcast{l} (retinotopic layers): each location's u (u_retro) to its neurons
 order  10             every plastic synapse learns (reads dbar, r, M(u), M_retro(u_retro), el, z, zprev)
 after_resets          layer latches (zprev = z, count = 0, dbar = 0), modulator u (u_retro) = 0; then ``settled``
                       if the settle window is empty
@@ -52,7 +54,9 @@ import numpy as np
 
 from ...errors import ModelError
 from ...models import ModelFile
-from .network import SACCADE, BrianClapp, _all_to_all, check_summed_units, check_synapse_equations
+from ...rules.retinotopic import dense_layouts
+from .network import (SACCADE, BrianClapp, by_location, check_summed_units, check_synapse_equations,
+                      connect_plastic, connect_scores, link_modulator)
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +141,26 @@ class BrianSpikingClapp(BrianClapp):
                 for mon, layer in zip(self.monitors["counts"], self.layers)]
 
     def scores(self) -> list[np.ndarray]:
-        """The score u of every layer at each glimpse end (M = y Theta(1 - y u) with the stream's labels y)."""
-        return [np.asarray(m.u[:]) for m in self.monitors["modulation"]]
+        """The score u of every layer at each glimpse end (M = y Theta(1 - y u) with the stream's labels y):
+        (n_glimpses,) per layer, (n_glimpses, locations) for a retinotopic one."""
+        return [self._per_glimpse(m, "u") for m in self.monitors["modulation"]]
 
     def retro_scores(self) -> list[np.ndarray] | None:
         """CLAPP: the retrodiction score u_retro of every layer at each glimpse end (gate M_retro); else None."""
         mons = self.monitors["modulation"]
         if not mons or "u_retro" not in mons[0].record_variables:
             return None
-        return [np.asarray(m.u_retro[:]) for m in mons]
+        return [self._per_glimpse(m, "u_retro") for m in mons]
+
+    def _per_glimpse(self, mon, var: str) -> np.ndarray:
+        """A modulator monitor's values at the glimpse ends, placed by glimpse and location (the event fires on
+        a glimpse's last step, so ``t / glimpse`` rounds down to its glimpse)."""
+        values = np.asarray(getattr(mon, var)[:])
+        if mon.source.N == 1:
+            return values
+        out = np.zeros((self.n_glimpses, mon.source.N))
+        out[np.floor(np.asarray(mon.t_[:]) / self.glimpse_s + 1e-9).astype(int), np.asarray(mon.i[:])] = values
+        return out
 
     def spikes(self, max_glimpses: int | None = None) -> dict[str, np.ndarray]:
         """Spike times (s) and indices of every layer (optionally only those of the first glimpses)."""
@@ -213,13 +228,14 @@ def steps_per_glimpse(glimpse_ms: float, dt_ms: float) -> int:
 
 def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
           y: np.ndarray, params: dict, eta: float, glimpse, *, dt, record_spikes: bool | int = True,
-          monitors: bool = True, spike_glimpses: int | None = None):
+          monitors: bool = True, spike_glimpses: int | None = None, layouts=None):
     """Create the spiking network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     Arguments as :func:`network.build`; ``dt`` is the simulation time step. ``monitors=False`` leaves
     out every monitor but the context's (for timing); ``record_spikes=False`` the spike raster, an integer
     ``k`` records the spikes of the first ``k`` neurons of each layer only, and ``spike_glimpses`` during
-    the first glimpses only (all spikes of a long run take much memory).
+    the first glimpses only (all spikes of a long run take much memory). ``layouts``: each layer's wiring
+    (:mod:`neuroplastic.rules.retinotopic`; default dense).
     """
     import brian2 as b2
 
@@ -280,24 +296,23 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             g.run_regularly(on_step, clock=clock, when="groups", order=1, name=f"{name}_on_step")
         return g
 
+    layouts = layouts or dense_layouts(sizes)
     inp = group(sizes[0], inp_eqs, "input", threshold=spk["input"]["threshold"])
-    objects, layers, modulators, plastic, shapes = [inp], [], [], {}, {}
+    objects, layers, modulators, plastic, wiring = [inp], [], [], {}, {}
     counts, recordings, modmons, traces, replays = [], [], [], [], []
     pre_group = inp
-    for l, n in enumerate(sizes[1:]):
+    for l, (n, layout) in enumerate(zip(sizes[1:], layouts)):
         # The context spikes of the previous chunk's last glimpse (all zero unless a run continues a stream).
         replays.append(b2.TimedArray(np.zeros((k + 1, n)), dt=dt, name=f"replay{l + 1}"))
-        layer = group(n, layer_eqs + "\n" + mod_layer_eqs, f"layer{l + 1}", threshold=spk["layer"]["threshold"],
+        layer = group(n, by_location(layer_eqs + "\n" + mod_layer_eqs, layout), f"layer{l + 1}", threshold=spk["layer"]["threshold"],
                       reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""),
                       on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"),
                       replay=replays[-1])
         mod_latch = syn["modulation"].get("modulator_on_glimpse_end", "")
         if retro:
             mod_latch += "\n" + syn["retrodiction_modulation"].get("modulator_on_glimpse_end", "")
-        mod = group(1, mod_eqs, f"modulator{l + 1}", latch=mod_latch)
-        layer.u = b2.linked_var(mod, "u")
-        if retro:
-            layer.u_retro = b2.linked_var(mod, "u_retro")
+        mod = group(layout.locations, mod_eqs, f"modulator{l + 1}", latch=mod_latch)
+        link_modulator(layer, mod, layout, retro)
         layer.eta = eta
 
         def synapse(key, source, target, model, pathways, name, delay=None):
@@ -306,12 +321,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
             on_event = {p: e for p, (_, e, _) in pathways.items()}
             s = b2.Synapses(source, target, model, on_pre=code, on_event=on_event, clock=clock, name=name,
                             namespace=ns, delay=delay)
-            post, pre = _all_to_all(target.N, source.N)
-            s.connect(i=pre, j=post)
-            s.w = np.asarray(params[key], dtype=float)[post, pre]
+            plastic[key], wiring[key] = s, connect_plastic(s, key, layout, params)
             for p, (_, _, order) in pathways.items():
                 getattr(s, p).order = order
-            plastic[key], shapes[key] = s, (target.N, source.N)
             return s
 
         ff = synapse(f"{l + 1}/W", pre_group, layer, syn["feedforward"]["model"],
@@ -332,10 +344,11 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
         score = b2.Synapses(layer, mod, on_pre={p: c for p, (c, _) in score_paths.items()},
                             on_event={p: SACCADE for p in score_paths}, clock=clock, name=f"score{l + 1}",
                             namespace=ns)
-        score.connect()
+        # a retinotopic layer's scores reach its neurons after the last score pathway (-5), before learning (10)
+        broadcast = connect_scores(score, layer, mod, layout, retro, order=5, clock=clock, namespace=ns)
         for p, (_, order) in score_paths.items():
             getattr(score, p).order = order
-        new = [layer, mod, ff, pred, score]
+        new = [layer, mod, ff, pred, score] + ([broadcast] if broadcast is not None else [])
         if retro:
             new.append(synapse(f"{l + 1}/W_retro", layer, layer, syn["retrodiction"]["model"],
                                {"score": (syn["retrodiction"]["score"], SACCADE, -10),
@@ -367,5 +380,5 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     network = b2.Network(*objects)
     return BrianSpikingClapp(network, ns, stimulus, labels, layers, modulators, plastic, layers,
                              {"recorded": recordings, "counts": counts, "modulation": modmons, "traces": traces},
-                             shapes, len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
+                             wiring, len(x) * glimpse, k, float(glimpse / b2.second), float(ns["rate_out"] / b2.Hz),
                              float((k - settle - 1) * dt / b2.second), raster_glimpses, raster_neurons, replays)

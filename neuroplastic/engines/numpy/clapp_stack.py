@@ -13,7 +13,8 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from ...rules import RULES, Rule, clapp_sequences, init_dense_params, stack_rates
+from ...rules import RULES, Rule, clapp_sequences, stack_rates
+from ...rules.retinotopic import Layout, dense_layouts, init_layout_params
 from .backend import host_floats
 
 __all__ = ["ClappStack", "BatchStats"]
@@ -28,7 +29,7 @@ class BatchStats:
 
 
 class ClappStack:
-    """Dense two-compartment rate layers trained with CLAPP or CLAPP-s.
+    """Two-compartment rate layers, dense or retinotopic, trained with CLAPP or CLAPP-s.
 
     Parameters
     ----------
@@ -38,21 +39,25 @@ class ClappStack:
         Entry of :data:`neuroplastic.rules.RULES`.
     params : dict
         ``"{l}/W"``, ``"{l}/W_pred"`` (and ``"{l}/W_retro"`` for CLAPP) per layer ``l = 1, 2, ...``.
+    layouts : list of Layout, optional
+        Each layer's connections and locations (:mod:`neuroplastic.rules.retinotopic`); default dense.
     """
 
-    def __init__(self, sizes: list[int], rule: Rule | str, params: dict):
+    def __init__(self, sizes: list[int], rule: Rule | str, params: dict, layouts: list[Layout] | None = None):
         self.sizes = list(sizes)
         self.rule = RULES[rule] if isinstance(rule, str) else rule
         self.params = params
+        self.layouts = layouts or dense_layouts(self.sizes)
 
     @classmethod
     def init(cls, sizes, rule, rng: np.random.Generator, *, dtype="float32",
-             init_scale=1.0, pred_init_scale=0.1) -> "ClappStack":
+             init_scale=1.0, pred_init_scale=0.1, layouts: list[Layout] | None = None) -> "ClappStack":
         """He-normal feed-forward weights; small random prediction (and retrodiction) weights."""
         rule = RULES[rule] if isinstance(rule, str) else rule
-        params = init_dense_params(sizes, rule.retro, rng, dtype=dtype, init_scale=init_scale,
-                                   pred_init_scale=pred_init_scale)
-        return cls(sizes, rule, params)
+        layouts = layouts or dense_layouts(sizes)
+        params = init_layout_params(layouts, rule.retro, rng, dtype=dtype, init_scale=init_scale,
+                                    pred_init_scale=pred_init_scale)
+        return cls(sizes, rule, params, layouts)
 
     @property
     def n_layers(self) -> int:
@@ -97,12 +102,14 @@ class ClappStack:
         for l in range(self.n_layers):
             p = f"{l + 1}/"
             g = clapp_sequences(self.params[p + "W"], self.params[p + "W_pred"], x, shifts, weights,
-                                W_retro=self.params.get(p + "W_retro"))
+                                W_retro=self.params.get(p + "W_retro"), layout=self.layouts[l])
             grads[p + "W"], grads[p + "W_pred"] = g.W, g.W_pred
             if g.W_retro is not None:
                 grads[p + "W_retro"] = g.W_retro
             losses.append(g.loss)
-            modulated.append(xp.sum(xp.astype(active & (g.gamma != 0), x.dtype)) / n_active)
+            on = g.gamma != 0                         # retinotopic: per location, the fraction over locations
+            per_pair = active if on.ndim == active.ndim else active[..., None]
+            modulated.append(xp.sum(xp.astype(per_pair & on, x.dtype)) / (n_active * (on.size // active.size)))
             x = g.z                                   # input of the next layer, before this update
         optimizer.step(self.params, grads)
         stats = host_floats([*losses, *modulated])   # one device-to-host transfer per batch

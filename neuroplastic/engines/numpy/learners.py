@@ -26,6 +26,7 @@ from ...rules import RULES, retro_distance
 from ...rules.hinge_conv import ConvViewEncoder
 from ...rules.hinge_dense import ViewEncoder
 from ...rules.hinge_methods import HingeSettings, dtp_grads
+from ..prepare import layer_layouts
 from .clapp_stack import ClappStack
 from .conv_stack import ConvClappStack
 from .backend import Backend, backend, host_floats
@@ -92,10 +93,11 @@ class DenseClapp:
     def __init__(self, protocol, prepared, rng, arrays: Backend | None = None):
         self.dtype, self.protocol, self.arrays = protocol.engine.dtype, protocol, arrays or backend(protocol)
         self.patches = prepared.stimulus.patches.astype(self.dtype)
-        self.sizes = [self.patches.shape[-1], *protocol.model.layers]
+        layouts = layer_layouts(protocol, prepared.stimulus)
+        self.sizes = [self.patches.shape[-1], *(lay.n for lay in layouts)]
         self.net = ClappStack.init(self.sizes, protocol.rule.name, rng, dtype=self.dtype,
                                    init_scale=protocol.model.init_scale,
-                                   pred_init_scale=protocol.model.pred_init_scale)
+                                   pred_init_scale=protocol.model.pred_init_scale, layouts=layouts)
         self.params, self.n_layers = self.net.params, self.net.n_layers
         self.optimizer = make_optimizer(protocol.rule.optimizer, protocol.rule.lr)
 
@@ -110,7 +112,7 @@ class DenseClapp:
 
     def features(self, params, probe) -> list:
         a = self.arrays
-        stack, patches = ClappStack(self.sizes, self.net.rule, a.params(params)), probe.stimulus.patches
+        stack, patches = ClappStack(self.sizes, self.net.rule, a.params(params), self.net.layouts), probe.stimulus.patches
         if isinstance(patches, np.ndarray) and a.name == "numpy":
             return stack.features(patches.astype(self.dtype))
         return _in_chunks(a, stack.features, patches, lambda chunk: np.asarray(chunk).astype(self.dtype))

@@ -24,13 +24,11 @@ def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> di
 
     Returns the per-glimpse score ``u`` and modulation factor ``gamma`` of every
     layer, as arrays (n_layers, length), for comparison with the Brian2 monitors;
-    for CLAPP also the retrodiction pathway's ``u_retro`` and ``gamma_retro``.
+    for CLAPP also the retrodiction pathway's ``u_retro`` and ``gamma_retro``. With
+    retinotopic layers (``net.layouts``), one array (length, locations) per layer.
     """
     n_layers = net.n_layers
-    u = np.zeros((n_layers, len(x)))
-    gamma = np.zeros((n_layers, len(x)))
-    u_r = np.zeros((n_layers, len(x)))
-    gamma_r = np.zeros((n_layers, len(x)))
+    u, gamma, u_r, gamma_r = ([np.zeros((len(x), lay.locations)) for lay in net.layouts] for _ in range(4))
     latched: list[LayerForward | None] = [None] * n_layers     # each layer's soma one glimpse back
     inputs_prev = [None] * n_layers
     for k in range(len(x)):
@@ -45,17 +43,21 @@ def train_stream(net: ClappStack, x: np.ndarray, y: np.ndarray, lr: float) -> di
                 p = f"{l + 1}/"
                 g = clapp_pairs(net.params[p + "W"], net.params[p + "W_pred"], inp_l, inputs_prev[l],
                                 np.array([y[k]], dtype=inp_l.dtype), cur=cur, prev=latched[l],
-                                W_retro=net.params.get(p + "W_retro"))
-                u[l, k], gamma[l, k] = float(g.u[0]), float(g.gamma[0])
+                                W_retro=net.params.get(p + "W_retro"), layout=net.layouts[l])
+                u[l][k], gamma[l][k] = g.u[0], g.gamma[0]
                 updates[p + "W"], updates[p + "W_pred"] = g.W, g.W_pred
                 if g.W_retro is not None:
                     updates[p + "W_retro"] = g.W_retro
-                    u_r[l, k], gamma_r[l, k] = float(g.u_retro[0]), float(g.gamma_retro[0])
+                    u_r[l][k], gamma_r[l][k] = g.u_retro[0], g.gamma_retro[0]
             for key, grad in updates.items():
                 net.params[key] -= lr * grad
         for l, (inp_l, cur) in enumerate(now):
             latched[l], inputs_prev[l] = cur, inp_l
-    out = {"u": u, "gamma": gamma}
+
+    def joined(per_layer):          # dense: (n_layers, length); retinotopic: per layer (length, locations)
+        return np.stack([v[:, 0] for v in per_layer]) if all(v.shape[1] == 1 for v in per_layer) else per_layer
+
+    out = {"u": joined(u), "gamma": joined(gamma)}
     if net.rule.retro:
-        out.update(u_retro=u_r, gamma_retro=gamma_r)
+        out.update(u_retro=joined(u_r), gamma_retro=joined(gamma_r))
     return out
