@@ -230,7 +230,7 @@ def test_cpp_spiking_updates_follow_the_per_location_rate_rule(tmp_path, monkeyp
         assert measures["gate_agreement"][l] >= 0.8, measures
 
 
-def test_protocol_checks_name_the_key(tmp_path):
+def test_protocol_checks_name_the_key(tmp_path, capsys):
     base = ROOT / "protocols" / "clapp_natural_images.toml"
     with pytest.raises(ProtocolError, match=r"\[model\] kernel = \[3\]: layer 2: kernel 3 does not fit the 2 x 2"):
         load(base, ['model.connectivity="retinotopic"', "model.kernel=[3]", "model.layers=[4, 4]"])
@@ -238,14 +238,12 @@ def test_protocol_checks_name_the_key(tmp_path):
         load(base, ["model.kernel=[2]"])
     with pytest.raises(ProtocolError, match=r"\[model\] arch = .*allowed with it: 'dense'"):
         load(ROOT / "protocols" / "clapp_conv_quick.toml", ['model.connectivity="retinotopic"'])
-    with pytest.raises(ProtocolError, match=r"\[model\] connectivity = 'retinotopic'.*windows of a sound"):
-        from neuroplastic.engines.prepare import prepare
-        from neuroplastic.engines.registry import get_engine
-
-        p = load(ROOT / "protocols" / "clapp_speech_quick.toml", ['model.connectivity="retinotopic"', "model.kernel=[1]",
-                                                                  "model.layers=[4]", "evaluate.layers=[1]"])
-        prepared = prepare(p, running=False)
-        get_engine("numpy").init(p, prepared, np.random.default_rng(0))
+    # found with the data, before a run directory exists
+    rc = cli(["run", str(ROOT / "protocols" / "clapp_speech_quick.toml"), "--out", str(tmp_path), "--quiet",
+              "--set", 'model.connectivity="retinotopic"', "--set", "model.kernel=[1]", "--set", "model.layers=[4]",
+              "--set", "evaluate.layers=[1]"])
+    assert rc == 2 and not list(tmp_path.iterdir())
+    assert "[model] connectivity = 'retinotopic'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("engine", ["numpy", "brian"])

@@ -172,17 +172,24 @@ def layer_layouts(protocol, stimulus) -> list[Layout]:
     n_in = stimulus.patches.shape[-1]
     if m.connectivity == "dense":
         return stack_layouts(n_in, m.layers)
-    if np.shape(stimulus.positions)[1] != 2 or getattr(st, "onoff", False):
-        what = "ON/OFF copies of each pixel" if getattr(st, "onoff", False) else "windows of a sound or a clip"
+    _check_retinotopic(protocol, images=np.shape(stimulus.positions)[1] == 2)
+    return stack_layouts(n_in, m.layers, "retinotopic", patch=st.patch, kernel=m.kernel, stride=m.stride)
+
+
+def _check_retinotopic(protocol, images: bool) -> None:
+    """Retinotopic layers need glimpses that are image patches, not split into ON/OFF copies."""
+    onoff = getattr(protocol.stimulus, "onoff", False)
+    if protocol.model.connectivity == "retinotopic" and (onoff or not images):
+        what = "ON/OFF copies of each pixel" if onoff else "windows of a sound or a clip"
         raise ProtocolError(protocol.source, "model.connectivity", f"= 'retinotopic': its neurons see blocks of a "
                             f"patch's pixels, and these glimpses are {what}; allowed here: 'dense'")
-    return stack_layouts(n_in, m.layers, "retinotopic", patch=st.patch, kernel=m.kernel, stride=m.stride)
 
 
 def _check_input(protocol, dataset) -> None:
     """Refuse an input the encoder cannot read: views larger than the images, maps that its max-pools (or its
     heads' 2 x 2 average) would shrink below 1 x 1."""
     st, arch = protocol.stimulus, protocol.model.arch
+    _check_retinotopic(protocol, images=dataset.domain == "image")
     view_side = dataset.samples.shape[1]
     if st.kind == "views":
         h, w = dataset.samples.shape[1:3]                                   # (h, w) of grey or colour images
