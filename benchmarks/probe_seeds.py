@@ -5,7 +5,9 @@
 Each seed is an ordinary run in the results store (``--out``, default
 ``runs/``), so finished seeds are reused (pass ``--force`` to recompute). Prints
 mean ± std per layer, the gain over random paired by seed, on how many seeds the trained
-network wins, and whether it beats random on average.
+network wins, and whether it beats random on average. A spiking run's probe reads its spikes;
+``--baseline probe_random_rates`` compares it with the random encoder read out as rates
+(``probe_rates`` and ``probe_random_rates`` of its summary).
 """
 from __future__ import annotations
 
@@ -21,8 +23,12 @@ from neuroplastic.protocol import load
 from neuroplastic.results import Run
 
 
-def probe_over_seeds(protocol_file: Path, seeds: list[int], out: Path, extra: list[str], force: bool):
-    """Run (or reuse) one run per seed; return {layer: (trained accuracies, random accuracies)}."""
+def probe_over_seeds(protocol_file: Path, seeds: list[int], out: Path, extra: list[str], force: bool,
+                     trained: str = "probe", baseline: str = "probe_random"):
+    """Run (or reuse) one run per seed; return {layer: (trained accuracies, random accuracies)}.
+
+    ``trained`` and ``baseline`` name the summary's probe tables that are compared.
+    """
     table: dict[str, tuple[list[float], list[float]]] = {}
     for seed in seeds:
         overrides = [*extra, f"seed={seed}"]
@@ -34,10 +40,10 @@ def probe_over_seeds(protocol_file: Path, seeds: list[int], out: Path, extra: li
             if rc != 0:
                 sys.exit(f"seed {seed} failed (exit {rc})")
         summary = json.loads((directory / "summary.json").read_text())
-        for layer, acc in summary["probe"].items():
-            trained, rand = table.setdefault(layer, ([], []))
-            trained.append(acc)
-            rand.append(summary["probe_random"][layer])
+        for layer, acc in summary[trained].items():
+            mine, rand = table.setdefault(layer, ([], []))
+            mine.append(acc)
+            rand.append(summary[baseline][layer])
     return table
 
 
@@ -48,9 +54,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
     p.add_argument("--force", action="store_true", help="recompute seeds that already finished")
+    tables = ("probe", "probe_random", "probe_rates", "probe_random_rates")
+    p.add_argument("--trained", default="probe", choices=tables, help="the trained network's probe table")
+    p.add_argument("--baseline", default="probe_random", choices=tables,
+                   help="the random encoder's probe table (spiking runs: probe_random_rates reads it as rates)")
     args = p.parse_args(argv)
-    table = probe_over_seeds(args.protocol, args.seeds, args.out, args.overrides, args.force)
-    print(f"{args.protocol} — linear probe, {len(args.seeds)} seeds {args.seeds} (mean ± std)")
+    table = probe_over_seeds(args.protocol, args.seeds, args.out, args.overrides, args.force, args.trained,
+                             args.baseline)
+    print(f"{args.protocol} — linear probe, {len(args.seeds)} seeds {args.seeds} (mean ± std; "
+          f"{args.trained} against {args.baseline})")
     print(f"{'layer':>5}  {'trained':>15}  {'random':>15}  {'gain, points':>14}  seeds won  beats random")
     for layer, (trained, rand) in table.items():
         t, r = np.array(trained), np.array(rand)

@@ -1,7 +1,7 @@
 """The CLAPP family on every array back end: one code path for numpy, torch (CPU, CUDA) and CuPy.
 
-A step computed from torch tensors (or CuPy arrays) must be the numpy step, to rounding: dense and
-conv CLAPP and CLAPP-s (both samplings of the conv rule, both scores), their Adam updates and state,
+A step computed from torch tensors (or CuPy arrays) must be the numpy step, to rounding: dense,
+retinotopic and conv CLAPP and CLAPP-s (both samplings of the conv rule, both scores), their Adam updates and state,
 losses and modulated fractions, the features, the conv primitives and the optimisers. Every result
 must come back as an array of the input's namespace and device, never numpy. Torch CPU float64 runs
 whenever torch is installed; CUDA and CuPy only where present.
@@ -16,6 +16,7 @@ from neuroplastic.engines.numpy.conv_stack import ConvClappStack
 from neuroplastic.engines.numpy.optim import SGD, Adam, GroupedOptimizer
 from neuroplastic.rules import clapp_pairs, conv_clapp_layer, retro_distance, stack_rates
 from neuroplastic.rules import conv
+from neuroplastic.rules.retinotopic import Layout, stack_layouts
 from neuroplastic.rules.conv import conv2d, conv2d_input_grad, conv2d_weight_grad, maxpool2, maxpool2_backward, relu_
 
 pytestmark = pytest.mark.torch
@@ -106,12 +107,18 @@ def _same_optimiser(be, opt, ref, what):
 # ---------------------------------------------------------------------------------------------
 # dense CLAPP / CLAPP-s
 
+@pytest.mark.parametrize("wiring", ["dense", "retinotopic"])
 @pytest.mark.parametrize("rule", ["clapp_s", "clapp"])
-def test_dense_train_batch_equals_numpy(be, rule):
+def test_dense_train_batch_equals_numpy(be, rule, wiring):
     rng = np.random.default_rng(0)
-    ref = ClappStack.init([6, 5, 4], rule, rng, dtype="float64", pred_init_scale=2.0)
-    x = rng.standard_normal((5, 4, 6))
-    net = ClappStack(ref.sizes, rule, {k: be.to(v) for k, v in ref.params.items()})
+    if wiring == "dense":
+        sizes, layouts = [6, 5, 4], None
+    else:                         # 4 x 4 inputs -> 3 x 3 x 2 -> 2 x 2 x 3, one score per location
+        layouts = stack_layouts(16, [2, 3], "retinotopic", patch=4, kernel=[2], stride=[1])
+        sizes = [16, *(lay.n for lay in layouts)]
+    ref = ClappStack.init(sizes, rule, rng, dtype="float64", pred_init_scale=2.0, layouts=layouts)
+    x = rng.standard_normal((5, 4, sizes[0]))
+    net = ClappStack(ref.sizes, rule, {k: be.to(v) for k, v in ref.params.items()}, ref.layouts)
     xb = be.to(x)
     opt_ref, opt = Adam(0.01), Adam(0.01)
     draws = np.random.default_rng(1)
@@ -133,17 +140,21 @@ def test_dense_train_batch_equals_numpy(be, rule):
         be.same(f, f_ref, f"rates of layer {l + 1} (2-D input)")
 
 
+@pytest.mark.parametrize("retinotopic", [False, True])
 @pytest.mark.parametrize("retro", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_clapp_pairs_and_retro_distance_equal_numpy(be, retro, weighted):
+def test_clapp_pairs_and_retro_distance_equal_numpy(be, retro, weighted, retinotopic):
     rng = np.random.default_rng(2)
-    W, W_pred, W_retro = rng.standard_normal((5, 6)), rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
-    x, x_prev = rng.standard_normal((7, 6)), rng.standard_normal((7, 6))
+    # retinotopic: 3 x 3 inputs -> 2 x 2 locations of 2 neurons (8 = 4 x 2), a score per location
+    layout = Layout.retinotopic(3, 1, 2, 1, 2) if retinotopic else None
+    n, n_in = (8, 9) if retinotopic else (5, 6)
+    W, W_pred, W_retro = rng.standard_normal((n, n_in)), rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    x, x_prev = rng.standard_normal((7, n_in)), rng.standard_normal((7, n_in))
     y = np.where(rng.random(7) < 0.5, 1.0, -1.0)
     w = rng.random(7) if weighted else None
-    ref = clapp_pairs(W, W_pred, x, x_prev, y, W_retro=W_retro if retro else None, weights=w)
+    ref = clapp_pairs(W, W_pred, x, x_prev, y, W_retro=W_retro if retro else None, weights=w, layout=layout)
     got = clapp_pairs(*map(be.to, (W, W_pred, x, x_prev, y)), W_retro=be.to(W_retro) if retro else None,
-                      weights=None if w is None else be.to(w))
+                      weights=None if w is None else be.to(w), layout=layout)
     for field, value in ref._asdict().items():
         if value is None:
             assert getattr(got, field) is None, field

@@ -108,8 +108,10 @@ class ClappStack:
                 grads[p + "W_retro"] = g.W_retro
             losses.append(g.loss)
             on = g.gamma != 0                         # retinotopic: per location, the fraction over locations
-            per_pair = active if on.ndim == active.ndim else active[..., None]
-            modulated.append(xp.sum(xp.astype(per_pair & on, x.dtype)) / (n_active * (on.size // active.size)))
+            local = on.ndim > active.ndim
+            per_pair = active[..., None] if local else active
+            locations = on.shape[-1] if local else 1
+            modulated.append(xp.sum(xp.astype(per_pair & on, x.dtype)) / (n_active * locations))
             x = g.z                                   # input of the next layer, before this update
         optimizer.step(self.params, grads)
         stats = host_floats([*losses, *modulated])   # one device-to-host transfer per batch
