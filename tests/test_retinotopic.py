@@ -110,7 +110,8 @@ def test_per_location_rule_is_the_dense_rule_of_each_location():
             rows = slice(loc * m, (loc + 1) * m)
             seen = lay.ff_mask[loc * m]
             sub = clapp_pairs(p["1/W"][rows][:, seen], p["1/W_pred"][rows, rows], x[:, seen], x_prev[:, seen], y,
-                              W_retro=None if rule == "clapp_s" else p["1/W_retro"][rows, rows], weights=np.full(6, 1 / 6))
+                              W_retro=None if rule == "clapp_s" else p["1/W_retro"][rows, rows],
+                              weights=np.full(6, 1 / 6))
             np.testing.assert_allclose(g.u[:, loc], sub.u, atol=1e-13)
             np.testing.assert_allclose(g.W[rows][:, seen], sub.W, atol=1e-13)
             np.testing.assert_allclose(g.W_pred[rows, rows], sub.W_pred, atol=1e-13)

@@ -113,8 +113,8 @@ def stack_rates(params: dict, x) -> list:
     return out
 
 
-def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None,
-                prev: LayerForward | None = None, W_retro=None, weights=None, layout: Layout | None = None) -> ClappGrads:
+def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None, prev: LayerForward | None = None,
+                W_retro=None, weights=None, layout: Layout | None = None) -> ClappGrads:
     """Explicit CLAPP(-s) gradients for rows of (current, previous) glimpse pairs.
 
     Parameters

@@ -460,6 +460,7 @@ def _run_scores(bnet) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per layer the score u (and CLAPP's u_retro, else None) at every glimpse of one run, either variant."""
     if "counts" in bnet.monitors:                    # spiking
         return bnet.scores(), bnet.retro_scores()
+
     def per_glimpse(values):         # (locations, n_glimpses) -> (n_glimpses,), or (n_glimpses, locations)
         values = np.asarray(values)
         return values[0] if len(values) == 1 else values.T

@@ -29,7 +29,8 @@ FROZEN_ETA = 1e-7
 JITTER = 0.01
 
 
-def rate_updates(params: dict, x: np.ndarray, y: np.ndarray, layouts=None) -> tuple[dict, list[np.ndarray], list | None]:
+def rate_updates(params: dict, x: np.ndarray, y: np.ndarray,
+                 layouts=None) -> tuple[dict, list[np.ndarray], list | None]:
     """The rate rule's updates summed over the stream ``(x, y)`` at frozen weights (``dW / eta``), u per layer,
     and (CLAPP, else None) the retrodiction score u_retro per layer.
 

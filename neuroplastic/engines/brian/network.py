@@ -244,7 +244,8 @@ def by_location(equations: str, layout: Layout) -> str:
 
 
 def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool, x: np.ndarray,
-          y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0, layouts: list[Layout] | None = None):
+          y: np.ndarray, params: dict, eta: float, glimpse, *, record: int = 0,
+          layouts: list[Layout] | None = None):
     """Create the Brian2 network (in the active device) for a glimpse stream ``x`` (length, n_in).
 
     ``retro`` selects CLAPP's W_retro pathway; ``params`` uses the numpy engine's keys

@@ -14,7 +14,8 @@ Same layout and interface as :mod:`neuroplastic.engines.brian.network` (the rate
                   context the next run replays, ``carry``): an EventMonitor of the event ``recorded``
 
 A retinotopic layer is wired as in the rate builder (:func:`network.connect_plastic`,
-:func:`network.connect_scores`). Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its input rate is layer ``l``'s rate.
+:func:`network.connect_scores`). Layer ``l + 1`` receives layer ``l``'s spikes; its estimate of its
+input rate is layer ``l``'s rate.
 A glimpse lasts ``steps_per_glimpse`` time steps of ``dt``; every group emits the custom event
 ``saccade`` on the last step of each glimpse (the layers never spike on that step, so the spike
 count read there is final), and the layers the event ``settled`` when the glimpse's settle window
@@ -304,9 +305,9 @@ def build(neuron: ModelFile, synapses: ModelFile, sizes: list[int], retro: bool,
     for l, (n, layout) in enumerate(zip(sizes[1:], layouts)):
         # The context spikes of the previous chunk's last glimpse (all zero unless a run continues a stream).
         replays.append(b2.TimedArray(np.zeros((k + 1, n)), dt=dt, name=f"replay{l + 1}"))
-        layer = group(n, by_location(layer_eqs + "\n" + mod_layer_eqs, layout), f"layer{l + 1}", threshold=spk["layer"]["threshold"],
-                      reset=spk["layer"]["reset"], latch=spk["layer"].get("on_glimpse_end", ""),
-                      on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"),
+        layer = group(n, by_location(layer_eqs + "\n" + mod_layer_eqs, layout), f"layer{l + 1}",
+                      threshold=spk["layer"]["threshold"], reset=spk["layer"]["reset"],
+                      latch=spk["layer"].get("on_glimpse_end", ""), on_settled=spk["layer"].get("on_settled"), on_step=spk["layer"].get("on_step"),
                       replay=replays[-1])
         mod_latch = syn["modulation"].get("modulator_on_glimpse_end", "")
         if retro:

@@ -112,7 +112,8 @@ class DenseClapp:
 
     def features(self, params, probe) -> list:
         a = self.arrays
-        stack, patches = ClappStack(self.sizes, self.net.rule, a.params(params), self.net.layouts), probe.stimulus.patches
+        stack = ClappStack(self.sizes, self.net.rule, a.params(params), self.net.layouts)
+        patches = probe.stimulus.patches
         if isinstance(patches, np.ndarray) and a.name == "numpy":
             return stack.features(patches.astype(self.dtype))
         return _in_chunks(a, stack.features, patches, lambda chunk: np.asarray(chunk).astype(self.dtype))
