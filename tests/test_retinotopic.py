@@ -268,3 +268,16 @@ def test_retinotopic_protocol_runs_on_both_engines(engine, tmp_path, capsys):
             W, W0 = end[f"param/{l}/W"], start[f"param/{l}/W"]
             assert not W[~lay.ff_mask].any() and np.abs(W - W0)[lay.ff_mask].max() > 0
             assert not end[f"param/{l}/W_pred"][~lay.pred_mask].any()
+
+
+def test_one_location_that_sees_part_of_the_input_scores_as_a_dense_layer():
+    """A sheet of one location (kernel 3, stride 3 on 5 x 5): one score per row, as every engine reads it, and
+    gradients zero off the 3 x 3 receptive field."""
+    lay = Layout.retinotopic(5, 1, 3, 3, 4)
+    assert (lay.locations, lay.is_dense, lay.fan_in) == (1, False, 9)
+    rng = np.random.default_rng(5)
+    p = init_layout_params([lay], False, rng, dtype="float64", pred_init_scale=3.0)
+    x, x_prev, y = rng.random((6, 25)), rng.random((6, 25)), np.array([1, -1, 1, -1, 1, -1.0])
+    g = clapp_pairs(p["1/W"], p["1/W_pred"], x, x_prev, y, layout=lay)
+    assert g.u.shape == g.gamma.shape == (6,)
+    assert not g.W[~lay.ff_mask].any() and g.W[lay.ff_mask].any()

@@ -134,9 +134,9 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None, pre
         Weight of each row in the mean (default ``1 / n_rows``); lets a caller
         sum a positive and several negative sets into one loss.
     layout : Layout, optional
-        A retinotopic layer (:mod:`~neuroplastic.rules.retinotopic`): one score and gate per
-        location (``u``, ``gamma`` of shape (n_rows, locations)), the loss summed over locations,
-        the gradients zero off the connections. ``None``: a dense layer.
+        A retinotopic layer (:mod:`~neuroplastic.rules.retinotopic`): the gradients zero off the
+        connections and, with several locations, one score and gate per location (``u``, ``gamma``
+        of shape (n_rows, locations)), the loss summed over locations. ``None``: a dense layer.
     """
     xp = array_namespace(W, x)
     cur = forward(W, x) if cur is None else cur
@@ -145,7 +145,7 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None, pre
     d = c @ W_pred.T                          # dendritic prediction from the context
     n = x.shape[0]
     w = xp.full((n,), 1.0 / n, dtype=W.dtype, device=array_device(W)) if weights is None else weights
-    local = layout is not None and not layout.is_dense
+    local = layout is not None and layout.locations > 1
     if local:                                 # per location: y and the row weights broadcast over locations
         y, w = y[:, None], w[:, None]
     u = _scores(cur.z * d, layout)            # score of each pair (and location)
@@ -173,7 +173,7 @@ def clapp_pairs(W, W_pred, x, x_prev, y, *, cur: LayerForward | None = None, pre
 def _scores(zd, layout):
     """``sum_i z_i d_i`` over a layer's neurons (..., n) -> (...), or per location -> (..., locations)."""
     xp = array_namespace(zd)
-    if layout is None or layout.is_dense:
+    if layout is None or layout.locations == 1:
         return xp.sum(zd, axis=-1)
     return xp.sum(xp.reshape(zd, (*zd.shape[:-1], layout.locations, -1)), axis=-1)
 
@@ -181,7 +181,7 @@ def _scores(zd, layout):
 def _to_neurons(g, layout):
     """A per-row (...) or per-location (..., locations) factor as one value per neuron (..., 1 or n)."""
     xp = array_namespace(g)
-    if layout is None or layout.is_dense:
+    if layout is None or layout.locations == 1:
         return g[..., None]
     m = layout.n // layout.locations
     return xp.reshape(xp.broadcast_to(g[..., None], (*g.shape, m)), (*g.shape[:-1], layout.n))
@@ -255,7 +255,7 @@ def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None, layout: Layo
     weights = xp.asarray(weights, device=dev)     # drawn on the host: once to the device (numpy: the same array)
     dr = None                                     # sum over sets of g_r * z_cur
     loss = xp.zeros((), dtype=W.dtype, device=dev)
-    local = layout is not None and not layout.is_dense
+    local = layout is not None and layout.locations > 1
     gammas, us, gammas_r, us_r = [], [], [], []
     for s, shift in enumerate(shifts):
         y = 1.0 if shift % B == 0 else -1.0
