@@ -27,7 +27,7 @@ import numpy as np
 
 import neuroplastic.engines.brian  # noqa: F401
 from neuroplastic.bench import record
-from neuroplastic.engines.brian.network import _all_to_all
+from neuroplastic.rules.retinotopic import Layout
 from neuroplastic.engines.brian.spiking import build, constants
 from neuroplastic.models import load_model
 from neuroplastic.protocol import MODELS_DIR
@@ -65,12 +65,13 @@ def build_plain(neuron, sizes, x, params, glimpse, dt):
         mod = b2.NeuronGroup(1, "u : 1", clock=clock, name=f"modulator{l + 1}", namespace=ns)
         ff = b2.Synapses(pre, lay, "w : 1", on_pre=f"Is_post += w / ({pre_rate} * tau_s)", clock=clock,
                          name=f"ff{l + 1}", namespace=ns)
-        post, p = _all_to_all(n, pre.N)
+        wiring = Layout.dense(pre.N, n)         # all to all, in the order the plastic network's builder uses
+        post, p = wiring.connections("W")
         ff.connect(i=p, j=post)
         ff.w = params[f"{l + 1}/W"][post, p]
         pred = b2.Synapses(lay, lay, "w : 1", on_pre="d_post += w / (rate_out * tau_d)", clock=clock,
                            name=f"pred{l + 1}", namespace=ns, delay=glimpse)
-        post, p = _all_to_all(n, n)
+        post, p = wiring.connections("W_pred")
         pred.connect(i=p, j=post)
         pred.w = params[f"{l + 1}/W_pred"][post, p]
         score = b2.Synapses(lay, mod, on_pre="u_post += 1", clock=clock, name=f"score{l + 1}", namespace=ns)

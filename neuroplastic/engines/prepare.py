@@ -168,12 +168,10 @@ def layer_layouts(protocol, stimulus) -> list[Layout]:
     Retinotopic layers read a glimpse as a ``patch x patch`` sheet of pixels (of 1 or 3 channels), so
     they need image patches, without ON/OFF splitting (which puts the OFF copies after the ON ones).
     """
-    m, st = protocol.model, protocol.stimulus
-    n_in = stimulus.patches.shape[-1]
-    if m.connectivity == "dense":
-        return stack_layouts(n_in, m.layers)
+    m = protocol.model
     _check_retinotopic(protocol, images=np.shape(stimulus.positions)[1] == 2)
-    return stack_layouts(n_in, m.layers, "retinotopic", patch=st.patch, kernel=m.kernel, stride=m.stride)
+    return stack_layouts(stimulus.patches.shape[-1], m.layers, m.connectivity, patch=protocol.stimulus.patch,
+                         kernel=m.kernel, stride=m.stride)
 
 
 def _check_retinotopic(protocol, images: bool) -> None:

@@ -147,13 +147,6 @@ def _stored_variables(obj) -> list[str]:
                   and name not in ("t", "dt", "t_in_timesteps", "N", "i", "j", "lastupdate", "delay"))
 
 
-def _all_to_all(n_post: int, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
-    """Synapse order used everywhere: pre-major, ``(post, pre)`` index arrays."""
-    pre = np.repeat(np.arange(n_pre), n_post)
-    post = np.tile(np.arange(n_post), n_pre)
-    return post, pre
-
-
 def check_synapse_equations(synapses: ModelFile, variant: str, retro: bool) -> tuple[str, str]:
     """Check every synapse equation of ``variant`` the network uses, before Brian sees any.
 
