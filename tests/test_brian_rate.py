@@ -1,5 +1,6 @@
 """The Brian2 rate network equals the numpy reference, glimpse by glimpse, on runtime and cpp_standalone."""
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,45 @@ def test_run_lock_keeps_builds_and_cleanups_away_from_running_binaries(tmp_path)
             assert not alone                                      # no clean-up while they run
     with _run_lock(build, shared=False, blocking=False) as alone:
         assert alone
+
+
+def test_a_waiting_build_is_not_starved_by_overlapping_runs(tmp_path):
+    """Once a builder waits, new runs queue behind it, even while other runs still hold the build.
+
+    Without that, the runs of two processes that overlap one another keep the shared lock taken without
+    a gap and a third process waits to build until they have all finished.
+    """
+    import threading
+
+    from neuroplastic.engines.brian.device import _build_lock, _run_lock
+
+    build, order = tmp_path / "abc", []
+    release_first, builder_waits = threading.Event(), threading.Event()
+
+    def first_run():
+        with _run_lock(build, shared=True):
+            release_first.wait(10)
+
+    def builder():
+        builder_waits.set()
+        with _build_lock(build):
+            order.append("build")
+
+    def second_run():
+        with _run_lock(build, shared=True):
+            order.append("second run")
+
+    threads = [threading.Thread(target=first_run)]
+    threads[0].start()
+    time.sleep(0.2)                                               # the first run holds the build
+    threads.append(threading.Thread(target=builder))
+    threads[1].start()
+    builder_waits.wait(10)
+    time.sleep(0.2)                                               # the builder waits for the first run
+    threads.append(threading.Thread(target=second_run))
+    threads[2].start()
+    threads[2].join(1.0)                                          # without the queue it would run now
+    release_first.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["build", "second run"]

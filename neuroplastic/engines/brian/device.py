@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from ...environ import environment
 from ...errors import DeviceError
@@ -147,18 +148,35 @@ def _configure_cuda(arch: float) -> None:
 def _run_lock(directory: Path, shared: bool, blocking: bool = True):
     """flock on ``<build>.run.lock``: shared while a binary runs, exclusive to rebuild or clean up.
 
-    Yields whether the lock was taken (always, when ``blocking``).
+    A binary passes through the build lock (:func:`_build_lock`) on its way to the shared lock: runs of
+    several processes that overlap one another would otherwise hold the shared lock without a gap, and a
+    process waiting to build would wait for all of them to finish. Yields whether the lock was taken
+    (always, when ``blocking``).
     """
     fd = os.open(f"{directory}.run.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+            if shared and blocking:
+                with FileLock(f"{directory}.lock"):    # queue behind a waiting builder
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+            else:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         yield True
     finally:
         os.close(fd)               # closing the descriptor releases the lock
+
+
+@contextmanager
+def _build_lock(directory: Path):
+    """The build alone: one builder at a time (``<build>.lock``), and no binary of it running.
+
+    Held from the moment it waits, the build lock stops new runs from starting (:func:`_run_lock`).
+    """
+    with FileLock(f"{directory}.lock"), _run_lock(directory, shared=False):
+        yield
 
 
 def _builder_digest() -> str:
@@ -262,7 +280,6 @@ class Simulator:
         if self.network is not None:
             return self.directory
         from brian2.devices import reinit_devices
-        from filelock import FileLock
 
         check_compiler()
         # Reinitialising resets defaultclock.dt on the active device: on a standalone one that would be a
@@ -287,7 +304,7 @@ class Simulator:
                        {key: np.zeros_like(w, dtype=float) for key, w in params.items()}, 0.0)
             net.run()
             # Building rewrites the project's static arrays in place: wait until no binary of this build runs.
-            with FileLock(str(self.directory) + ".lock"), _run_lock(self.directory, shared=False):
+            with _build_lock(self.directory):
                 b2.device.build(directory=str(self.directory), compile=True, run=False, clean=False)
         self.network = net
         return self.directory
