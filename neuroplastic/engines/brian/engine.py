@@ -401,23 +401,33 @@ ENGINE = BrianEngine()
 
 
 def _spiking_features(s: _Session, params, presentations: int) -> list[np.ndarray]:
-    """Per-glimpse rates (n_images, n_glimpses, n) of every layer, from runs with eta = 0 and y = 0.
+    """Per-glimpse rates (n_images, n_glimpses, n) of every layer, averaged over ``presentations`` runs."""
+    n_images = s.patches.shape[0]
+    total = None
+    with phase(f"spiking presentations of {n_images} images", total=presentations, unit="run", logger=log) as advance:
+        for rates in presented_rates(s, params, presentations):
+            total = rates if total is None else [t + r for t, r in zip(total, rates)]
+            advance()
+    return [t / presentations for t in total]
 
-    Every image's glimpses in order, ``presentations`` times with fresh spike noise, rates averaged.
+
+def presented_rates(s: _Session, params, presentations: int):
+    """Yield every layer's per-glimpse spike-count rates (n_images, n_glimpses, n), one presentation at a time.
+
+    Each presentation is a run with eta = 0 and y = 0 over every image's glimpses in order, with spike noise
+    of its own (:func:`noise_seed`; the k-th presentation's is the same in every call).
     """
     n_images, n_positions = s.patches.shape[:2]
     x = s.patches.reshape(n_images * n_positions, -1)
-    total = [np.zeros((len(x), n)) for n in s.sizes[1:]]
+    for k in range(presentations):
+        rates = [np.zeros((len(x), n)) for n in s.sizes[1:]]
 
-    def read(bnet, start, n):
-        for t, r in zip(total, bnet.rates()):
-            t[start:start + n] += r[:n]
+        def read(bnet, start, n, rates=rates):
+            for t, r in zip(rates, bnet.rates()):
+                t[start:start + n] += r[:n]
 
-    with phase(f"spiking presentations of {n_images} images", total=presentations, unit="run", logger=log) as advance:
-        for k in range(presentations):
-            s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k), read=read)
-            advance()
-    return [(t / presentations).reshape(n_images, n_positions, -1) for t in total]
+        s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k), read=read)
+        yield [r.reshape(n_images, n_positions, -1) for r in rates]
 
 
 def _fidelity(s: _Session, params) -> dict:
