@@ -15,7 +15,6 @@ encoder's).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from neuroplastic.protocol import load
 from neuroplastic.results import Run, atomic_write
+from probe_seeds import seeds_parser      # its neighbour in benchmarks/
 
 
 def reprobe(protocol, directory: Path, presentations: list[int]) -> dict[int, dict[str, float]]:
@@ -65,11 +65,7 @@ def reprobe(protocol, directory: Path, presentations: list[int]) -> dict[int, di
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("protocol", type=Path)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--out", type=Path, default=Path("runs"))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    p = seeds_parser(__doc__.split("\n")[0])
     p.add_argument("--presentations", type=int, nargs="+", default=[1, 2, 4])
     args = p.parse_args(argv)
     if min(args.presentations) < 1:

@@ -47,12 +47,18 @@ def probe_over_seeds(protocol_file: Path, seeds: list[int], out: Path, extra: li
     return table
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def seeds_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a script over a protocol's seeds: the protocol, ``--seeds``, ``--out`` and ``--set``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("protocol", type=Path)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    return p
+
+
+def main(argv=None) -> int:
+    p = seeds_parser(__doc__.split("\n")[0])
     p.add_argument("--force", action="store_true", help="recompute seeds that already finished")
     tables = ("probe", "probe_random", "probe_rates", "probe_random_rates")
     p.add_argument("--trained", default="probe", choices=tables, help="the trained network's probe table")
