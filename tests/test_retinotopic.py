@@ -69,6 +69,15 @@ def test_init_is_zero_off_the_connections_and_scaled_by_fan_in():
     assert all(np.array_equal(dense[k], ref[k]) for k in ref)
 
 
+def test_masks_are_converted_once_per_kind_of_array():
+    lay = layouts()[0]
+    W64, W32 = np.zeros((lay.n, lay.n_in)), np.zeros((lay.n, lay.n_in), np.float32)
+    ff, pred = lay.masks_like(W64)
+    assert ff.dtype == np.float64 and np.array_equal(ff, lay.ff_mask) and np.array_equal(pred, lay.pred_mask)
+    assert lay.masks_like(np.ones_like(W64))[0] is ff             # kept, not converted again
+    assert lay.masks_like(W32)[0].dtype == np.float32 and lay.masks_like(W32)[0] is not ff
+
+
 def _pair_problem(rule, seed=0):
     rng = np.random.default_rng(seed)
     lay = layouts()[0]

@@ -191,10 +191,8 @@ def _masked(layout, W, *grads):
     """The gradients of a retinotopic layer zero off its connections (a dense layer's unchanged)."""
     if layout is None or layout.is_dense:
         return grads
-    xp = array_namespace(W)
-    masks = [layout.ff_mask, layout.pred_mask, layout.pred_mask]
-    return tuple(None if g is None else g * xp.asarray(m, dtype=W.dtype, device=array_device(W))
-                 for g, m in zip(grads, masks))
+    ff, pred = layout.masks_like(W)
+    return tuple(None if g is None else g * m for g, m in zip(grads, (ff, pred, pred)))
 
 
 def clapp_sequences(W, W_pred, x, shifts, weights, *, W_retro=None, layout: Layout | None = None) -> ClappGrads:

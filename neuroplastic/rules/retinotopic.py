@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 __all__ = ["Layout", "dense_layouts", "grid_side", "init_layout_params", "stack_layouts", "stack_sizes"]
 
@@ -66,6 +68,7 @@ class Layout:
     pred_mask: np.ndarray = field(repr=False)
     grid: int = 0
     channels: int = 0
+    _masks: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def dense(cls, n_in: int, n: int) -> "Layout":
@@ -113,6 +116,20 @@ class Layout:
 
     def mask(self, key: str) -> np.ndarray:
         return self.ff_mask if key == "W" else self.pred_mask
+
+    def masks_like(self, W) -> tuple:
+        """``(ff_mask, pred_mask)`` as arrays of ``W``'s kind: its array library, dtype and device.
+
+        Made once per kind and kept, because a rule multiplies its gradients by them at every step:
+        converting the boolean masks anew would allocate two weight-sized arrays each time, and on a
+        GPU copy them from host memory each time.
+        """
+        xp = array_namespace(W)
+        kind = (xp.__name__, str(W.dtype), str(array_device(W)))
+        if kind not in self._masks:
+            self._masks[kind] = tuple(xp.asarray(m, dtype=W.dtype, device=array_device(W))
+                                      for m in (self.ff_mask, self.pred_mask))
+        return self._masks[kind]
 
 
 def dense_layouts(sizes: list[int]) -> list[Layout]:
