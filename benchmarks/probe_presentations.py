@@ -48,12 +48,10 @@ def reprobe(protocol, directory: Path, presentations: list[int]) -> dict[int, di
     prepared = prepare(protocol)
     model = ENGINE.init(protocol, prepared, np.random.default_rng(0))     # the weights are replaced below
     probe = prepared.probe_set()
-    total = None
     try:
-        for k, rates in enumerate(presented_rates(model.net, params, max(presentations)), start=1):
-            total = rates if total is None else [t + r for t, r in zip(total, rates)]
+        for k, mean in enumerate(presented_rates(model.net, params, max(presentations)), start=1):
             if k in presentations and k not in table:
-                _, summary = probe_encoder(protocol, [t / k for t in total], None, probe.dataset.labels,
+                _, summary = probe_encoder(protocol, mean, None, probe.dataset.labels,
                                            probe.train_idx, probe.test_idx)
                 table[k] = summary["probe"]
                 atomic_write(saved, json.dumps({str(c): v for c, v in sorted(table.items())}, indent=1))

@@ -16,3 +16,11 @@ def test_time_per_run_is_fitted_across_chunk_lengths(tmp_path, monkeypatch, caps
     assert recorded["details"]["seconds_per_run"] > 0               # six more runs of the binary cost time
     assert recorded["ratios"] == {}                                 # one stream length: no memory comparison
     assert "time per run of the binary" in capsys.readouterr().out
+
+
+def test_counts_below_one_are_refused_before_any_work(capsys):
+    main = benchmark_module("bench_brian_stream").main
+    for flag in ("--chunk", "--glimpses"):
+        with pytest.raises(SystemExit) as stop:
+            main([flag, "0"])
+        assert stop.value.code == 2 and "--glimpses and --chunk: counts of 1 or more" in capsys.readouterr().err

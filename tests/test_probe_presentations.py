@@ -32,3 +32,18 @@ def test_reprobing_a_spiking_run_gives_its_probe_at_its_own_presentations(tmp_pa
     from neuroplastic.engines.brian import engine
     monkeypatch.setattr(engine, "presented_rates", lambda *a: pytest.fail("simulated counts it had"))
     assert reprobe(protocol, directory, [2]) == {2: table[2]}
+
+
+def test_counts_below_one_and_rate_runs_are_refused_before_any_work(tmp_path, capsys):
+    main = benchmark_module("probe_presentations").main
+    protocol_file = str(ROOT / "protocols" / "clapp_digits_spiking.toml")
+    with pytest.raises(SystemExit) as stop:
+        main([protocol_file, "--presentations", "2", "0", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "--presentations: counts of 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main([protocol_file, "--set", "engine.variant=rate", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "only a spiking run has spikes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main([protocol_file, "--seeds", "4", "--out", str(tmp_path)])
+    assert "seed 4: no finished run" in str(stop.value.code)
+    assert list(tmp_path.iterdir()) == []                          # nothing written

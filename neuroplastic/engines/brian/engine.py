@@ -402,32 +402,31 @@ ENGINE = BrianEngine()
 
 def _spiking_features(s: _Session, params, presentations: int) -> list[np.ndarray]:
     """Per-glimpse rates (n_images, n_glimpses, n) of every layer, averaged over ``presentations`` runs."""
-    n_images = s.patches.shape[0]
-    total = None
-    with phase(f"spiking presentations of {n_images} images", total=presentations, unit="run", logger=log) as advance:
-        for rates in presented_rates(s, params, presentations):
-            total = rates if total is None else [t + r for t, r in zip(total, rates)]
+    with phase(f"spiking presentations of {s.patches.shape[0]} images", total=presentations, unit="run",
+               logger=log) as advance:
+        for mean in presented_rates(s, params, presentations):
             advance()
-    return [t / presentations for t in total]
+    return mean
 
 
 def presented_rates(s: _Session, params, presentations: int):
-    """Yield every layer's per-glimpse spike-count rates (n_images, n_glimpses, n), one presentation at a time.
+    """Yield every layer's per-glimpse spike-count rates (n_images, n_glimpses, n) averaged over the first
+    k presentations, for k = 1 to ``presentations``.
 
     Each presentation is a run with eta = 0 and y = 0 over every image's glimpses in order, with spike noise
     of its own (:func:`noise_seed`; the k-th presentation's is the same in every call).
     """
     n_images, n_positions = s.patches.shape[:2]
     x = s.patches.reshape(n_images * n_positions, -1)
+    total = [np.zeros((len(x), n)) for n in s.sizes[1:]]
+
+    def read(bnet, start, n):
+        for t, r in zip(total, bnet.rates()):
+            t[start:start + n] += r[:n]
+
     for k in range(presentations):
-        rates = [np.zeros((len(x), n)) for n in s.sizes[1:]]
-
-        def read(bnet, start, n, rates=rates):
-            for t, r in zip(rates, bnet.rates()):
-                t[start:start + n] += r[:n]
-
         s.simulate(x, np.zeros(len(x)), params, 0.0, noise=(PROBE, k), read=read)
-        yield [r.reshape(n_images, n_positions, -1) for r in rates]
+        yield [(t / (k + 1)).reshape(n_images, n_positions, -1) for t in total]
 
 
 def _fidelity(s: _Session, params) -> dict:
